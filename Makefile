@@ -1,0 +1,75 @@
+# fusion-router: `make run` (local demo on the embedded default config) and `make test` are all a
+# newcomer needs; both install everything first.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+PB_STAMP := router/_pb/.generated
+MODELS_STAMP := models/MANIFEST.json
+PROTOS := $(shell find proto -name '*.proto')
+
+.PHONY: install run test unit-test bench bench-router bench-fusion bench-classifiers models proto chart-test image image-cuda kind-up kind-down docs-headers clean
+
+$(STAMP): pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test]'
+	touch $(STAMP)
+
+$(PB_STAMP): $(STAMP) $(PROTOS) scripts/gen_proto.py
+	$(BIN)/python scripts/gen_proto.py
+	touch $(PB_STAMP)
+
+$(MODELS_STAMP): $(STAMP) scripts/build_models.py
+	$(BIN)/python scripts/build_models.py --out models
+
+install: $(STAMP) $(PB_STAMP) $(MODELS_STAMP)
+
+proto: $(STAMP)
+	$(BIN)/python scripts/gen_proto.py
+	touch $(PB_STAMP)
+
+models: $(STAMP)
+	$(BIN)/python scripts/build_models.py --out models
+
+run: install
+	$(BIN)/fusion-router up --simulate
+
+test: install
+	$(BIN)/python -m pytest -q -p no:cacheprovider
+	$(MAKE) chart-test
+
+unit-test: install
+	$(BIN)/python -m pytest -q tests/unit
+
+bench: install bench-router bench-fusion bench-classifiers
+
+bench-router: install
+	$(BIN)/python bench/router_bench.py
+
+bench-fusion: install
+	$(BIN)/python bench/fusion_bench.py
+
+bench-classifiers: install
+	$(BIN)/python bench/classifiers_bench.py
+
+chart-test: $(STAMP)
+	bash scripts/chart_test.sh
+
+image:
+	docker build -t fusion-router:dev .
+
+image-cuda:
+	docker build -f Dockerfile.cuda -t fusion-router:dev-cuda .
+
+kind-up:
+	bash scripts/kind_up.sh
+
+kind-down:
+	bash scripts/kind_down.sh
+
+docs-headers: $(STAMP)
+	$(BIN)/fusion-router headers > docs/headers.md
+
+clean:
+	rm -rf $(VENV) router/_pb models .cache .tools

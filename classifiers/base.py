@@ -1,0 +1,103 @@
+"""What every model kind shares: a model dir → metadata + tokenizer + session, and feeding the graph."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, ClassVar, Sequence
+
+import numpy as np
+
+from .errors import ModelLoadError
+from .metadata import MODEL_FILE, TOKENIZER_FILE, ModelMetadata
+from .session import Device, OnnxSession, create_session
+from .tokenize import Batch, TextTokenizer
+
+_ORT_INT_TYPES = {"tensor(int64)": np.int64, "tensor(int32)": np.int32}
+
+
+class OnnxModel:
+    """Base class. Subclasses implement ``run(texts) -> list[result]`` (one result per text)."""
+
+    kind: ClassVar[str] = ""
+
+    def __init__(
+        self,
+        model_dir: str | os.PathLike[str],
+        device: Device = "auto",
+        intra_op_threads: int | None = None,
+        metadata: ModelMetadata | None = None,
+    ) -> None:
+        self.path = Path(model_dir)
+        if not self.path.is_dir():
+            raise ModelLoadError(self.path, "model directory is missing")
+        self.metadata = metadata or ModelMetadata.load(self.path)
+        if self.metadata.kind != self.kind:
+            raise ModelLoadError(
+                self.path, f"metadata kind is {self.metadata.kind!r}, expected {self.kind!r}"
+            )
+        self.tokenizer = TextTokenizer(
+            self.path / TOKENIZER_FILE, self.metadata.max_length, stride=self.metadata.stride
+        )
+        self.session: OnnxSession = create_session(self.path / MODEL_FILE, device, intra_op_threads)
+        self._feed_types = self._check_io()
+        self.output_name = self.metadata.output or self.session.output_names[0]
+
+    @property
+    def provider(self) -> str:
+        """The execution provider the session actually runs on, e.g. ``CPUExecutionProvider``."""
+        return self.session.provider
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        return self.metadata.labels
+
+    @property
+    def max_length(self) -> int:
+        return self.metadata.max_length
+
+    def _check_io(self) -> dict[str, Any]:
+        graph_inputs = {i.name: i.type for i in self.session.session.get_inputs()}
+        missing = [n for n in graph_inputs if n not in self.metadata.inputs]
+        if missing:
+            raise ModelLoadError(
+                self.session.path,
+                f"graph needs inputs {missing} not listed in metadata 'inputs' {list(self.metadata.inputs)}",
+            )
+        out = self.metadata.output
+        if out is not None and out not in self.session.output_names:
+            raise ModelLoadError(
+                self.session.path,
+                f"metadata output {out!r} is not a graph output ({self.session.output_names})",
+            )
+        return {n: _ORT_INT_TYPES.get(t, np.int64) for n, t in graph_inputs.items()}
+
+    def _feeds(self, batch: Batch) -> dict[str, np.ndarray]:
+        arrays = {
+            "input_ids": batch.input_ids,
+            "attention_mask": batch.attention_mask,
+            "token_type_ids": batch.token_type_ids,
+        }
+        try:
+            return {n: arrays[n].astype(dt, copy=False) for n, dt in self._feed_types.items()}
+        except KeyError as exc:
+            raise ModelLoadError(self.session.path, f"unsupported graph input {exc}") from None
+
+    def _forward(self, batch: Batch) -> np.ndarray:
+        return np.asarray(self.session.run([self.output_name], self._feeds(batch))[0])
+
+    def run(self, texts: Sequence[str]) -> list[Any]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def warmup(self) -> None:
+        """One tiny inference so the first real request doesn't pay for lazy allocations."""
+        self.run(["warm-up"])
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({str(self.path)!r}, provider={self.provider!r})"
+
+
+def softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
+    z = x - x.max(axis=axis, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=axis, keepdims=True)

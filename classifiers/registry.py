@@ -1,0 +1,40 @@
+"""``load_model``: open any model directory and get the right class for its ``metadata.json`` kind."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Union
+
+from .base import OnnxModel
+from .embedding import EmbeddingModel
+from .errors import ModelLoadError
+from .metadata import ModelMetadata
+from .sequence import SequenceClassifier
+from .session import Device
+from .token import TokenClassifier
+
+Model = Union[EmbeddingModel, SequenceClassifier, TokenClassifier]
+
+MODEL_CLASSES: dict[str, type[OnnxModel]] = {
+    "embedding": EmbeddingModel,
+    "sequence": SequenceClassifier,
+    "token": TokenClassifier,
+}
+
+
+def load_model(
+    path: str | os.PathLike[str],
+    device: Device = "auto",
+    intra_op_threads: int | None = None,
+    warmup: bool = False,
+) -> Model:
+    """Load a model directory. Raises :class:`ModelLoadError` naming the path on any problem."""
+    p = Path(path)
+    if not p.is_dir():
+        raise ModelLoadError(p, "model directory is missing (run `make models`?)")
+    meta = ModelMetadata.load(p)
+    model = MODEL_CLASSES[meta.kind](path, device=device, intra_op_threads=intra_op_threads, metadata=meta)
+    if warmup:
+        model.warmup()
+    return model  # type: ignore[return-value]

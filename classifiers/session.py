@@ -1,0 +1,133 @@
+"""ONNX Runtime sessions: pick CUDA when it really works, else CPU, and say which one is in use."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, Mapping
+
+import numpy as np
+import onnxruntime as ort
+import structlog
+
+from .errors import DeviceUnavailableError, ModelLoadError
+
+Device = Literal["auto", "cuda", "cpu"]
+
+CUDA = "CUDAExecutionProvider"
+CPU = "CPUExecutionProvider"
+
+log = structlog.get_logger(__name__)
+
+
+def default_threads() -> int:
+    """Intra-op threads: ``FUSION_ROUTER_ORT_THREADS`` or the cores we may use (capped at 8).
+
+    Beyond a handful of threads small BERT-style graphs stop getting faster and start fighting the
+    event loop and the other models for the same cores.
+    """
+    env = os.environ.get("FUSION_ROUTER_ORT_THREADS")
+    if env:
+        return max(1, int(env))
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    return max(1, min(cores, 8))
+
+
+def session_options(intra_op_threads: int | None = None) -> ort.SessionOptions:
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = intra_op_threads or default_threads()
+    # One graph runs at a time per call; parallelism comes from intra-op threads and from batching.
+    opts.inter_op_num_threads = 1
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.log_severity_level = 3  # we log the provider choice ourselves; ORT's fallback warning is noise
+    return opts
+
+
+def cuda_available() -> bool:
+    """True when the installed ORT build offers the CUDA provider (it may still fail to start)."""
+    return CUDA in ort.get_available_providers()
+
+
+@dataclass
+class OnnxSession:
+    """An ``InferenceSession`` plus the provider it actually runs on."""
+
+    session: ort.InferenceSession
+    path: Path
+    provider: str
+    device: str
+
+    @property
+    def input_names(self) -> list[str]:
+        return [i.name for i in self.session.get_inputs()]
+
+    @property
+    def output_names(self) -> list[str]:
+        return [o.name for o in self.session.get_outputs()]
+
+    def run(self, outputs: list[str] | None, feeds: Mapping[str, np.ndarray]) -> list[Any]:
+        return self.session.run(outputs, dict(feeds))
+
+
+def _start(path: Path, providers: list[str], opts: ort.SessionOptions) -> ort.InferenceSession:
+    try:
+        return ort.InferenceSession(str(path), sess_options=opts, providers=providers)
+    except Exception as exc:  # ORT raises its own Fail/InvalidProtobuf/NoSuchFile types
+        raise ModelLoadError(path, f"ONNX Runtime rejected the model: {exc}") from exc
+
+
+def create_session(
+    path: str | os.PathLike[str],
+    device: Device = "auto",
+    intra_op_threads: int | None = None,
+) -> OnnxSession:
+    """Start a session on ``device``.
+
+    * ``auto``: CUDA when ORT offers it *and* the session really starts on it, else CPU.
+    * ``cuda``: CUDA or :class:`DeviceUnavailableError` -- asking for a GPU and silently getting a CPU
+      would hide a misconfigured deployment behind 10x latency.
+    * ``cpu``: CPU only.
+    """
+    p = Path(path)
+    if device not in ("auto", "cuda", "cpu"):
+        raise ValueError(f"device must be auto|cuda|cpu, got {device!r}")
+    if not p.is_file():
+        raise ModelLoadError(p, "model file is missing")
+    opts = session_options(intra_op_threads)
+
+    sess: ort.InferenceSession | None = None
+    if device in ("auto", "cuda"):
+        if cuda_available():
+            try:
+                sess = _start(p, [CUDA, CPU], opts)
+            except ModelLoadError:
+                if device == "cuda":
+                    raise
+                sess = None
+            # ORT quietly drops CUDA when its libraries or the GPU are missing: check what we got.
+            if sess is not None and sess.get_providers()[0] != CUDA:
+                sess = None
+        if sess is None and device == "cuda":
+            raise DeviceUnavailableError(
+                p,
+                "device=cuda requested but CUDAExecutionProvider is unavailable "
+                f"(available: {ort.get_available_providers()}); install onnxruntime-gpu on a GPU host "
+                "or use device=auto|cpu",
+            )
+    if sess is None:
+        sess = _start(p, [CPU], opts)
+
+    provider = sess.get_providers()[0]
+    log.info(
+        "onnx_session_started",
+        model=str(p),
+        device=device,
+        provider=provider,
+        intra_op_threads=opts.intra_op_num_threads,
+    )
+    return OnnxSession(session=sess, path=p, provider=provider, device=device)

@@ -1,0 +1,71 @@
+"""Tokenisation with a Hugging Face ``tokenizer.json``: truncation we can report, padding we control."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+from tokenizers import Encoding, Tokenizer
+
+from .errors import ModelLoadError
+
+
+@dataclass
+class Batch:
+    """Padded arrays for one ONNX call. ``owner[i]`` is the input text row ``i`` came from."""
+
+    input_ids: np.ndarray  # [rows, seq] int64
+    attention_mask: np.ndarray  # [rows, seq] int64
+    token_type_ids: np.ndarray  # [rows, seq] int64
+    encodings: list[Encoding]
+    owner: list[int]
+    truncated: list[bool]  # per input text
+
+
+class TextTokenizer:
+    def __init__(self, path: Path, max_length: int, stride: int = 0) -> None:
+        if not path.is_file():
+            raise ModelLoadError(path, "tokenizer.json is missing")
+        try:
+            tok = Tokenizer.from_file(str(path))
+        except Exception as exc:  # tokenizers raises a bare Exception on bad JSON
+            raise ModelLoadError(path, f"tokenizer.json is unreadable: {exc}") from exc
+        # Exported tokenizers often carry their own padding/truncation; ours must win.
+        tok.no_padding()
+        tok.enable_truncation(max_length, stride=stride)
+        self.tokenizer = tok
+        self.path = path
+        self.max_length = max_length
+        pad = tok.token_to_id("[PAD]")
+        if pad is None:
+            pad = tok.token_to_id("<pad>")
+        self.pad_id = int(pad or 0)
+
+    def encode(self, texts: Sequence[str], windows: bool = False) -> Batch:
+        """Encode ``texts``; with ``windows`` every overflow window becomes its own row."""
+        encs = self.tokenizer.encode_batch(list(texts))
+        rows: list[Encoding] = []
+        owner: list[int] = []
+        truncated: list[bool] = []
+        for i, enc in enumerate(encs):
+            over = enc.overflowing
+            truncated.append(bool(over))
+            rows.append(enc)
+            owner.append(i)
+            if windows:
+                for o in over:
+                    rows.append(o)
+                    owner.append(i)
+        seq = max((len(e.ids) for e in rows), default=1)
+        n = len(rows)
+        ids = np.full((n, seq), self.pad_id, dtype=np.int64)
+        mask = np.zeros((n, seq), dtype=np.int64)
+        types = np.zeros((n, seq), dtype=np.int64)
+        for r, e in enumerate(rows):
+            k = len(e.ids)
+            ids[r, :k] = e.ids
+            mask[r, :k] = e.attention_mask
+            types[r, :k] = e.type_ids
+        return Batch(ids, mask, types, rows, owner, truncated)

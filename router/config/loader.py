@@ -1,0 +1,154 @@
+"""Load and validate the router config; every error names the file, the field path and what was expected."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from router.config.schema import SIGNAL_SECTIONS, Config, FusionAlgorithm, RuleLeaf, RuleNode
+
+
+class ConfigError(Exception):
+    """A config that cannot be used; ``problems`` holds one ``field.path: message`` line each."""
+
+    def __init__(self, source: str, problems: list[str]):
+        self.source = source
+        self.problems = problems
+        super().__init__("\n".join(f"{source}: {p}" for p in problems))
+
+
+def _path(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif part in ("node", "leaf") or str(part).startswith("function-"):
+            continue  # discriminator tags say nothing to a user
+        else:
+            out += ("." if out else "") + str(part)
+    return out or "(top level)"
+
+
+def _describe(err: dict[str, Any]) -> str:
+    kind, msg = err["type"], err["msg"]
+    got = err.get("input")
+    if kind == "extra_forbidden":
+        return "unknown key (not part of the schema; check the spelling)"
+    if kind == "missing":
+        return "required field is missing"
+    if isinstance(got, (str, int, float, bool)) or got is None:
+        return f"{msg} (got {got!r})"
+    return f"{msg} (got a {type(got).__name__})"
+
+
+def _cross_check(cfg: Config) -> Iterator[str]:
+    """References between sections: what pydantic alone cannot see."""
+    backends = {b.name for b in cfg.backends}
+    seen: set[str] = set()
+    for i, b in enumerate(cfg.backends):
+        if b.name in seen:
+            yield f"backends[{i}].name: duplicate backend name {b.name!r}"
+        seen.add(b.name)
+    models: set[str] = set()
+    for i, m in enumerate(cfg.models):
+        if m.name in models:
+            yield f"models[{i}].name: duplicate model name {m.name!r}"
+        models.add(m.name)
+        if m.backend not in backends:
+            yield f"models[{i}].backend: unknown backend {m.backend!r} (expected one of {sorted(backends)})"
+    router = cfg.global_.router
+    slugs = set(cfg.global_.integrations.looper.fusion.model_names)
+    reserved = set(router.auto_model_names) | slugs
+    for i, m in enumerate(cfg.models):
+        if m.name in reserved:
+            yield f"models[{i}].name: {m.name!r} is a reserved auto/Fusion model name"
+    if cfg.default_model is not None and cfg.default_model not in models:
+        yield f"default_model: unknown model {cfg.default_model!r} (expected one of {sorted(models)})"
+
+    declared: dict[str, set[str]] = {}
+    for leaf_type, section in SIGNAL_SECTIONS.items():
+        names: set[str] = set()
+        for j, sig in enumerate(getattr(cfg.routing.signals, section)):
+            if sig.name in names:
+                yield f"routing.signals.{section}[{j}].name: duplicate signal name {sig.name!r}"
+            names.add(sig.name)
+        declared[leaf_type] = names
+    # A domain signal's leaves are its categories; complexity leaves are ``name:hard|easy``.
+    for sig in cfg.routing.signals.domains:
+        declared["domain"] |= {c.name for c in sig.categories} | {sig.name}
+    declared["complexity"] |= {f"{s.name}:{lvl}" for s in cfg.routing.signals.complexity for lvl in ("hard", "easy")}
+
+    names = set()
+    for i, d in enumerate(cfg.routing.decisions):
+        at = f"routing.decisions[{i}]"
+        if d.name in names:
+            yield f"{at}.name: duplicate decision name {d.name!r}"
+        names.add(d.name)
+        for j, ref in enumerate(d.modelRefs):
+            if ref.model not in models:
+                yield f"{at}.modelRefs[{j}].model: unknown model {ref.model!r} (expected one of {sorted(models)})"
+        if not d.modelRefs and not d.is_looper and d.plugin_block is None:
+            yield f"{at}.modelRefs: a routing decision needs at least one model"
+        if d.rules is not None:
+            yield from _check_rule(d.rules, f"{at}.rules", declared)
+        if isinstance(d.algorithm, FusionAlgorithm):
+            f = d.algorithm.fusion
+            fat = f"{at}.algorithm.fusion"
+            if f.model is not None and f.model not in models:
+                yield f"{fat}.model: unknown judge model {f.model!r}" + (
+                    " (a Fusion slug can never be a judge)" if f.model in slugs else ""
+                )
+            for j, m in enumerate(f.analysis_models or []):
+                if m not in models:
+                    yield f"{fat}.analysis_models[{j}]: unknown model {m!r}" + (
+                        " (a Fusion slug can never be a panel model)" if m in slugs else ""
+                    )
+            if not (f.analysis_models or d.modelRefs):
+                yield f"{fat}.analysis_models: a Fusion decision needs a panel (analysis_models or modelRefs)"
+
+
+def _check_rule(rule: RuleNode | RuleLeaf, at: str, declared: dict[str, set[str]]) -> Iterator[str]:
+    if isinstance(rule, RuleLeaf):
+        if rule.name not in declared[rule.type]:
+            section = SIGNAL_SECTIONS[rule.type]
+            yield (
+                f"{at}.name: no {rule.type} signal named {rule.name!r} in routing.signals.{section}"
+                f" (declared: {sorted(declared[rule.type]) or 'none'})"
+            )
+        return
+    for k, cond in enumerate(rule.conditions):
+        yield from _check_rule(cond, f"{at}.conditions[{k}]", declared)
+
+
+def parse_config(data: Any, source: str = "<config>") -> Config:
+    if not isinstance(data, dict):
+        raise ConfigError(source, [f"(top level): expected a mapping of sections, got {type(data).__name__}"])
+    try:
+        cfg = Config.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(source, [f"{_path(e['loc'])}: {_describe(e)}" for e in exc.errors()]) from None
+    problems = list(_cross_check(cfg))
+    if problems:
+        raise ConfigError(source, problems)
+    return cfg
+
+
+def load_config(path: str | Path) -> Config:
+    source = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(source, [f"cannot read file: {exc.strerror or exc}"]) from None
+    except UnicodeDecodeError:
+        raise ConfigError(source, ["file is not UTF-8 text"]) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        raise ConfigError(source, [f"{where}invalid YAML: {getattr(exc, 'problem', exc)}"]) from None
+    return parse_config(data, source)

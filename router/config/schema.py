@@ -1,0 +1,369 @@
+"""Pydantic schema for the router's one YAML file.
+
+Field names follow vLLM Semantic Router (``global.router.auto_model_names``, ``routing.signals``,
+``routing.decisions[].modelRefs`` ...) so its users can move their configs over. Every model forbids
+unknown keys: a typo must be an error, not a silently ignored setting.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator, model_validator
+
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$"
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
+
+
+# --------------------------------------------------------------------------- global
+
+
+class RouterSettings(Strict):
+    auto_model_names: list[str] = Field(default_factory=lambda: ["vllm-sr/auto", "auto", "MoM"])
+    cluster_header: str = "x-vsr-cluster"
+    debug_header: str = "x-vsr-debug"
+    max_body_bytes: int = Field(default=16 * 1024 * 1024, gt=0)
+    drain_timeout_seconds: float = Field(default=30.0, ge=0)
+    log_prompts: bool = False
+    # Where the Fusion trace goes: the body's top-level ``fusion`` object and/or x-vsr-fusion-* headers.
+    trace_in_body: bool = True
+    trace_in_headers: bool = True
+
+
+class FusionSlugs(Strict):
+    model_names: list[str] = Field(default_factory=lambda: ["vllm-sr/fusion"])
+
+
+class LooperIntegration(Strict):
+    # Looper sub-calls go back through Envoy when set (its clusters, retries and health checks apply);
+    # left empty, they go straight to each model's backend endpoint.
+    endpoint: str | None = None
+    timeout_seconds: float = Field(default=120.0, gt=0)
+    connect_timeout_seconds: float = Field(default=5.0, gt=0)
+    max_response_bytes: int = Field(default=8 * 1024 * 1024, gt=0)
+    max_connections: int = Field(default=256, gt=0)
+    fusion: FusionSlugs = Field(default_factory=FusionSlugs)
+
+
+class Integrations(Strict):
+    looper: LooperIntegration = Field(default_factory=LooperIntegration)
+
+
+class ClassifierSettings(Strict):
+    models_dir: str | None = None  # default: $FUSION_ROUTER_MODELS_DIR or ./models
+    device: Literal["auto", "cuda", "cpu"] = "auto"
+    max_batch_size: int = Field(default=32, gt=0)
+    max_wait_ms: float = Field(default=2.0, ge=0)
+    max_queue: int = Field(default=1024, gt=0)
+    intra_op_threads: int = Field(default=0, ge=0)
+
+
+class Global(Strict):
+    router: RouterSettings = Field(default_factory=RouterSettings)
+    integrations: Integrations = Field(default_factory=Integrations)
+    classifiers: ClassifierSettings = Field(default_factory=ClassifierSettings)
+
+
+# --------------------------------------------------------------------------- backends and models
+
+
+class Backend(Strict):
+    name: str = Field(pattern=NAME_PATTERN)
+    endpoint: str | None = Field(default=None, pattern=r"^https?://[^/\s]+(/.*)?$")
+    cluster: str | None = None  # an Envoy cluster that already exists (meshes); defaults to ``name``
+    api_key_env: str | None = None
+    type: Literal["openai-compatible"] = "openai-compatible"
+
+    @model_validator(mode="after")
+    def _needs_target(self) -> Backend:
+        if self.endpoint is None and self.cluster is None:
+            raise ValueError("a backend needs `endpoint` (http(s)://host:port) or `cluster` (an Envoy cluster)")
+        return self
+
+    @property
+    def cluster_name(self) -> str:
+        return self.cluster or self.name
+
+
+class ModelSpec(Strict):
+    name: str = Field(min_length=1)
+    backend: str
+    served_model_id: str | None = None  # the id the backend knows; defaults to ``name``
+    description: str = ""
+
+    @property
+    def served_id(self) -> str:
+        return self.served_model_id or self.name
+
+
+# --------------------------------------------------------------------------- signals
+
+
+class SignalCommon(Strict):
+    name: str = Field(min_length=1)
+    on_error: Literal["skip", "fail_closed"] = "skip"
+    timeout_ms: float = Field(default=500.0, gt=0)
+
+
+class KeywordSignal(SignalCommon):
+    operator: Literal["any", "all", "none", "OR", "AND", "NOR"] = "any"
+    keywords: list[str] = Field(min_length=1)
+    method: Literal["word", "regex", "substring"] = "word"
+    case_sensitive: bool = False
+
+    @field_validator("operator")
+    @classmethod
+    def _normalise_operator(cls, value: str) -> str:
+        return {"OR": "any", "AND": "all", "NOR": "none"}.get(value, value)
+
+
+class ContextSignal(SignalCommon):
+    min_tokens: int = Field(default=0, ge=0)
+    max_tokens: int | None = Field(default=None, gt=0)
+
+
+class LanguageSignal(SignalCommon):
+    languages: list[str] = Field(min_length=1, description="ISO 639-1 codes, e.g. en, fr, zh")
+    min_confidence: float = Field(default=0.0, ge=0, le=1)
+
+
+class EmbeddingSignal(SignalCommon):
+    candidates: list[str] = Field(min_length=1)
+    threshold: float = Field(default=0.6, ge=-1, le=1)
+    aggregation_method: Literal["max", "mean"] = "max"
+    model: str = "embedding"
+
+
+class DomainCategory(Strict):
+    name: str = Field(min_length=1)
+    description: str = ""
+    examples: list[str] = Field(default_factory=list)
+
+
+class DomainSignal(SignalCommon):
+    # Categories by description/examples (embedding nearest centroid) or a user classifier model dir.
+    categories: list[DomainCategory] = Field(default_factory=list)
+    classifier_model: str | None = None
+    threshold: float = Field(default=0.3, ge=0, le=1)
+    model: str = "embedding"
+
+    @model_validator(mode="after")
+    def _needs_categories(self) -> DomainSignal:
+        if not self.categories and not self.classifier_model:
+            raise ValueError("a domain signal needs `categories` or `classifier_model`")
+        return self
+
+
+class ComplexitySignal(SignalCommon):
+    hard: list[str] = Field(min_length=1)
+    easy: list[str] = Field(min_length=1)
+    margin: float = Field(default=0.0, ge=-1, le=1)
+    model: str = "embedding"
+
+
+class JailbreakSignal(SignalCommon):
+    threshold: float = Field(default=0.5, ge=0, le=1)
+    model: str = "jailbreak"
+    scope: Literal["last_user", "all_user"] = "all_user"
+
+
+class PIISignal(SignalCommon):
+    pii_types_allowed: list[str] = Field(default_factory=list)
+    threshold: float = Field(default=0.5, ge=0, le=1)
+    model: str = "pii"
+    use_patterns: bool = True
+
+
+class Signals(Strict):
+    keywords: list[KeywordSignal] = Field(default_factory=list)
+    context: list[ContextSignal] = Field(default_factory=list)
+    language: list[LanguageSignal] = Field(default_factory=list)
+    embeddings: list[EmbeddingSignal] = Field(default_factory=list)
+    domains: list[DomainSignal] = Field(default_factory=list)
+    complexity: list[ComplexitySignal] = Field(default_factory=list)
+    jailbreak: list[JailbreakSignal] = Field(default_factory=list)
+    pii: list[PIISignal] = Field(default_factory=list)
+
+
+# Leaf ``type`` → the ``routing.signals`` section that declares it.
+SIGNAL_SECTIONS: dict[str, str] = {
+    "keyword": "keywords",
+    "context": "context",
+    "language": "language",
+    "embedding": "embeddings",
+    "domain": "domains",
+    "complexity": "complexity",
+    "jailbreak": "jailbreak",
+    "pii": "pii",
+}
+
+
+# --------------------------------------------------------------------------- rules
+
+
+class RuleLeaf(Strict):
+    type: Literal["keyword", "context", "language", "embedding", "domain", "complexity", "jailbreak", "pii"]
+    name: str = Field(min_length=1)
+
+
+class RuleNode(Strict):
+    operator: Literal["AND", "OR", "NOT"]
+    conditions: list[Rule] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _not_is_unary(self) -> RuleNode:
+        if self.operator == "NOT" and len(self.conditions) != 1:
+            raise ValueError("NOT takes exactly one condition")
+        return self
+
+
+def _rule_kind(value: Any) -> str:
+    if isinstance(value, dict):
+        return "node" if "operator" in value or "conditions" in value else "leaf"
+    return "node" if isinstance(value, RuleNode) else "leaf"
+
+
+Rule = Annotated[
+    Union[Annotated[RuleNode, Tag("node")], Annotated[RuleLeaf, Tag("leaf")]],
+    Discriminator(_rule_kind),
+]
+RuleNode.model_rebuild()
+
+
+# --------------------------------------------------------------------------- algorithms and plugins
+
+
+class FusionTrace(Strict):
+    body: bool | None = None
+    headers: bool | None = None
+
+
+class FusionSettings(Strict):
+    """Every knob is optional so defaults → decision → request can be merged field by field."""
+
+    model: str | None = None
+    analysis_models: list[str] | None = None
+    max_concurrent: int | None = Field(default=None, gt=0)
+    max_completion_tokens: int | None = Field(default=None, gt=0)
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    include_analysis: bool | None = None
+    include_intermediate_responses: bool | None = None
+    on_error: Literal["skip", "fail"] | None = None
+    analysis_template: str | None = None
+    synthesis_template: str | None = None
+    judge_prompt_version: str | None = None
+    min_successful_responses: int | None = Field(default=None, gt=0)
+    panel_timeout_seconds: float | None = Field(default=None, gt=0)
+    judge_timeout_seconds: float | None = Field(default=None, gt=0)
+    synthesis_timeout_seconds: float | None = Field(default=None, gt=0)
+    trace: FusionTrace | None = None
+
+
+class StaticAlgorithm(Strict):
+    type: Literal["static"] = "static"
+
+
+class FusionAlgorithm(Strict):
+    type: Literal["fusion"]
+    fusion: FusionSettings = Field(default_factory=FusionSettings)
+
+
+Algorithm = Annotated[Union[StaticAlgorithm, FusionAlgorithm], Field(discriminator="type")]
+
+
+class SystemPromptConfig(Strict):
+    system_prompt: str
+    mode: Literal["insert", "replace"] = "insert"
+
+
+class SystemPromptPlugin(Strict):
+    type: Literal["system_prompt"]
+    configuration: SystemPromptConfig
+
+
+class HeaderPair(Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$")
+    value: str
+
+
+class HeaderMutationConfig(Strict):
+    add: list[HeaderPair] = Field(default_factory=list)
+    remove: list[str] = Field(default_factory=list)
+
+
+class HeaderMutationPlugin(Strict):
+    type: Literal["header_mutation"]
+    configuration: HeaderMutationConfig
+
+
+class BlockConfig(Strict):
+    status: int = Field(default=403, ge=400, le=599)
+    message: str = "This request was blocked by the gateway's policy."
+    code: str = "request_blocked"
+
+
+class BlockPlugin(Strict):
+    type: Literal["block"]
+    configuration: BlockConfig = Field(default_factory=BlockConfig)
+
+
+class PIIMaskConfig(Strict):
+    replacement: str = "[{label}]"
+
+
+class PIIMaskPlugin(Strict):
+    type: Literal["pii_mask"]
+    configuration: PIIMaskConfig = Field(default_factory=PIIMaskConfig)
+
+
+Plugin = Annotated[
+    Union[SystemPromptPlugin, HeaderMutationPlugin, BlockPlugin, PIIMaskPlugin], Field(discriminator="type")
+]
+
+
+class ModelRef(Strict):
+    model: str
+    weight: float = Field(default=1.0, gt=0)
+    use_reasoning: bool = False
+
+
+class Decision(Strict):
+    name: str = Field(pattern=NAME_PATTERN)
+    description: str = ""
+    priority: int = 0
+    rules: Rule | None = None  # None: always matches (a catch-all route)
+    modelRefs: list[ModelRef] = Field(default_factory=list)
+    algorithm: Algorithm = Field(default_factory=StaticAlgorithm)
+    plugins: list[Plugin] = Field(default_factory=list)
+
+    @property
+    def is_looper(self) -> bool:
+        return self.algorithm.type != "static"
+
+    def plugin(self, kind: type[BaseModel]) -> Any:
+        return next((p for p in self.plugins if isinstance(p, kind)), None)
+
+    @property
+    def plugin_block(self) -> BlockPlugin | None:
+        return self.plugin(BlockPlugin)
+
+    @property
+    def is_guard(self) -> bool:
+        return any(isinstance(p, (BlockPlugin, PIIMaskPlugin)) for p in self.plugins)
+
+
+class Routing(Strict):
+    signals: Signals = Field(default_factory=Signals)
+    decisions: list[Decision] = Field(default_factory=list)
+
+
+class Config(Strict):
+    version: int = 1
+    global_: Global = Field(default_factory=Global, alias="global")
+    backends: list[Backend] = Field(min_length=1)
+    models: list[ModelSpec] = Field(min_length=1)
+    default_model: str | None = None
+    routing: Routing = Field(default_factory=Routing)

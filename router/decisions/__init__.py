@@ -1,0 +1,1 @@
+"""Decisions: rule trees over signal leaves, ordered by priority then confidence."""

@@ -1,0 +1,170 @@
+"""Generate a standalone Envoy bootstrap for a router config (``fusion-router envoy-config``).
+
+Built as data, not string templates, and checked by ``envoy --mode validate`` in the tests. The
+settings that matter for an LLM gateway (see docs/envoy.md) are named here once.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+from router.config.schema import Backend, Config
+from router.extproc import headers as H
+
+EXT_PROC_TYPE = "type.googleapis.com/envoy.extensions.filters.http.ext_proc.v3.ExternalProcessor"
+HCM_TYPE = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
+ROUTER_TYPE = "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"
+HTTP_OPTS_TYPE = "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+TLS_TYPE = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext"
+ROUTER_CLUSTER = "fusion_router"
+BIG = 100_000
+
+
+@dataclass(frozen=True)
+class EnvoyPorts:
+    listen_host: str = "0.0.0.0"
+    listen_port: int = 8801
+    admin_host: str = "127.0.0.1"
+    admin_port: int = 9901
+    router_host: str = "127.0.0.1"
+    router_port: int = 50051
+
+
+def _socket(host: str, port: int) -> dict[str, Any]:
+    return {"socket_address": {"address": host, "port_value": port}}
+
+
+def _circuit_breakers() -> dict[str, Any]:
+    # Every in-flight request holds one ext_proc stream; Envoy's default of 1024 would cap concurrency.
+    return {"thresholds": [{"max_connections": BIG, "max_pending_requests": BIG, "max_requests": BIG, "max_retries": 16}]}
+
+
+def ext_proc_filter(config: Config, *, failure_mode_allow: bool = False) -> dict[str, Any]:
+    return {
+        "name": "envoy.filters.http.ext_proc",
+        "typed_config": {
+            "@type": EXT_PROC_TYPE,
+            "grpc_service": {"envoy_grpc": {"cluster_name": ROUTER_CLUSTER}, "timeout": "900s"},
+            "failure_mode_allow": failure_mode_allow,
+            "processing_mode": {
+                "request_header_mode": "SEND",
+                "response_header_mode": "SKIP",
+                "request_body_mode": "FULL_DUPLEX_STREAMED",
+                "response_body_mode": "NONE",
+                "request_trailer_mode": "SEND",
+                "response_trailer_mode": "SKIP",
+            },
+            "allow_mode_override": True,
+            # The default 200 ms would cut every Fusion run short (504).
+            "message_timeout": "600s",
+            "max_message_timeout": "900s",
+        },
+    }
+
+
+def _backend_cluster(b: Backend) -> dict[str, Any]:
+    assert b.endpoint is not None
+    url = urlsplit(b.endpoint)
+    tls = url.scheme == "https"
+    host = url.hostname or "127.0.0.1"
+    port = url.port or (443 if tls else 80)
+    cluster: dict[str, Any] = {
+        "name": b.name,
+        "type": "STATIC" if _is_ip(host) else "STRICT_DNS",
+        "connect_timeout": "5s",
+        "dns_lookup_family": "V4_PREFERRED",
+        "circuit_breakers": _circuit_breakers(),
+        "load_assignment": {
+            "cluster_name": b.name,
+            "endpoints": [{"lb_endpoints": [{"endpoint": {"address": _socket(host, port)}}]}],
+        },
+    }
+    if tls:
+        cluster["transport_socket"] = {
+            "name": "envoy.transport_sockets.tls",
+            "typed_config": {"@type": TLS_TYPE, "sni": host},
+        }
+    return cluster
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+def build_envoy_config(config: Config, ports: EnvoyPorts = EnvoyPorts(), *, failure_mode_allow: bool = False) -> dict[str, Any]:
+    router_cfg = config.global_.router
+    route = {
+        "match": {"prefix": "/"},
+        "route": {"cluster_header": router_cfg.cluster_header, "timeout": "0s", "idle_timeout": "600s"},
+        # Copy the router's decision from the request onto the client's response; empty values are skipped.
+        "response_headers_to_add": [
+            {"header": {"key": h, "value": f"%REQ({h})%"}, "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}
+            for h in H.RESPONSE_COPIED
+        ],
+    }
+    hcm = {
+        "@type": HCM_TYPE,
+        "stat_prefix": "fusion_ingress",
+        "codec_type": "AUTO",
+        "stream_idle_timeout": "600s",
+        "request_timeout": "0s",
+        "route_config": {
+            "name": "fusion_routes",
+            "virtual_hosts": [
+                {
+                    "name": "llm",
+                    "domains": ["*"],
+                    # BUFFERED bodies are capped by this buffer (1 MiB default → 413).
+                    "request_body_buffer_limit": router_cfg.max_body_bytes + 1024,
+                    "routes": [route],
+                }
+            ],
+        },
+        "http_filters": [ext_proc_filter(config, failure_mode_allow=failure_mode_allow),
+                         {"name": "envoy.filters.http.router", "typed_config": {"@type": ROUTER_TYPE}}],
+    }
+    clusters = [
+        {
+            "name": ROUTER_CLUSTER,
+            "type": "STATIC",
+            "connect_timeout": "2s",
+            "circuit_breakers": _circuit_breakers(),
+            "typed_extension_protocol_options": {
+                "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                    "@type": HTTP_OPTS_TYPE,
+                    "explicit_http_config": {"http2_protocol_options": {
+                        "initial_stream_window_size": 16 * 1024 * 1024,
+                        "initial_connection_window_size": 64 * 1024 * 1024,
+                    }},
+                }
+            },
+            "load_assignment": {
+                "cluster_name": ROUTER_CLUSTER,
+                "endpoints": [{"lb_endpoints": [{"endpoint": {"address": _socket(ports.router_host, ports.router_port)}}]}],
+            },
+        }
+    ]
+    clusters += [_backend_cluster(b) for b in config.backends if b.endpoint is not None and b.cluster is None]
+    return {
+        "admin": {"address": _socket(ports.admin_host, ports.admin_port)},
+        "static_resources": {
+            "listeners": [
+                {
+                    "name": "fusion_listener",
+                    "address": _socket(ports.listen_host, ports.listen_port),
+                    "per_connection_buffer_limit_bytes": 1024 * 1024,
+                    "filter_chains": [
+                        {"filters": [{"name": "envoy.filters.network.http_connection_manager", "typed_config": hcm}]}
+                    ],
+                }
+            ],
+            "clusters": clusters,
+        },
+    }

@@ -1,0 +1,64 @@
+"""The grpc.aio ext_proc server, with the standard gRPC health service beside it."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
+
+import grpc
+import structlog
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+from router._pb.envoy.service.ext_proc.v3 import external_processor_pb2_grpc as ep_grpc
+from router.extproc import wire
+from router.extproc.stream import Phases
+
+if TYPE_CHECKING:
+    from router.app import App
+
+log = structlog.get_logger("router.server")
+
+SERVICE_NAME = "envoy.service.ext_proc.v3.ExternalProcessor"
+MAX_MESSAGE = 64 * 1024 * 1024  # bodies Envoy forwards can be far above grpc's 4 MiB default
+
+
+class ExternalProcessor(ep_grpc.ExternalProcessorServicer):
+    def __init__(self, app: App):
+        self.app = app
+
+    async def Process(  # noqa: N802 - gRPC method name
+        self, request_iterator: AsyncIterator[wire.ProcessingRequest], context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[wire.ProcessingResponse]:
+        phases = Phases(self.app)
+        try:
+            async for response in phases.run(request_iterator):
+                yield response
+        except Exception:  # noqa: BLE001 - one broken request must never take the server down
+            log.exception("stream_failed", request_id=phases.state.request_id)
+            await context.abort(grpc.StatusCode.INTERNAL, "router error")
+
+
+def build_server(app: App, address: str) -> tuple[grpc.aio.Server, health.HealthServicer]:
+    server = grpc.aio.server(
+        options=[
+            ("grpc.max_receive_message_length", MAX_MESSAGE),
+            ("grpc.max_send_message_length", MAX_MESSAGE),
+            ("grpc.so_reuseport", 1),  # lets several worker processes share one port
+            ("grpc.max_concurrent_streams", 100000),
+            ("grpc.http2.max_pings_without_data", 0),
+            ("grpc.keepalive_permit_without_calls", 1),
+        ]
+    )
+    ep_grpc.add_ExternalProcessorServicer_to_server(ExternalProcessor(app), server)
+    health_servicer = health.aio.HealthServicer() if hasattr(health, "aio") else health.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    server.add_insecure_port(address)
+    return server, health_servicer
+
+
+async def set_serving(health_servicer: health.HealthServicer, serving: bool) -> None:
+    status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
+    for name in ("", SERVICE_NAME):
+        result = health_servicer.set(name, status)
+        if hasattr(result, "__await__"):
+            await result

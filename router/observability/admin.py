@@ -1,0 +1,44 @@
+"""Admin HTTP surface on the metrics port: /healthz, /readyz, /metrics, /config."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+if TYPE_CHECKING:
+    from router.app import App
+
+
+def build_admin(app: App) -> web.Application:
+    admin = web.Application()
+
+    async def healthz(_: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    async def readyz(_: web.Request) -> web.Response:
+        if app.draining:
+            return web.json_response({"status": "draining"}, status=503)
+        if not app.ready:
+            return web.json_response({"status": "starting"}, status=503)
+        return web.json_response({"status": "ready", "config_version": app.policy.version})
+
+    async def metrics(_: web.Request) -> web.Response:
+        return web.Response(body=generate_latest(), headers={"content-type": CONTENT_TYPE_LATEST})
+
+    async def config(_: web.Request) -> web.Response:
+        return web.json_response(app.config_status())
+
+    admin.router.add_get("/healthz", healthz)
+    admin.router.add_get("/readyz", readyz)
+    admin.router.add_get("/metrics", metrics)
+    admin.router.add_get("/config", config)
+    return admin
+
+
+async def start_admin(app: App, host: str, port: int) -> web.AppRunner:
+    runner = web.AppRunner(build_admin(app), access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, host, port, reuse_port=True).start()
+    return runner

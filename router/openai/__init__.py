@@ -1,0 +1,1 @@
+"""Typed OpenAI Chat Completions payloads, errors and SSE framing."""

@@ -1,0 +1,45 @@
+"""Parse a chat-completions body once: bytes → JSON dict → typed request, with OpenAI-shaped errors."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from pydantic import ValidationError
+
+from router.openai.errors import OpenAIError, bad_request
+from router.openai.types import ChatCompletionRequest
+
+
+def field_path(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (("." if out else "") + str(part))
+    return out
+
+
+def parse_chat_body(body: bytes) -> tuple[dict[str, Any], ChatCompletionRequest]:
+    if not body.strip():
+        raise bad_request("The request body is empty; expected a JSON chat-completions request.", "empty_body")
+    try:
+        raw = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        try:
+            body.decode("utf-8")
+        except UnicodeDecodeError:
+            raise bad_request("The request body is not valid UTF-8.", "invalid_encoding") from None
+        raise bad_request(f"The request body is not valid JSON: {exc}", "invalid_json") from None
+    if not isinstance(raw, dict):
+        raise bad_request(
+            f"The request body must be a JSON object, got {type(raw).__name__}.", "invalid_request_body"
+        )
+    try:
+        request = ChatCompletionRequest.model_validate(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = field_path(first["loc"])
+        msg = "is required" if first["type"] == "missing" else first["msg"]
+        if where == "messages" and first["type"] == "too_short":
+            msg = "must contain at least one message"
+        raise OpenAIError(400, f"Invalid request: `{where}` {msg}.", "invalid_request", param=where) from None
+    return raw, request

@@ -1,0 +1,1 @@
+"""Signals: facts computed about a request (keywords, context length, language, embeddings, safety)."""

@@ -1,0 +1,43 @@
+"""Keyword signal: any / all / none of a list, matched as whole words, substrings or regexes."""
+
+from __future__ import annotations
+
+import re
+
+from router.config.schema import KeywordSignal as KeywordSpec
+from router.signals.base import Signal, SignalContext, SignalResult
+
+
+class KeywordSignal(Signal):
+    type = "keyword"
+
+    def __init__(self, spec: KeywordSpec):
+        super().__init__(spec)
+        self.spec: KeywordSpec = spec
+        flags = 0 if spec.case_sensitive else re.IGNORECASE
+        if spec.method == "regex":
+            sources = list(spec.keywords)
+        elif spec.method == "word":
+            # \b fails next to non-word characters ("c++"), so bound by "not a word char" instead.
+            sources = [rf"(?<!\w){re.escape(k)}(?!\w)" for k in spec.keywords]
+        else:
+            sources = [re.escape(k) for k in spec.keywords]
+        self._patterns = [re.compile(s, flags) for s in sources]
+        # One alternation answers "any"/"none" in a single scan of the text.
+        self._any = re.compile("|".join(f"(?:{s})" for s in sources), flags)
+
+    def evaluate_now(self, ctx: SignalContext) -> SignalResult:
+        text = ctx.last_user_text
+        op = self.spec.operator
+        if op == "all":
+            hits = [p.pattern for p, k in zip(self._patterns, self.spec.keywords) if p.search(text)]
+            matched = len(hits) == len(self._patterns)
+            found = [k for p, k in zip(self._patterns, self.spec.keywords) if p.search(text)]
+        else:
+            m = self._any.search(text)
+            found = [m.group(0)] if m else []
+            matched = bool(m) if op == "any" else not m
+        return SignalResult(self.type, self.name, matched, detail={"found": found[:5]} if found else None)
+
+    def describe(self) -> str:
+        return f"{self.spec.operator} of {len(self.spec.keywords)} {self.spec.method} keywords"

@@ -1,0 +1,64 @@
+"""Knobs of one simulated backend, and parsing them from CLI strings and YAML."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator
+
+Mode = Literal["normal", "error", "hang", "drop_midstream", "broken_json_judge", "judge_json"]
+MODES: tuple[str, ...] = Mode.__args__  # type: ignore[attr-defined]
+
+
+class SimBackendSpec(BaseModel):
+    """One simulated OpenAI-compatible backend (think: one vLLM pod)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1)
+    port: int = Field(0, ge=0, le=65535, description="0 picks a free port")
+    models: list[str] = Field(default_factory=lambda: ["sim-model"], min_length=1)
+    latency_ms: float = Field(0.0, ge=0, description="delay before the first byte")
+    tokens_per_second: float = Field(
+        0.0, ge=0, validation_alias=AliasChoices("tokens_per_second", "tps"), description="0 = unpaced"
+    )
+    max_tokens: int = Field(32, ge=1, description="natural answer length; requests may only cap it")
+    fail_rate: float = Field(0.0, ge=0, le=1)
+    fail_status: int = Field(500, ge=400, le=599)
+    mode: Mode = "normal"
+    strict_models: bool = False
+    seed: int = Field(0, description="seeds the fail_rate RNG so failures repeat run to run")
+    request_log_size: int = Field(100, ge=0)
+
+    @field_validator("models", mode="before")
+    @classmethod
+    def _split_models(cls, value: Any) -> Any:
+        # The CLI packs several models into one value: models=a;b
+        if isinstance(value, str):
+            return [m.strip() for m in value.replace(",", ";").split(";") if m.strip()]
+        return value
+
+
+def parse_backend_arg(text: str) -> SimBackendSpec:
+    """Parse `name=a,port=8001,models=m1;m2,latency_ms=20,tps=200`."""
+    fields: dict[str, str] = {}
+    for item in text.split(","):
+        if not item.strip():
+            continue
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"backend option {item!r} is not key=value")
+        fields[key.strip()] = value.strip()
+    return SimBackendSpec.model_validate(fields)
+
+
+def load_config(path: str | Path) -> list[SimBackendSpec]:
+    """A YAML file holding a list of specs, or a mapping with a `backends` list."""
+    data = yaml.safe_load(Path(path).read_text())
+    if isinstance(data, dict):
+        data = data.get("backends")
+    if not isinstance(data, list):
+        raise ValueError(f"{path}: expected a list of backend specs (or a mapping with `backends`)")
+    return [SimBackendSpec.model_validate(item) for item in data]
