@@ -42,7 +42,7 @@ def _circuit_breakers() -> dict[str, Any]:
     return {"thresholds": [{"max_connections": BIG, "max_pending_requests": BIG, "max_requests": BIG, "max_retries": 16}]}
 
 
-def ext_proc_filter(config: Config, *, failure_mode_allow: bool = False) -> dict[str, Any]:
+def ext_proc_filter(config: Config, *, failure_mode_allow: bool = False, body_mode: str = "FULL_DUPLEX_STREAMED") -> dict[str, Any]:
     return {
         "name": "envoy.filters.http.ext_proc",
         "typed_config": {
@@ -52,7 +52,8 @@ def ext_proc_filter(config: Config, *, failure_mode_allow: bool = False) -> dict
             "processing_mode": {
                 "request_header_mode": "SEND",
                 "response_header_mode": "SKIP",
-                "request_body_mode": "FULL_DUPLEX_STREAMED",
+                # FULL_DUPLEX_STREAMED lets the router stream Fusion answers; BUFFERED also works.
+                "request_body_mode": body_mode,
                 "response_body_mode": "NONE",
                 "request_trailer_mode": "SEND",
                 "response_trailer_mode": "SKIP",
@@ -98,11 +99,24 @@ def _is_ip(host: str) -> bool:
     return True
 
 
-def build_envoy_config(config: Config, ports: EnvoyPorts = EnvoyPorts(), *, failure_mode_allow: bool = False) -> dict[str, Any]:
+def build_envoy_config(
+    config: Config,
+    ports: EnvoyPorts = EnvoyPorts(),
+    *,
+    failure_mode_allow: bool = False,
+    body_mode: str = "FULL_DUPLEX_STREAMED",
+    ext_proc: bool = True,
+    default_cluster: str | None = None,
+) -> dict[str, Any]:
+    """``ext_proc=False`` (benchmarks' Envoy-alone baseline) drops the ext_proc filter and sends every
+    request to ``default_cluster`` instead of the cluster named by the router's routing header."""
     router_cfg = config.global_.router
+    if not ext_proc and not default_cluster:
+        raise ValueError("build_envoy_config(ext_proc=False) needs default_cluster")
+    target = {"cluster_header": router_cfg.cluster_header} if ext_proc else {"cluster": default_cluster}
     route = {
         "match": {"prefix": "/"},
-        "route": {"cluster_header": router_cfg.cluster_header, "timeout": "0s", "idle_timeout": "600s"},
+        "route": {**target, "timeout": "0s", "idle_timeout": "600s"},
         # Copy the router's decision from the request onto the client's response; empty values are skipped.
         "response_headers_to_add": [
             {"header": {"key": h, "value": f"%REQ({h})%"}, "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}
@@ -127,8 +141,10 @@ def build_envoy_config(config: Config, ports: EnvoyPorts = EnvoyPorts(), *, fail
                 }
             ],
         },
-        "http_filters": [ext_proc_filter(config, failure_mode_allow=failure_mode_allow),
-                         {"name": "envoy.filters.http.router", "typed_config": {"@type": ROUTER_TYPE}}],
+        "http_filters": [
+            *([ext_proc_filter(config, failure_mode_allow=failure_mode_allow, body_mode=body_mode)] if ext_proc else []),
+            {"name": "envoy.filters.http.router", "typed_config": {"@type": ROUTER_TYPE}},
+        ],
     }
     clusters = [
         {

@@ -91,6 +91,7 @@ class Stack:
     quiet: bool = False
     router_args: list[str] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=dict)
+    body_mode: str = "FULL_DUPLEX_STREAMED"
     procs: dict[str, subprocess.Popen] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -133,7 +134,7 @@ class Stack:
             _wait("the router", lambda: _http_ok(f"http://127.0.0.1:{self.admin_port}/readyz"), timeout, proc)
             envoy_cfg = build_envoy_config(config, EnvoyPorts(
                 listen_host="127.0.0.1", listen_port=self.listen_port, admin_port=self.envoy_admin_port,
-                router_port=self.grpc_port))
+                router_port=self.grpc_port), body_mode=self.body_mode)
             envoy_file = self.workdir / "envoy.yaml"
             envoy_file.write_text(yaml.safe_dump(envoy_cfg, sort_keys=False))
             proc = self._spawn("envoy", [envoy_binary(), "-c", str(envoy_file), "--base-id", str(self.base_id),

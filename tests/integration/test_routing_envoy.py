@@ -1,0 +1,161 @@
+"""Routing through a real Envoy + the router + simulated backends, driven by the openai client."""
+
+from __future__ import annotations
+
+import json
+
+import openai
+import pytest
+
+from tests.integration.harness import clear_sim_requests, client, raw, sim_requests, start_stack
+
+pytestmark = pytest.mark.envoy
+
+CODE = "Write a Python function that reverses a list"
+MATH = "Compute the derivative of x^3 + 2x"
+CHAT = "Tell me something nice about autumn"
+
+
+@pytest.fixture(scope="module", params=["FULL_DUPLEX_STREAMED", "BUFFERED"])
+def stack(request, tmp_path_factory, default_config):
+    cfg = dict(default_config)
+    cfg["global"] = {**cfg["global"], "router": {**cfg["global"]["router"], "max_body_bytes": 256 * 1024}}
+    s = start_stack(tmp_path_factory.mktemp("routing"), cfg, body_mode=request.param)
+    yield s
+    s.stop()
+
+
+def _chat(stack, prompt, model="vllm-sr/auto", **kw):
+    return client(stack).chat.completions.with_raw_response.create(
+        model=model, messages=[{"role": "user", "content": prompt}], **kw
+    )
+
+
+@pytest.mark.parametrize(
+    ("prompt", "backend", "decision", "model", "served"),
+    [
+        (CODE, "vllm-coder", "coding", "qwen3-coder", "Qwen/Qwen3-Coder-30B-A3B-Instruct"),
+        (MATH, "vllm-math", "math", "qwen2.5-math", "Qwen/Qwen2.5-Math-7B-Instruct"),
+        (CHAT, "vllm-small", "general", "qwen3-8b", "Qwen/Qwen3-8B"),
+    ],
+)
+def test_auto_routes_to_the_decisions_backend(stack, prompt, backend, decision, model, served):
+    resp = _chat(stack, prompt)
+    completion = resp.parse()
+    assert resp.headers["x-sim-backend"] == backend
+    assert resp.headers["x-sim-received-model"] == served  # body `model` rewritten to the served id
+    assert resp.headers["x-vsr-selected-decision"] == decision
+    assert resp.headers["x-vsr-selected-model"] == model
+    assert resp.headers["x-vsr-response-path"] == "routed"
+    assert resp.headers["x-vsr-entry-path"] == "auto"
+    assert completion.choices[0].message.content.startswith(f"[{served}@{backend}]")
+    assert "x-vsr-matched-signals" not in resp.headers  # only under the debug header
+
+
+def test_streaming_is_relayed_from_the_backend(stack):
+    stream = client(stack).chat.completions.create(
+        model="auto", messages=[{"role": "user", "content": CODE}], stream=True, stream_options={"include_usage": True}
+    )
+    chunks = list(stream)
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text.startswith("[Qwen/Qwen3-Coder-30B-A3B-Instruct@vllm-coder]")
+    assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens > 0
+
+
+def test_debug_header_reports_matched_signals(stack):
+    resp = _chat(stack, CODE, extra_headers={"x-vsr-debug": "1"})
+    assert resp.headers["x-vsr-matched-signals"] == "keyword:code_keywords"
+
+
+def test_system_prompt_plugin_reaches_the_backend(stack):
+    clear_sim_requests(stack)
+    _chat(stack, CODE)
+    [seen] = sim_requests(stack, "vllm-coder")
+    messages = seen["body"]["messages"]
+    assert messages[0]["role"] == "system" and "senior software engineer" in messages[0]["content"]
+    assert messages[-1]["content"] == CODE
+
+
+def test_concrete_model_passes_through_and_served_id_alias_works(stack):
+    resp = _chat(stack, CODE, model="qwen3-32b")  # a coding prompt, but the client named a model
+    assert resp.headers["x-sim-backend"] == "vllm-large"
+    assert resp.headers["x-vsr-entry-path"] == "model"
+    resp = _chat(stack, CHAT, model="Qwen/Qwen2.5-Math-7B-Instruct")
+    assert resp.headers["x-sim-backend"] == "vllm-math"
+
+
+def test_client_internal_headers_are_stripped(stack):
+    clear_sim_requests(stack)
+    resp = _chat(stack, CHAT, extra_headers={"x-vsr-cluster": "vllm-large", "x-vsr-looper-token": "forged",
+                                              "x-vsr-selected-model": "evil"})
+    assert resp.headers["x-sim-backend"] == "vllm-small"  # the forged routing header had no effect
+    assert resp.headers["x-vsr-entry-path"] == "auto"  # the forged looper marker did not skip classification
+    [seen] = sim_requests(stack, "vllm-small")
+    assert "x-vsr-looper-token" not in seen["headers"]
+    assert seen["headers"].get("x-vsr-selected-model") == "qwen3-8b"
+
+
+def test_models_endpoint_lists_aliases_and_models(stack):
+    ids = [m.id for m in client(stack).models.list()]
+    assert ids[:4] == ["vllm-sr/auto", "auto", "MoM", "vllm-sr/fusion"]
+    assert {"qwen3-8b", "qwen3-coder", "qwen2.5-math", "qwen3-32b"} <= set(ids)
+
+
+def test_unknown_model_is_404_and_router_keeps_serving(stack):
+    with pytest.raises(openai.NotFoundError) as info:
+        _chat(stack, CHAT, model="gpt-9000")
+    assert info.value.body["code"] == "model_not_found"
+    assert _chat(stack, CHAT).headers["x-sim-backend"] == "vllm-small"
+
+
+GOOD = {"model": "auto", "messages": [{"role": "user", "content": "hi"}]}
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "code", "param"),
+    [
+        (b'{"model": "auto", "messages": [', 400, "invalid_json", None),
+        (b"[1, 2, 3]", 400, "invalid_request_body", None),
+        (b'"just a string"', 400, "invalid_request_body", None),
+        (json.dumps({"model": "auto"}).encode(), 400, "invalid_request", "messages"),
+        (json.dumps({"model": "auto", "messages": []}).encode(), 400, "invalid_request", "messages"),
+        (json.dumps({"model": "auto", "messages": "hi"}).encode(), 400, "invalid_request", "messages"),
+        (json.dumps({**GOOD, "stream": "yes"}).encode(), 400, "invalid_request", "stream"),
+        (json.dumps({**GOOD, "temperature": "hot"}).encode(), 400, "invalid_request", "temperature"),
+        (json.dumps({"model": 7, "messages": GOOD["messages"]}).encode(), 400, "invalid_request", "model"),
+        (json.dumps({"model": "auto", "messages": [{"role": "wizard", "content": "x"}]}).encode(), 400, "invalid_request", "messages[0].role"),
+        (b'{"model": "auto", "messages": [{"role": "user", "content": "\xff\xfe"}]}', 400, "invalid_encoding", None),
+        (b"", 400, "empty_body", None),
+        (json.dumps({"model": "auto", "messages": [{"role": "user", "content": "x" * 300_000}]}).encode(), 413, "request_too_large", None),
+    ],
+)
+def test_bad_input_gets_an_openai_error_and_nothing_breaks(stack, body, status, code, param):
+    got, headers, data = raw(stack.url, "POST", "/v1/chat/completions", body)
+    assert got == status, data
+    err = json.loads(data)["error"]
+    assert err["code"] == code and err["type"] and err["message"]
+    if param:
+        assert err["param"] == param
+    assert headers["x-vsr-response-path"] == "error"
+    ok, _, _ = raw(stack.url, "POST", "/v1/chat/completions", json.dumps(GOOD).encode())
+    assert ok == 200
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "status", "code"),
+    [
+        ("POST", "/v1/embeddings", 404, "unsupported_path"),
+        ("GET", "/v1/chat/completions", 405, "method_not_allowed"),
+        ("DELETE", "/v1/models", 405, "method_not_allowed"),
+        ("GET", "/v1/models/no-such-model", 404, "model_not_found"),
+    ],
+)
+def test_unsupported_paths_and_methods(stack, method, path, status, code):
+    got, _, data = raw(stack.url, method, path, json.dumps(GOOD).encode() if method == "POST" else None)
+    assert got == status
+    assert json.loads(data)["error"]["code"] == code
+
+
+def test_wrong_content_type_is_415(stack):
+    got, _, data = raw(stack.url, "POST", "/v1/chat/completions", b"a=b", {"content-type": "application/x-www-form-urlencoded"})
+    assert got == 415 and json.loads(data)["error"]["code"] == "unsupported_media_type"
