@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 import orjson
+import structlog
 
 from router.actions import Action, Respond, Stream
 from router.config.schema import Decision, FusionAlgorithm, ModelSpec
@@ -25,6 +26,8 @@ from router.state import RequestState, ResponsePath
 
 if TYPE_CHECKING:
     from router.app import App
+
+log = structlog.get_logger("router.looper")
 
 # algorithm.type → implementation. A new deliberation algorithm registers here and nowhere else.
 LOOPERS: dict[str, type[Looper]] = {"fusion": Fusion}
@@ -158,6 +161,8 @@ async def _stream(looper: Looper, run: LooperRun, state: RequestState) -> AsyncI
         yield sse.DONE
     finally:
         if not task.done():
+            # The client went away (Envoy reset the stream): stop every in-flight model call.
+            log.info("fusion_cancelled", request_id=state.request_id, decision=run.decision)
             task.cancel()
             try:
                 await task

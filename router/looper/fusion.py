@@ -34,9 +34,11 @@ class Ledger:
     responses: list[CallResult] = field(default_factory=list)
     failed: list[dict[str, str]] = field(default_factory=list)
     stage_ms: dict[str, float] = field(default_factory=dict)
+    stage_usage: dict[str, Usage] = field(default_factory=dict)
 
-    def add(self, result: CallResult) -> None:
+    def add(self, result: CallResult, stage: str) -> None:
         self.usage = self.usage + result.usage
+        self.stage_usage[stage] = self.stage_usage.get(stage, Usage()) + result.usage
 
 
 def text_history(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -100,7 +102,7 @@ class Fusion(Looper):
             ledger.stage_ms["synthesis"] = (time.perf_counter() - t0) * 1000
         except _Failure as failure:
             ledger.stage_ms["total"] = (time.perf_counter() - started) * 1000
-            trace = self._trace(run, ledger, None, failure.stage, None)
+            trace = self._trace(run, ledger, None, "not_run" if failure.stage == "panel" else failure.reason, None)
             trace["error"] = {"stage": failure.stage, "reason": failure.reason, "message": failure.message}
             err = OpenAIError(failure.status, failure.message, failure.reason, type="upstream_error", extra={"fusion": trace})
             log.warning("fusion_failed", request_id=run.request_id, decision=run.decision, stage=failure.stage, reason=failure.reason)
@@ -148,7 +150,7 @@ class Fusion(Looper):
                     exc = task.exception()
                     if exc is None:
                         result = task.result()
-                        ledger.add(result)
+                        ledger.add(result, "panel")
                         ledger.responses.append(result)
                         await run.say(f"fusion: {name} answered in {result.latency_ms:.0f} ms")
                         continue
@@ -181,7 +183,7 @@ class Fusion(Looper):
         except UpstreamError as exc:
             raise _Failure("judge", 504 if exc.reason == "timeout" else 502, "judge_upstream_error",
                            f"The Fusion judge {p.judge} failed ({exc.reason}): {exc}") from None
-        ledger.add(result)
+        ledger.add(result, "judge")
         parsed = parse_analysis(result.content)
         if parsed.analysis is not None:
             text = orjson.dumps(parsed.analysis.model_dump(), option=orjson.OPT_INDENT_2).decode()
@@ -207,7 +209,7 @@ class Fusion(Looper):
         except UpstreamError as exc:
             raise _Failure("synthesis", 504 if exc.reason == "timeout" else 502, "synthesis_failed",
                            f"The Fusion synthesis call to {p.judge} failed ({exc.reason}): {exc}") from None
-        ledger.add(result)
+        ledger.add(result, "synthesis")
         return result
 
     def _trace(self, run: LooperRun, ledger: Ledger, analysis: Any, status: str, analysis_text: str | None) -> dict[str, Any]:
@@ -222,6 +224,7 @@ class Fusion(Looper):
             "prompt_version": p.prompt_version,
             "analysis_status": status,
             "latency_ms": {k: round(v, 3) for k, v in ledger.stage_ms.items()},
+            "usage": {k: v.model_dump() for k, v in ledger.stage_usage.items()},
         }
         if p.include_analysis:
             trace["analysis"] = analysis
