@@ -14,6 +14,7 @@ import structlog
 
 from router.config import ConfigError, load_config
 from router.decisions.policy import compile_policy
+from router.observability import metrics
 
 if TYPE_CHECKING:
     from router.app import App
@@ -62,25 +63,16 @@ class ConfigWatcher:
             config = load_config(path)
             policy = compile_policy(config, version=str(self._generation + 1), runtime=app.runtime)
             await policy.start()
-        except ConfigError as err:
-            app.last_reload_error = str(err)
-            log.error("config_reload_failed", reason=reason, error=str(err))
-            from router.observability import metrics
-
+        except Exception as exc:  # noqa: BLE001 - a bad file, or e.g. a model the new config names is missing
+            app.last_reload_error = str(exc) if isinstance(exc, ConfigError) else f"{path}: {exc}"
+            log.error("config_reload_failed", reason=reason, error=app.last_reload_error)
             metrics.CONFIG_RELOADS.labels(outcome="error").inc()
-            return False
-        except Exception as exc:  # noqa: BLE001 - e.g. a model the new config names is missing
-            app.last_reload_error = f"{path}: {exc}"
-            log.error("config_reload_failed", reason=reason, error=str(exc))
-            from router.observability import metrics
-
-            metrics.CONFIG_RELOADS.labels(outcome="error").inc()
+            metrics.CONFIG_ERROR.set(1)
             return False
         self._generation += 1
         app.policy = policy  # one reference swap: requests in flight hold the old policy
         app.last_reload_error = None
-        from router.observability import metrics
-
         metrics.CONFIG_RELOADS.labels(outcome="ok").inc()
+        metrics.CONFIG_ERROR.set(0)
         log.info("config_reloaded", reason=reason, version=policy.version, decisions=len(config.routing.decisions))
         return True

@@ -94,6 +94,7 @@ def metrics(y: np.ndarray, p1: np.ndarray) -> dict[str, Any]:
 def build_jailbreak(
     out: Path, embedding_dir: Path, pins: dict[str, Pin], cache: Path, force: bool = False
 ) -> tuple[dict[str, Any], bool]:
+    """``cache``: root of the build cache (downloads/ for archives, features/ for embeddings)."""
     pin = pins["jailbreak_corpus"]
     emb_meta = json.loads((embedding_dir / "metadata.json").read_text())
     key = build_key(RECIPE, pin.sha256, emb_meta["sha256"]["model.onnx"], emb_meta["sha256"]["tokenizer.json"])
@@ -111,7 +112,7 @@ def build_jailbreak(
     from .head_graph import LinearHead, compose
 
     t0 = time.perf_counter()
-    corpus = load_corpus(pin, cache)
+    corpus = load_corpus(pin, cache / "downloads")
     encoder = EmbeddingModel(embedding_dir, device="cpu")
     emb = cached_embeddings(encoder, corpus, cache, key)
 

@@ -21,15 +21,27 @@ class ConfigError(Exception):
         super().__init__("\n".join(f"{source}: {p}" for p in problems))
 
 
+# Discriminated unions put the chosen member's tag into pydantic's error location; users never wrote it.
+_UNION_TAGS = {
+    "algorithm": {"static", "fusion"},
+    "plugins": {"system_prompt", "header_mutation", "block", "pii_mask"},
+}
+
+
 def _path(loc: tuple[Any, ...]) -> str:
     out = ""
+    union: str | None = None  # the union field whose tag may come next
     for part in loc:
         if isinstance(part, int):
             out += f"[{part}]"
-        elif part in ("node", "leaf") or str(part).startswith("function-"):
-            continue  # discriminator tags say nothing to a user
-        else:
-            out += ("." if out else "") + str(part)
+            continue
+        if part in ("node", "leaf") or str(part).startswith("function-"):
+            continue
+        if union is not None and part in _UNION_TAGS[union]:
+            union = None
+            continue
+        union = part if part in _UNION_TAGS else None
+        out += ("." if out else "") + str(part)
     return out or "(top level)"
 
 

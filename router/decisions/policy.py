@@ -32,7 +32,8 @@ class DecisionSet:
             if best is not None and d.priority < best.decision.priority:
                 break
             conf = rules.evaluate(d.rules, matched)
-            if conf is not None and (best is None or conf > best.confidence):
+            # On equal confidence a real rule beats a catch-all; otherwise file order decides.
+            if conf is not None and (best is None or (conf, d.rules is not None) > (best.confidence, best.decision.rules is not None)):
                 best = Match(d, conf)
         return best
 

@@ -18,6 +18,7 @@ from router.config.schema import (
 from router.decisions.masking import apply_masking
 from router.decisions.policy import DecisionSet
 from router.extproc import headers as H
+from router.observability import record
 from router.openai.errors import OpenAIError
 from router.openai.parse import parse_chat_body
 from router.signals.base import SignalContext
@@ -68,6 +69,7 @@ async def _decide(state: RequestState, eligible: DecisionSet) -> None:
     state.signals = await run_signals(eligible.signals, ctx)
     match = eligible.select(matched_leaves(state.signals))
     state.signal_ms = (time.perf_counter() - started) * 1000
+    record.signals_done(str(state.entry), state.signals, state.signal_ms)
     if match is not None:
         state.decision, state.confidence = match.decision, match.confidence
 

@@ -12,6 +12,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from router._pb.envoy.service.ext_proc.v3 import external_processor_pb2_grpc as ep_grpc
 from router.extproc import wire
 from router.extproc.stream import Phases
+from router.observability import metrics
 
 if TYPE_CHECKING:
     from router.app import App
@@ -30,12 +31,15 @@ class ExternalProcessor(ep_grpc.ExternalProcessorServicer):
         self, request_iterator: AsyncIterator[wire.ProcessingRequest], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[wire.ProcessingResponse]:
         phases = Phases(self.app)
+        metrics.IN_FLIGHT.inc()
         try:
             async for response in phases.run(request_iterator):
                 yield response
         except Exception:  # noqa: BLE001 - one broken request must never take the server down
             log.exception("stream_failed", request_id=phases.state.request_id)
             await context.abort(grpc.StatusCode.INTERNAL, "router error")
+        finally:
+            metrics.IN_FLIGHT.dec()
 
 
 def build_server(app: App, address: str) -> tuple[grpc.aio.Server, health.HealthServicer]:

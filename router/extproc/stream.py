@@ -19,6 +19,7 @@ from router.actions import Action, Respond, Route, Stream
 from router.extproc import headers as H
 from router.extproc import wire
 from router.extproc.pipeline import error_response, handle, response_headers
+from router.observability import record
 from router.openai.errors import OpenAIError
 from router.openai.types import ModelCard, ModelList
 from router.state import BodyMode, RequestState, ResponsePath
@@ -155,6 +156,7 @@ class Phases:
     async def _emit(self, action: Action) -> AsyncIterator[wire.ProcessingResponse]:
         self._last = action
         state = self.state
+        record.request_done(state)
         if isinstance(action, Route):
             remove = self._client_internal_headers(set(action.set_headers)) + action.remove_headers
             if state.body_mode is BodyMode.STREAMED:

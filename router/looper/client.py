@@ -19,6 +19,7 @@ import orjson
 
 from router.config.schema import Backend, LooperIntegration, ModelSpec
 from router.extproc import headers as H
+from router.observability import record
 from router.openai.types import Usage
 
 DeltaSink = Callable[[dict[str, Any]], Awaitable[None]]
@@ -96,6 +97,7 @@ class ModelClient:
             payload.pop("stream_options", None)
         started = time.perf_counter()
         result = CallResult(model=model.name)
+        outcome = "error"
         try:
             async with asyncio.timeout(timeout):
                 tmo = aiohttp.ClientTimeout(total=None, sock_connect=self.settings.connect_timeout_seconds)
@@ -108,13 +110,20 @@ class ModelClient:
                         await self._read_whole(resp, result)
                     else:
                         await self._read_stream(resp, result, on_delta, started)
+            outcome = "ok"
         except TimeoutError:
+            outcome = "timeout"
             raise UpstreamError("timeout", f"{model.name} did not answer within {timeout:g}s") from None
         except aiohttp.ClientPayloadError as exc:
             raise UpstreamError("stream_broken", f"{model.name} broke off its response: {exc}") from None
         except aiohttp.ClientError as exc:
             raise UpstreamError("connection_error", f"{model.name} could not be reached: {exc}") from None
-        result.latency_ms = (time.perf_counter() - started) * 1000
+        finally:
+            elapsed = time.perf_counter() - started
+            record.upstream_call(model.name, outcome, elapsed,
+                                 result.first_token_ms / 1000 if result.first_token_ms is not None else None,
+                                 result.usage.prompt_tokens, result.usage.completion_tokens)
+        result.latency_ms = elapsed * 1000
         return result
 
     async def _read_whole(self, resp: aiohttp.ClientResponse, result: CallResult) -> None:

@@ -15,6 +15,7 @@ from router.looper.analysis import parse_analysis
 from router.looper.base import Looper, LooperRun, Outcome
 from router.looper.client import CallResult, UpstreamError
 from router.looper.templates import render
+from router.observability import record
 from router.openai.errors import OpenAIError
 from router.openai.types import Usage
 
@@ -106,10 +107,12 @@ class Fusion(Looper):
             trace["error"] = {"stage": failure.stage, "reason": failure.reason, "message": failure.message}
             err = OpenAIError(failure.status, failure.message, failure.reason, type="upstream_error", extra={"fusion": trace})
             log.warning("fusion_failed", request_id=run.request_id, decision=run.decision, stage=failure.stage, reason=failure.reason)
+            record.fusion_done(run.decision, trace, failure.reason)
             return Outcome(None, [], "error", ledger.usage, trace, self._headers(run, ledger, failure.reason), err)
 
         ledger.stage_ms["total"] = (time.perf_counter() - started) * 1000
         trace = self._trace(run, ledger, analysis_obj, analysis_status, analysis_text)
+        record.fusion_done(run.decision, trace, "ok")
         log.info(
             "fusion_done",
             request_id=run.request_id,

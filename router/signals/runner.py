@@ -17,7 +17,7 @@ def _failed(sig: Signal, error: str, started: float) -> SignalResult:
     # fail_closed treats an unknown as a match: a broken jailbreak detector must not wave traffic through.
     matched = sig.spec.on_error == "fail_closed"
     return SignalResult(
-        sig.type, sig.name, matched, 0.0, latency_ms=(time.perf_counter() - started) * 1000, error=error
+        sig.type, sig.name, matched, 1.0 if matched else 0.0, latency_ms=(time.perf_counter() - started) * 1000, error=error
     )
 
 

@@ -11,7 +11,7 @@ import urllib.request
 import pytest
 import yaml
 
-from tests.chart.conftest import EXAMPLES, envoy_validate, render
+from .helpers import EXAMPLES, envoy_validate, render
 
 
 @pytest.mark.parametrize("example", list(EXAMPLES))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from tests.chart.conftest import EXAMPLES, render
+from .helpers import EXAMPLES, render
 
 ALL = list(EXAMPLES)
 CONFIG_PATH = "/etc/fusion-router/config.yaml"  # what the CLI reads: serve --config <this>
@@ -269,7 +269,7 @@ def test_notes_tell_how_to_send_the_first_request(tmp_path):
     """helm template skips NOTES.txt, so render it through a copy of the chart that wraps it in a define."""
     import shutil
 
-    from tests.chart.conftest import CHART, HELM
+    from .helpers import CHART, HELM
 
     chart = tmp_path / "fusion-router"
     shutil.copytree(CHART, chart)

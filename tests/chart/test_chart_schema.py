@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.chart.conftest import helm_template
+from .helpers import helm_template
 
 BAD = [
     # (values, words the error must contain)

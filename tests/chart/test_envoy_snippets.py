@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.chart.conftest import ROOT, envoy_validate
+from .helpers import ROOT, envoy_validate
 
 ENVOY_DIR = ROOT / "envoy"
 MESH = ENVOY_DIR / "mesh"

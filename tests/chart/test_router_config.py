@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.chart.conftest import EXAMPLES
+from .helpers import EXAMPLES
 
 loader = pytest.importorskip("router.config.loader", reason="router.config.loader not importable yet")
 

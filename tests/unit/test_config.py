@@ -100,11 +100,6 @@ def test_unknown_key_inside_a_nested_rule_hides_discriminator_tags(tmp_path, bas
     assert ".leaf" not in str(err) and ".node" not in str(err)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="loader._path keeps pydantic's discriminated-union tag for algorithm/plugins: reports "
-    "`algorithm.fusion.fusion.modle` / `plugins[0].system_prompt.configuration.mod`",
-)
 @pytest.mark.parametrize(
     ("mutate", "expected"),
     [
@@ -112,8 +107,14 @@ def test_unknown_key_inside_a_nested_rule_hides_discriminator_tags(tmp_path, bas
          "routing.decisions[0].algorithm.fusion.modle: unknown key"),
         (lambda d: d["routing"]["decisions"][1]["plugins"][0]["configuration"].__setitem__("mod", "x"),
          "routing.decisions[1].plugins[0].configuration.mod: unknown key"),
+        (lambda d: d["routing"]["decisions"][0]["algorithm"]["fusion"].__setitem__("temperature", "hot"),
+         "routing.decisions[0].algorithm.fusion.temperature: Input should be a valid number"),
+        (lambda d: d["routing"]["decisions"][1]["plugins"][0]["configuration"].__setitem__("mode", "append"),
+         "routing.decisions[1].plugins[0].configuration.mode: Input should be 'insert' or 'replace'"),
+        (lambda d: d["routing"]["decisions"][4].__setitem__("algorithm", {"type": "static", "fusion": {}}),
+         "routing.decisions[4].algorithm.fusion: unknown key"),
     ],
-    ids=["algorithm.fusion", "plugins"],
+    ids=["algorithm.fusion", "plugins", "fusion-type", "plugin-enum", "static-extra"],
 )
 def test_unknown_key_under_a_tagged_union_names_the_real_path(tmp_path, base, mutate, expected):
     data = copy.deepcopy(base)

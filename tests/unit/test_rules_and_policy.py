@@ -154,11 +154,6 @@ def test_catch_all_at_higher_priority_still_wins():
     assert s.select({"keyword:a": 1.0}).decision.name == "general"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="DecisionSet.select uses `conf > best.confidence`: a real match with confidence 0.0 (what a "
-    "fail_closed signal reports on error) ties with an earlier catch-all and loses to it",
-)
 async def test_fail_closed_match_beats_an_earlier_catch_all():
     sig = Boom(SignalCommon(name="a", on_error="fail_closed"))
     results = await run_signals([sig], ctx_of("hello"))
@@ -256,6 +251,51 @@ async def test_concrete_model_without_guard_match_goes_where_asked():
     assert isinstance(action, Route)
     assert state.model.name == "m2" and state.decision is None
     assert set(state.signals) == {"keyword:kw_guard"}
+
+
+MASK_CFG = {
+    "backends": [{"name": "b1", "endpoint": "http://127.0.0.1:9"}],
+    "models": [{"name": "m1", "backend": "b1"}, {"name": "m2", "backend": "b1"}],
+    "routing": {
+        "signals": {"keywords": [{"name": "secret", "keywords": ["secret"]}, {"name": "research", "keywords": ["compare"]}]},
+        "decisions": [
+            {"name": "mask", "priority": 300, "rules": {"type": "keyword", "name": "secret"},
+             "modelRefs": [{"model": "m1"}], "plugins": [{"type": "pii_mask"}]},
+            {"name": "fused", "priority": 200, "rules": {"type": "keyword", "name": "research"},
+             "modelRefs": [{"model": "m1"}, {"model": "m2"}], "algorithm": {"type": "fusion"}},
+        ],
+    },
+}
+
+
+async def test_mask_guard_is_eligible_on_the_fusion_path():
+    app = App.from_config(parse_config(MASK_CFG))
+    assert [d.name for d in app.policy.looper_decisions.decisions] == ["fused", "mask"] or [
+        d.name for d in app.policy.looper_decisions.decisions] == ["mask", "fused"]
+    assert keys(app.policy.guard_decisions) == {"keyword:secret"}
+    await app.close()
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="pipeline._handle: on the Fusion-slug path a matched (non-blocking) pii_mask guard outranks the "
+    "matched Fusion decision and the request fails with 404 no_fusion_decision_matched",
+)
+async def test_fusion_slug_with_a_mask_guard_match_still_fuses():
+    from router.actions import Stream
+
+    app = App.from_config(parse_config(MASK_CFG))
+    body = orjson.dumps({"model": "vllm-sr/fusion", "stream": True,
+                         "messages": [{"role": "user", "content": "compare the secret plans"}]})
+    state = RequestState(policy=app.policy, body=bytearray(body))
+    action = await handle(app, state)
+    try:
+        assert isinstance(action, Stream), getattr(action, "body", action)
+        assert state.response_path is ResponsePath.FUSION
+    finally:
+        if isinstance(action, Stream):
+            await action.chunks.aclose()  # never started: no upstream call is made
+        await app.close()
 
 
 # --------------------------------------------------------------------------- keyword signal
@@ -461,7 +501,9 @@ async def test_slow_signal_over_budget(policy_, matched):
     res = results["keyword:slow"]
     assert elapsed < 1.0  # the budget cut it short
     assert res.error is not None and "timed out" in res.error
-    assert res.matched is matched and res.confidence == 0.0
+    assert res.matched is matched
+    if not matched:
+        assert res.confidence == 0.0
     assert res.latency_ms >= 25
     assert ("keyword:slow" in matched_leaves(results)) is matched
 
