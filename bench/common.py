@@ -195,20 +195,71 @@ def cpu_seconds(pids: Iterable[int]) -> float:
     return total / tick
 
 
-class CpuMeter:
-    """CPU seconds per named process group over a measured interval."""
+def busy_seconds() -> float:
+    """CPU seconds the whole machine spent busy (all cores), from /proc/stat."""
+    with open("/proc/stat") as f:
+        fields = [int(x) for x in f.readline().split()[1:]]
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    guest = sum(fields[8:10]) if len(fields) > 9 else 0  # already counted in user/nice
+    return (sum(fields) - idle - guest) / os.sysconf("SC_CLK_TCK")
 
-    def __init__(self, groups: dict[str, Callable[[], list[int]]]):
+
+def _own_seconds() -> float:
+    import resource
+
+    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+class CpuMeter:
+    """CPU seconds per named process group over a measured interval, plus what the rest of the machine
+    used meanwhile (``background``: busy CPU not spent by these groups, this process or its finished
+    children such as wrk), so runs disturbed by other work on a shared box can be recognised."""
+
+    def __init__(self, groups: dict[str, Callable[[], list[int]]], others: Callable[[], list[int]] | None = None):
         self.groups = groups
+        self.others = others
         self._start: dict[str, float] = {}
         self._pids: dict[str, list[int]] = {}
+        self._t0 = 0.0
 
     def start(self) -> None:
         self._pids = {name: get() for name, get in self.groups.items()}
+        if self.others is not None:
+            self._pids["_mine_other"] = [p for p in self.others() if all(p not in v for v in self._pids.values())]
         self._start = {name: cpu_seconds(pids) for name, pids in self._pids.items()}
+        self._start["_busy"], self._start["_own"] = busy_seconds(), _own_seconds()
+        self._t0 = time.monotonic()
 
     def stop(self) -> dict[str, float]:
-        return {name: cpu_seconds(self._pids[name]) - self._start[name] for name in self.groups}
+        out = {name: cpu_seconds(self._pids[name]) - self._start[name] for name in self._pids}
+        busy = busy_seconds() - self._start["_busy"]
+        own = _own_seconds() - self._start["_own"]
+        mine = sum(out.values())
+        out.pop("_mine_other", None)
+        out["load_generator+bench"] = own
+        out["background"] = max(0.0, busy - mine - own)
+        out["wall"] = time.monotonic() - self._t0
+        return out
+
+
+def background_share(cpu: dict[str, float]) -> float:
+    """Background CPU as a share of the whole machine during a measurement (0..1)."""
+    wall = cpu.get("wall") or 0
+    return cpu.get("background", 0.0) / (wall * (os.cpu_count() or 1)) if wall else float("nan")
+
+
+def wait_quiet(limit_s: float, threshold: float = 0.15, window_s: float = 2.0) -> float:
+    """Wait (at most ``limit_s``) until the machine is quieter than ``threshold`` (share of all cores)
+    over ``window_s``; returns the last measured share. Other people's jobs on a shared box skew numbers."""
+    deadline = time.monotonic() + limit_s
+    share = float("nan")
+    while True:
+        b0, o0 = busy_seconds(), _own_seconds()
+        time.sleep(window_s)
+        share = (busy_seconds() - b0 - (_own_seconds() - o0)) / (window_s * (os.cpu_count() or 1))
+        if share <= threshold or time.monotonic() >= deadline:
+            return share
 
 
 # --------------------------------------------------------------------------- statistics

@@ -10,6 +10,7 @@ import asyncio
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable, Generic, Sequence, TypeVar
 
 import structlog
@@ -82,7 +83,7 @@ class MicroBatcher(Generic[T, R]):
     @classmethod
     def for_model(cls, model: Any, **kwargs: Any) -> MicroBatcher[str, Any]:
         """Batcher over a ``classifiers`` model's ``run(texts)``; warms up with a short text."""
-        kwargs.setdefault("name", getattr(model, "path", type(model)).name if hasattr(model, "path") else "model")
+        kwargs.setdefault("name", Path(getattr(model, "path", "model")).name)
         kwargs.setdefault("warmup_item", "warm-up")
         return cls(model.run, **kwargs)  # type: ignore[return-value]
 

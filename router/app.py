@@ -66,3 +66,5 @@ class App:
 
     async def close(self) -> None:
         await self.loopers.close()
+        if self.runtime is not None:
+            await self.runtime.close()  # type: ignore[attr-defined]

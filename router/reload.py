@@ -15,6 +15,7 @@ import structlog
 from router.config import ConfigError, load_config
 from router.decisions.policy import compile_policy
 from router.observability import metrics
+from router.signals.runtime import build_runtime
 
 if TYPE_CHECKING:
     from router.app import App
@@ -61,7 +62,8 @@ class ConfigWatcher:
         self._digest = self._read_digest()
         try:
             config = load_config(path)
-            policy = compile_policy(config, version=str(self._generation + 1), runtime=app.runtime)
+            runtime = app.runtime or build_runtime(config)  # the new policy may be the first to need models
+            policy = compile_policy(config, version=str(self._generation + 1), runtime=runtime)
             await policy.start()
         except Exception as exc:  # noqa: BLE001 - a bad file, or e.g. a model the new config names is missing
             app.last_reload_error = str(exc) if isinstance(exc, ConfigError) else f"{path}: {exc}"
@@ -71,6 +73,7 @@ class ConfigWatcher:
             return False
         self._generation += 1
         app.policy = policy  # one reference swap: requests in flight hold the old policy
+        app.runtime = runtime
         app.last_reload_error = None
         metrics.CONFIG_RELOADS.labels(outcome="ok").inc()
         metrics.CONFIG_ERROR.set(0)

@@ -106,6 +106,9 @@ class SignalCommon(Strict):
     name: str = Field(min_length=1)
     on_error: Literal["skip", "fail_closed"] = "skip"
     timeout_ms: float = Field(default=500.0, gt=0)
+    # A model-backed signal whose model cannot load stops start-up, unless it is optional (then it
+    # reports an error on every request and its on_error policy decides).
+    optional: bool = False
 
 
 class KeywordSignal(SignalCommon):
@@ -165,7 +168,7 @@ class ComplexitySignal(SignalCommon):
 
 
 class JailbreakSignal(SignalCommon):
-    threshold: float = Field(default=0.5, ge=0, le=1)
+    threshold: float = Field(default=0.8, ge=0, le=1)
     model: str = "jailbreak"
     scope: Literal["last_user", "all_user"] = "all_user"
 

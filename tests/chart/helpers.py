@@ -28,8 +28,9 @@ EXAMPLES = {
 
 
 def _find(env: str, *candidates: Path | str) -> str | None:
-    if os.environ.get(env):
-        return os.environ[env]
+    if os.environ.get(env):  # an explicit choice: use it, or nothing
+        value = os.environ[env]
+        return value if os.access(value, os.X_OK) else shutil.which(value)
     for c in candidates:
         if isinstance(c, Path):
             if c.is_file() and os.access(c, os.X_OK):

@@ -46,6 +46,7 @@ def test_auto_falls_back_to_cpu_without_gpu(embedding_dir: Path) -> None:
     assert m.provider == "CPUExecutionProvider"
 
 
+@pytest.mark.filterwarnings("ignore:Specified provider")
 def test_auto_falls_back_when_cuda_listed_but_unusable(embedding_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # onnxruntime-gpu on a host without a GPU: the provider is listed, but the session lands on CPU.
     if session_mod.cuda_available():

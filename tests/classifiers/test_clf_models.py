@@ -138,7 +138,7 @@ def test_huge_input_truncated_and_flagged(embedder: EmbeddingModel, jailbreak: S
 
 def test_huge_input_pii_windows_cover_the_tail(pii: TokenClassifier) -> None:
     # 512-token windows with overlap: an address at the very end of a long prompt is still found.
-    tail = "Contact Dr. Emily Watson at emily.watson@hospital.org today."
+    tail = "Contact Dr. Emily Watson at emily.watson@hospital.org or 212-555-0147."
     text = "We walked along the river and talked about books, films and the weather. " * 300 + tail
     res = pii.run([text])[0]
     assert res.truncated

@@ -1,0 +1,67 @@
+"""``fusion-router classify``: every configured signal's result and the decision that would win, as JSON."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import time
+
+import orjson
+
+from router.config import ConfigError, load_config
+from router.decisions.policy import compile_policy
+from router.signals.base import SignalContext
+from router.signals.runner import matched_leaves, run_signals
+from router.signals.runtime import build_runtime
+
+
+async def classify(config_path: str, text: str, model: str | None = None) -> dict:
+    config = load_config(config_path)
+    runtime = build_runtime(config)
+    policy = compile_policy(config, runtime=runtime)
+    await policy.start()
+    try:
+        ctx = SignalContext(last_user_text=text, user_texts=[text], conversation_text=text)
+        started = time.perf_counter()
+        results = await run_signals(policy.signals.values(), ctx)  # all of them, not only the needed ones
+        elapsed = (time.perf_counter() - started) * 1000
+        name = model or config.global_.router.auto_model_names[0]
+        if name in policy.auto_names:
+            eligible, entry = policy.all_decisions, "auto"
+        elif name in policy.fusion_slugs:
+            eligible, entry = policy.looper_decisions, "fusion"
+        else:
+            eligible, entry = policy.guard_decisions, "model"
+        match = eligible.select(matched_leaves(results))
+        return {
+            "entry": entry,
+            "model": name,
+            "decision": match.decision.name if match else None,
+            "confidence": round(match.confidence, 4) if match else None,
+            "algorithm": match.decision.algorithm.type if match else None,
+            "route_to": (match.decision.modelRefs[0].model if match and match.decision.modelRefs else
+                         (None if match else policy.default_model.name)),
+            "signals": [r.as_dict() for r in results.values()],
+            "signals_ms": round(elapsed, 3),
+            "classifier_provider": getattr(runtime, "provider", None),
+        }
+    finally:
+        if runtime is not None:
+            await runtime.close()
+
+
+def classify_command(args: argparse.Namespace) -> int:
+    from router.observability.logging import configure_logging
+
+    configure_logging("console", "warning")
+    try:
+        out = asyncio.run(classify(args.config, args.text, args.model))
+    except ConfigError as err:
+        print(str(err), file=sys.stderr)
+        return 2
+    except Exception as exc:  # noqa: BLE001 - e.g. a missing model: say which, exit non-zero
+        print(f"fusion-router classify: {exc}", file=sys.stderr)
+        return 1
+    sys.stdout.write(orjson.dumps(out, option=orjson.OPT_INDENT_2).decode() + "\n")
+    return 0

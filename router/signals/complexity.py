@@ -1,0 +1,43 @@
+"""Complexity signal: is the prompt closer to the hard or to the easy exemplars? Leaves are
+``{type: complexity, name: "<signal>:hard"}`` and ``"<signal>:easy"``."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from router.config.schema import ComplexitySignal as ComplexitySpec
+from router.signals.base import SignalContext, SignalResult
+from router.signals.ml import ModelSignal
+
+
+class ComplexitySignal(ModelSignal):
+    type = "complexity"
+
+    def __init__(self, spec: ComplexitySpec, runtime):
+        super().__init__(spec, runtime)
+        self.spec: ComplexitySpec = spec
+        self._hard: np.ndarray | None = None
+        self._easy: np.ndarray | None = None
+
+    def leaf_keys(self) -> set[str]:
+        return {self.key, f"complexity:{self.name}:hard", f"complexity:{self.name}:easy"}
+
+    async def prepare(self) -> None:
+        self._hard = await self.embed_texts(list(self.spec.hard), self.spec.model)
+        self._easy = await self.embed_texts(list(self.spec.easy), self.spec.model)
+
+    async def score(self, ctx: SignalContext) -> SignalResult:
+        assert self._hard is not None and self._easy is not None
+        vec, truncated = await self.embed_prompt(ctx, self.spec.model)
+        hard, easy = float((self._hard @ vec).max()), float((self._easy @ vec).max())
+        margin = hard - easy
+        level = "hard" if margin > self.spec.margin else "easy"
+        detail = {"level": level, "hard": round(hard, 4), "easy": round(easy, 4)}
+        if truncated:
+            detail["truncated"] = True
+        # The signal itself "matches" when the prompt is hard; confidence grows with the margin.
+        conf = min(1.0, 0.5 + abs(margin))
+        return SignalResult(self.type, self.name, level == "hard", conf, leaves=(f"complexity:{self.name}:{level}",), detail=detail)
+
+    def describe(self) -> str:
+        return f"hard vs easy exemplars ({len(self.spec.hard)}/{len(self.spec.easy)})"
