@@ -77,6 +77,11 @@ class Cleanup:
         self._items.append(("proc", proc))
         return proc
 
+    def pids(self) -> list[int]:
+        """PIDs of every live registered process and their children (Stack workers included)."""
+        procs = [p for kind, o in self._items for p in (o.procs.values() if kind == "stack" else [o])]
+        return [pid for p in procs if p.poll() is None for pid in process_tree(p.pid)]
+
     def forget(self, obj: Any) -> None:
         self._items = [(k, o) for k, o in self._items if o is not obj]
 

@@ -214,6 +214,115 @@ def summarize_profile(text: str, svg: Path | None, top: int = 25) -> dict[str, A
             "python_inclusive_pct": list(share(py_incl).items()), "flamegraph": str(svg) if svg else None}
 
 
+def microbench(cfg_path: Path, n: int, level: str) -> int:
+    """In-process cost of the router's Python hot path for the bench request, without gRPC: Envoy's two
+    messages are parsed from bytes, driven through the real ``Phases.run`` and the answers serialised,
+    as grpc.aio would. Prints one JSON line of microseconds per request (best of 3 runs each)."""
+    import asyncio
+
+    import orjson
+    import structlog
+
+    from router._pb.envoy.config.core.v3 import base_pb2 as core
+    from router._pb.envoy.extensions.filters.http.ext_proc.v3 import processing_mode_pb2 as pm
+    from router._pb.envoy.service.ext_proc.v3 import external_processor_pb2 as ep
+    from router.app import App
+    from router.extproc import wire
+    from router.extproc.stream import Phases
+    from router.observability.logging import configure_logging
+    from router.openai.parse import parse_chat_body
+    from router.signals.runtime import build_runtime
+
+    body = request_body()
+    hdrs = {":method": "POST", ":path": "/v1/chat/completions", ":authority": "127.0.0.1:8801", ":scheme": "http",
+            "content-type": "application/json", "content-length": str(len(body)), "user-agent": "bench",
+            "x-forwarded-proto": "http", "x-request-id": "5f0c1f9e-3b1a-4c55-9d0e-1b2c3d4e5f60"}
+    head = ep.ProcessingRequest(
+        request_headers=ep.HttpHeaders(headers=core.HeaderMap(headers=[core.HeaderValue(key=k, raw_value=v.encode()) for k, v in hdrs.items()])),
+        protocol_config=ep.ProtocolConfiguration(request_body_mode=pm.ProcessingMode.FULL_DUPLEX_STREAMED),
+    ).SerializeToString()
+    tail = ep.ProcessingRequest(request_body=ep.HttpBody(body=body, end_of_stream=True)).SerializeToString()
+    config = load_config(cfg_path)
+
+    async def run() -> dict[str, float]:
+        app = App.from_config(config, cfg_path, build_runtime(config))
+        await app.start()
+
+        async def one() -> int:
+            async def msgs():
+                yield ep.ProcessingRequest.FromString(head)
+                yield ep.ProcessingRequest.FromString(tail)
+
+            size = 0
+            async for out in Phases(app).run(msgs()):
+                size += len(out.SerializeToString())
+            return size
+
+        def best(fn, reps: int = 3) -> float:
+            times = []
+            for _ in range(reps):
+                t0 = time.perf_counter()
+                for _ in range(n):
+                    fn()
+                times.append((time.perf_counter() - t0) / n * 1e6)
+            return min(times)
+
+        async def abest(reps: int = 3) -> float:
+            times = []
+            for _ in range(reps):
+                t0 = time.perf_counter()
+                for _ in range(n):
+                    await one()
+                times.append((time.perf_counter() - t0) / n * 1e6)
+            return min(times)
+
+        # structlog caches each logger's level on first use: one level per process.
+        configure_logging("json", level)
+        assert await one() > len(body)
+        out: dict[str, float] = {f"phases_total_log_{level}_us": await abest()}
+        if level != "info":
+            await app.close()
+            return {k: round(v, 2) for k, v in out.items()}
+        log = structlog.get_logger("bench.microbench")
+        out["one_info_log_line_us"] = best(lambda: log.info("request_routed", request_id="5f0c1f9e", entry="auto",
+                                                              decision="coding", model="coder", cluster=BACKEND,
+                                                              signals=["keyword:code_keywords"], signal_ms=0.012, latency_ms=0.2))
+        out["parse_2_messages_us"] = best(lambda: (ep.ProcessingRequest.FromString(head), ep.ProcessingRequest.FromString(tail)))
+        out["orjson_loads_us"] = best(lambda: orjson.loads(body))
+        out["parse_chat_body_us"] = best(lambda: parse_chat_body(body))
+        routed = orjson.dumps({**orjson.loads(body), "model": "sim-coder"})
+        set_h = {"x-vsr-cluster": BACKEND, "x-vsr-selected-decision": "coding", "x-vsr-response-path": "routed",
+                 "x-vsr-selected-model": "coder", "x-vsr-entry-path": "auto"}
+        out["build_and_serialize_answers_us"] = best(lambda: [m.SerializeToString() for m in (
+            wire.headers_response(set_h, ["content-length"]), *wire.streamed_body_responses(routed))])
+        await app.close()
+        return {k: round(v, 2) for k, v in out.items()}
+
+    try:
+        import uvloop
+
+        res = uvloop.run(run())
+    except ImportError:
+        res = asyncio.run(run())
+    print("MICRO " + json.dumps(res), flush=True)
+    return 0
+
+
+def run_microbench(cfg_path: Path, wd: Path, n: int = 2000) -> dict[str, Any]:
+    log = wd / "microbench.log"  # the router's JSON log lines go here, like a real deployment's log file
+    out: dict[str, Any] = {"requests_per_run": n}
+    for level in ("info", "warning"):
+        with open(log, "ab") as err:
+            proc = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--microbench", str(cfg_path),
+                                   "--micro-n", str(n), "--micro-level", level],
+                                  stdout=subprocess.PIPE, stderr=err, text=True, timeout=300)
+        line = next((x for x in proc.stdout.splitlines() if x.startswith("MICRO ")), None)
+        if proc.returncode != 0 or line is None:
+            return {"error": f"microbench failed ({proc.returncode}); see {log}"}
+        out.update(json.loads(line[6:]))
+    return out
+
+
 def serve_null_extproc(port: int) -> int:
     """A transport-only ext_proc on grpc.aio + uvloop: holds the headers answer until the body ends, then
     routes to BACKEND with a fixed header and streams the body back unchanged. No parsing, no logging,
@@ -442,11 +551,16 @@ def main(argv: list[str] | None = None) -> int:
                     help="re-run a load run once when other work used more than this share of the machine (default 0.25)")
     ap.add_argument("--retry-budget", type=float, default=30.0, help="seconds that re-runs may add in total (default 30)")
     ap.add_argument("--serve-null-extproc", type=int, metavar="PORT", help=argparse.SUPPRESS)
+    ap.add_argument("--microbench", type=Path, metavar="CONFIG", help=argparse.SUPPRESS)
+    ap.add_argument("--micro-n", type=int, default=2000, help=argparse.SUPPRESS)
+    ap.add_argument("--micro-level", default="info", help=argparse.SUPPRESS)
     ap.add_argument("--json", type=Path, help="also write the JSON result here")
     ap.add_argument("--quick", action="store_true", help="smoke run: 300 requests, 2 s load, one round")
     args = ap.parse_args(argv)
     if args.serve_null_extproc:
         return serve_null_extproc(args.serve_null_extproc)
+    if args.microbench:
+        return microbench(args.microbench, args.micro_n, args.micro_level)
     if args.quick:
         args.requests, args.warmup, args.duration, args.rounds, args.settle, args.retry_budget = 300, 50, 2.0, 1, 0.0, 0.0
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, ClassVar, Sequence
+from typing import Any, Callable, ClassVar, Sequence
 
 import numpy as np
 
 from .errors import ModelLoadError
 from .metadata import MODEL_FILE, TOKENIZER_FILE, ModelMetadata
 from .session import Device, OnnxSession, create_session
-from .tokenize import Batch, TextTokenizer
+from .tokenize import Encoded, Padded, TextTokenizer, length_groups
 
 _ORT_INT_TYPES = {"tensor(int64)": np.int64, "tensor(int32)": np.int32}
 
@@ -72,7 +72,7 @@ class OnnxModel:
             )
         return {n: _ORT_INT_TYPES.get(t, np.int64) for n, t in graph_inputs.items()}
 
-    def _feeds(self, batch: Batch) -> dict[str, np.ndarray]:
+    def _feeds(self, batch: Padded) -> dict[str, np.ndarray]:
         arrays = {
             "input_ids": batch.input_ids,
             "attention_mask": batch.attention_mask,
@@ -83,8 +83,18 @@ class OnnxModel:
         except KeyError as exc:
             raise ModelLoadError(self.session.path, f"unsupported graph input {exc}") from None
 
-    def _forward(self, batch: Batch) -> np.ndarray:
+    def _forward(self, batch: Padded) -> np.ndarray:
         return np.asarray(self.session.run([self.output_name], self._feeds(batch))[0])
+
+    def _per_row(self, enc: Encoded, post: Callable[[Padded, np.ndarray], Sequence[Any]]) -> list[Any]:
+        """Run every row of ``enc`` in length groups; ``post(padded, output)`` maps a group's raw
+        output to one result per row. Returns results in row order."""
+        out: list[Any] = [None] * len(enc.rows)
+        for group in length_groups([len(e.ids) for e in enc.rows]):
+            padded = self.tokenizer.pad([enc.rows[i] for i in group])
+            for i, res in zip(group, post(padded, self._forward(padded))):
+                out[i] = res
+        return out
 
     def run(self, texts: Sequence[str]) -> list[Any]:  # pragma: no cover - abstract
         raise NotImplementedError

@@ -38,11 +38,12 @@ class EmbeddingModel(OnnxModel):
         """Vectors ``[n, d]`` and a per-text truncation flag."""
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32), []
-        batch = self.tokenizer.encode(texts)
-        vec = self._pool(self._forward(batch).astype(np.float32, copy=False), batch.attention_mask)
+        enc = self.tokenizer.encode(texts)
+        rows = self._per_row(enc, lambda p, out: self._pool(out.astype(np.float32, copy=False), p.attention_mask))
+        vec = np.stack(rows).astype(np.float32, copy=False)
         if self.metadata.normalize:
             vec = vec / np.clip(np.linalg.norm(vec, axis=1, keepdims=True), 1e-12, None)
-        return np.ascontiguousarray(vec, dtype=np.float32), batch.truncated
+        return np.ascontiguousarray(vec), enc.truncated
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         return self.embed_batch(texts)[0]

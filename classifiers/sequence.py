@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar, Sequence
+from typing import Any, ClassVar, Sequence
 
 import numpy as np
 
@@ -26,16 +26,19 @@ class SequenceClassifier(OnnxModel):
         """``[n, len(labels)]`` probabilities and a per-text truncation flag."""
         if not texts:
             return np.zeros((0, len(self.labels)), dtype=np.float32), []
-        batch = self.tokenizer.encode(texts)
-        out = self._forward(batch).astype(np.float32, copy=False)
+        enc = self.tokenizer.encode(texts)
+        out = np.stack(self._per_row(enc, self._check)).astype(np.float32, copy=False)
+        probs = out if self.metadata.output_type == "probabilities" else softmax(out)
+        return probs, enc.truncated
+
+    def _check(self, _: Any, out: np.ndarray) -> np.ndarray:
         if out.ndim == 3:  # [b, seq, C] token-shaped heads: use the CLS position
             out = out[:, 0, :]
         if out.ndim != 2 or out.shape[1] != len(self.labels):
             raise ModelLoadError(
                 self.path, f"output {self.output_name!r} has shape {out.shape}, expected [n, {len(self.labels)}]"
             )
-        probs = out if self.metadata.output_type == "probabilities" else softmax(out)
-        return probs, batch.truncated
+        return out
 
     def run(self, texts: Sequence[str]) -> list[Classification]:
         probs, trunc = self.probabilities(texts)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar, Sequence
+from typing import Any, ClassVar, Sequence
 
 import numpy as np
 
@@ -84,23 +84,17 @@ class TokenClassifier(OnnxModel):
         if not texts:
             return []
         # Long inputs are cut into windows (overlap = metadata "stride") so no entity goes unseen.
-        batch = self.tokenizer.encode(texts, windows=self.metadata.stride > 0)
-        out = self._forward(batch).astype(np.float32, copy=False)
-        if out.ndim != 3 or out.shape[2] != len(self.labels):
-            raise ModelLoadError(
-                self.path, f"output {self.output_name!r} has shape {out.shape}, expected [n, seq, {len(self.labels)}]"
-            )
-        probs = out if self.metadata.output_type == "probabilities" else softmax(out)
-        best = probs.argmax(axis=-1)
-        best_p = np.take_along_axis(probs, best[..., None], axis=-1)[..., 0]
+        enc = self.tokenizer.encode(texts, windows=self.metadata.stride > 0)
+        # Per row: (best tag id, its probability) for each token.
+        tagged = self._per_row(enc, self._best_tags)
 
         # Per text: word id → the word's span and the tag of its first sub-token (the usual "first"
         # aggregation). Windows overlap, so a word may be read twice: keep the more confident reading.
         per_text: list[dict[int, _Word]] = [{} for _ in texts]
-        for row, (enc, owner) in enumerate(zip(batch.encodings, batch.owner)):
+        for row, owner, (best, best_p) in zip(enc.rows, enc.owner, tagged):
             words = per_text[owner]
             for k, (wid, (s, e), special) in enumerate(
-                zip(enc.word_ids, enc.offsets, enc.special_tokens_mask)
+                zip(row.word_ids, row.offsets, row.special_tokens_mask)
             ):
                 if special or wid is None or e <= s:
                     continue
@@ -109,14 +103,26 @@ class TokenClassifier(OnnxModel):
                     w = words[wid] = _Word(s, e, "", -1.0)
                 first_piece = s <= w.start
                 w.start, w.end = min(w.start, s), max(w.end, e)
-                score = float(best_p[row, k])
+                score = float(best_p[k])
                 if first_piece and score > w.score:
-                    w.tag, w.score = self.labels[int(best[row, k])], score
+                    w.tag, w.score = self.labels[int(best[k])], score
         results = []
-        for text, words, trunc in zip(texts, per_text, batch.truncated):
+        for text, words, trunc in zip(texts, per_text, enc.truncated):
             ordered = [w for _, w in sorted(words.items()) if w.tag]
             results.append(TokenResult(decode_spans(text, ordered), trunc))
         return results
+
+    def _best_tags(self, _: Any, out: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+        if out.ndim != 3 or out.shape[2] != len(self.labels):
+            raise ModelLoadError(
+                self.path, f"output {self.output_name!r} has shape {out.shape}, expected [n, seq, {len(self.labels)}]"
+            )
+        probs = out.astype(np.float32, copy=False)
+        if self.metadata.output_type != "probabilities":
+            probs = softmax(probs)
+        best = probs.argmax(axis=-1)
+        best_p = np.take_along_axis(probs, best[..., None], axis=-1)[..., 0]
+        return list(zip(best, best_p))
 
     def spans(self, texts: Sequence[str]) -> list[list[Span]]:
         return [r.spans for r in self.run(texts)]

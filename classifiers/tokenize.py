@@ -13,15 +13,21 @@ from .errors import ModelLoadError
 
 
 @dataclass
-class Batch:
-    """Padded arrays for one ONNX call. ``owner[i]`` is the input text row ``i`` came from."""
+class Encoded:
+    """Token rows for a list of texts. ``owner[r]`` is the text row ``r`` came from."""
+
+    rows: list[Encoding]
+    owner: list[int]
+    truncated: list[bool]  # per input text
+
+
+@dataclass
+class Padded:
+    """Arrays for one ONNX call, padded to the longest row of the group."""
 
     input_ids: np.ndarray  # [rows, seq] int64
     attention_mask: np.ndarray  # [rows, seq] int64
     token_type_ids: np.ndarray  # [rows, seq] int64
-    encodings: list[Encoding]
-    owner: list[int]
-    truncated: list[bool]  # per input text
 
 
 class TextTokenizer:
@@ -43,7 +49,7 @@ class TextTokenizer:
             pad = tok.token_to_id("<pad>")
         self.pad_id = int(pad or 0)
 
-    def encode(self, texts: Sequence[str], windows: bool = False) -> Batch:
+    def encode(self, texts: Sequence[str], windows: bool = False) -> Encoded:
         """Encode ``texts``; with ``windows`` every overflow window becomes its own row."""
         encs = self.tokenizer.encode_batch(list(texts))
         rows: list[Encoding] = []
@@ -58,6 +64,9 @@ class TextTokenizer:
                 for o in over:
                     rows.append(o)
                     owner.append(i)
+        return Encoded(rows, owner, truncated)
+
+    def pad(self, rows: Sequence[Encoding]) -> Padded:
         seq = max((len(e.ids) for e in rows), default=1)
         n = len(rows)
         ids = np.full((n, seq), self.pad_id, dtype=np.int64)
@@ -68,4 +77,24 @@ class TextTokenizer:
             ids[r, :k] = e.ids
             mask[r, :k] = e.attention_mask
             types[r, :k] = e.type_ids
-        return Batch(ids, mask, types, rows, owner, truncated)
+        return Padded(ids, mask, types)
+
+
+def length_groups(lengths: Sequence[int], max_padding: float = 0.3) -> list[list[int]]:
+    """Split row indices into groups of similar length, so one long prompt doesn't pad 31 short ones.
+
+    Rows are taken shortest first; a group grows while its padded size stays within ``max_padding``
+    of its real token count. Extra ONNX calls cost far less than attention over padding.
+    """
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    groups: list[list[int]] = []
+    real = 0
+    for i in order:
+        n = lengths[i]
+        if groups and (len(groups[-1]) + 1) * n <= (real + n) * (1 + max_padding):
+            groups[-1].append(i)
+            real += n
+        else:
+            groups.append([i])
+            real = n
+    return groups

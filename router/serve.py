@@ -14,6 +14,7 @@ from router.app import App
 from router.config.schema import Config
 from router.extproc.server import build_server, set_serving
 from router.observability.admin import start_admin
+from router.observability.tracing import setup_tracing
 from router.reload import ConfigWatcher
 from router.signals.runtime import build_runtime
 
@@ -31,6 +32,11 @@ def _spawn_workers(args: argparse.Namespace) -> list[subprocess.Popen]:
 
 async def serve(config: Config, args: argparse.Namespace) -> int:
     workers = _spawn_workers(args) if args.workers > 1 else []
+    try:
+        setup_tracing(config.global_.observability.tracing)
+    except RuntimeError as exc:
+        print(f"fusion-router: cannot start: {exc}", file=sys.stderr)
+        return 1
     runtime = build_runtime(config)
     app = App.from_config(config, args.config, runtime)
     app.looper_endpoint = args.looper_endpoint

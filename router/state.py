@@ -56,6 +56,7 @@ class RequestState:
     # Set once a decision is taken.
     signals: dict[str, SignalResult] = field(default_factory=dict)
     decision: Decision | None = None
+    mask: Decision | None = None  # a masking guard that matched (applied to the body, routing goes on)
     confidence: float = 0.0
     model: ModelSpec | None = None
     response_path: ResponsePath | None = None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -81,6 +82,14 @@ def _cross_check(cfg: Config) -> Iterator[str]:
     if cfg.default_model is not None and cfg.default_model not in models:
         yield f"default_model: unknown model {cfg.default_model!r} (expected one of {sorted(models)})"
 
+    for j, sig in enumerate(cfg.routing.signals.keywords):
+        if sig.method == "regex":
+            for k, pattern in enumerate(sig.keywords):
+                try:
+                    re.compile(pattern)
+                except re.error as exc:
+                    yield f"routing.signals.keywords[{j}].keywords[{k}]: invalid regular expression {pattern!r} ({exc})"
+
     declared: dict[str, set[str]] = {}
     for leaf_type, section in SIGNAL_SECTIONS.items():
         names: set[str] = set()
@@ -103,7 +112,7 @@ def _cross_check(cfg: Config) -> Iterator[str]:
         for j, ref in enumerate(d.modelRefs):
             if ref.model not in models:
                 yield f"{at}.modelRefs[{j}].model: unknown model {ref.model!r} (expected one of {sorted(models)})"
-        if not d.modelRefs and not d.is_looper and d.plugin_block is None:
+        if not d.modelRefs and not d.is_looper and not d.is_guard:
             yield f"{at}.modelRefs: a routing decision needs at least one model"
         if d.rules is not None:
             yield from _check_rule(d.rules, f"{at}.rules", declared)

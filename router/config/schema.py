@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, StringConstraints, Tag, field_validator, model_validator
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$"
 
@@ -61,10 +61,25 @@ class ClassifierSettings(Strict):
     intra_op_threads: int = Field(default=0, ge=0)
 
 
+class TracingSettings(Strict):
+    """OpenTelemetry spans (optional dependency: ``pip install fusion-router[otel]``)."""
+
+    enabled: bool = False
+    exporter: Literal["console", "otlp"] = "otlp"
+    endpoint: str | None = None  # OTLP/HTTP, e.g. http://otel-collector:4318/v1/traces
+    service_name: str = "fusion-router"
+    sample_ratio: float = Field(default=1.0, ge=0, le=1)
+
+
+class ObservabilitySettings(Strict):
+    tracing: TracingSettings = Field(default_factory=TracingSettings)
+
+
 class Global(Strict):
     router: RouterSettings = Field(default_factory=RouterSettings)
     integrations: Integrations = Field(default_factory=Integrations)
     classifiers: ClassifierSettings = Field(default_factory=ClassifierSettings)
+    observability: ObservabilitySettings = Field(default_factory=ObservabilitySettings)
 
 
 # --------------------------------------------------------------------------- backends and models
@@ -111,9 +126,12 @@ class SignalCommon(Strict):
     optional: bool = False
 
 
+NonBlank = Annotated[str, StringConstraints(strip_whitespace=False, min_length=1, pattern=r"\S")]
+
+
 class KeywordSignal(SignalCommon):
     operator: Literal["any", "all", "none", "OR", "AND", "NOR"] = "any"
-    keywords: list[str] = Field(min_length=1)
+    keywords: list[NonBlank] = Field(min_length=1)
     method: Literal["word", "regex", "substring"] = "word"
     case_sensitive: bool = False
 
@@ -356,6 +374,11 @@ class Decision(Strict):
     @property
     def is_guard(self) -> bool:
         return any(isinstance(p, (BlockPlugin, PIIMaskPlugin)) for p in self.plugins)
+
+    @property
+    def is_mask(self) -> bool:
+        """A masking guard modifies the request and lets routing go on; it never picks the model."""
+        return self.plugin(PIIMaskPlugin) is not None and self.plugin_block is None
 
 
 class Routing(Strict):

@@ -23,8 +23,12 @@ class Match:
 
 @dataclass(slots=True)
 class DecisionSet:
-    decisions: list[Decision]
+    decisions: list[Decision]  # routing, looper and block decisions, sorted by priority
     signals: list[Signal]
+    masks: list[Decision] = field(default_factory=list)  # masking guards: applied, never chosen
+
+    def mask(self, matched: dict[str, float]) -> Decision | None:
+        return next((d for d in self.masks if rules.evaluate(d.rules, matched) is not None), None)
 
     def select(self, matched: dict[str, float]) -> Match | None:
         best: Match | None = None
@@ -74,7 +78,7 @@ class Policy:
                 sig = by_leaf.get(leaf)
                 if sig is not None:
                     needed[sig.key] = sig
-        return DecisionSet(decisions, list(needed.values()))
+        return DecisionSet([d for d in decisions if not d.is_mask], list(needed.values()), [d for d in decisions if d.is_mask])
 
     def resolve_model(self, name: str) -> ModelSpec | None:
         spec = self.models.get(name)

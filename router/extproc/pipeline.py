@@ -18,7 +18,7 @@ from router.config.schema import (
 from router.decisions.masking import apply_masking
 from router.decisions.policy import DecisionSet
 from router.extproc import headers as H
-from router.observability import record
+from router.observability import record, tracing
 from router.openai.errors import OpenAIError
 from router.openai.parse import parse_chat_body
 from router.signals.base import SignalContext
@@ -66,8 +66,11 @@ def _signal_context(state: RequestState) -> SignalContext:
 async def _decide(state: RequestState, eligible: DecisionSet) -> None:
     started = time.perf_counter()
     ctx = _signal_context(state)
-    state.signals = await run_signals(eligible.signals, ctx)
-    match = eligible.select(matched_leaves(state.signals))
+    with tracing.span("router.signals", **{"signals.count": len(eligible.signals)}):
+        state.signals = await run_signals(eligible.signals, ctx)
+    leaves = matched_leaves(state.signals)
+    match = eligible.select(leaves)
+    state.mask = eligible.mask(leaves)
     state.signal_ms = (time.perf_counter() - started) * 1000
     record.signals_done(str(state.entry), state.signals, state.signal_ms)
     if match is not None:
@@ -75,10 +78,19 @@ async def _decide(state: RequestState, eligible: DecisionSet) -> None:
 
 
 async def handle(app: App, state: RequestState) -> Action:
-    try:
-        return await _handle(app, state)
-    except OpenAIError as err:
-        return error_response(state, err)
+    with tracing.span("router.request", parent_headers=state.headers, **{"http.route": state.path,
+                      "request.id": state.request_id}) as span:
+        try:
+            action = await _handle(app, state)
+        except OpenAIError as err:
+            action = error_response(state, err)
+        if span is not None:
+            span.set_attribute("router.entry", str(state.entry))
+            span.set_attribute("router.decision", state.decision_name)
+            span.set_attribute("router.response_path", str(state.response_path))
+            if state.model is not None:
+                span.set_attribute("router.model", state.model.name)
+        return action
 
 
 async def _handle(app: App, state: RequestState) -> Action:
@@ -118,12 +130,15 @@ async def _handle(app: App, state: RequestState) -> Action:
         state.entry = Entry.PLUGIN if override is not None else Entry.MODEL
         await _decide(state, policy.guard_decisions)
         if state.decision is None or state.decision.plugin_block is None:
-            # No block: go where the client asked (a matched masking guard still masks in route_to).
+            # No block: go where the client asked, masked if a masking guard matched.
+            state.decision = None
+            _mask(state)
             if override is not None:
                 return await app.loopers.run_direct(app, state, judge=model)
             state.response_path = ResponsePath.ROUTED
             return route_to(app, state, model)
 
+    _mask(state)
     decision = state.decision
     if decision is not None and (block := decision.plugin_block) is not None:
         state.response_path = ResponsePath.BLOCKED
@@ -158,6 +173,13 @@ async def _handle(app: App, state: RequestState) -> Action:
     return route_to(app, state, model)
 
 
+def _mask(state: RequestState) -> None:
+    """Apply a matched masking guard to the body once, before routing or Fusion reads it."""
+    if state.mask is not None and state.raw is not None:
+        count = apply_masking(state, state.mask, state.raw)
+        log.info("pii_masked", request_id=state.request_id, guard=state.mask.name, replacements=count)
+
+
 def route_to(app: App, state: RequestState, model: ModelSpec) -> Route:
     """Send the request to ``model``'s backend: routing header, served model id, decision plugins."""
     assert state.raw is not None
@@ -176,7 +198,6 @@ def route_to(app: App, state: RequestState, model: ModelSpec) -> Route:
             elif isinstance(plugin, HeaderMutationPlugin):
                 set_headers.update({h.name.lower(): h.value for h in plugin.configuration.add})
                 remove.extend(h.lower() for h in plugin.configuration.remove)
-        apply_masking(state, decision, raw)
     key = app.api_key(backend)
     if key:
         set_headers["authorization"] = f"Bearer {key}"

@@ -3,6 +3,7 @@ fenced or slightly broken JSON, and on failure keep the raw text with a typed re
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -79,8 +80,25 @@ class ParsedAnalysis:
     raw: str
 
 
+def _embedded_objects(text: str) -> list[str]:
+    """Every JSON object that starts at some ``{`` in prose, so braces in the judge's words don't hide it."""
+    decoder = json.JSONDecoder()
+    out = []
+    for i, ch in enumerate(text):
+        if ch != "{":
+            continue
+        try:
+            obj, end = decoder.raw_decode(text, i)
+        except ValueError:
+            continue
+        if isinstance(obj, dict):
+            out.append(text[i:end])
+    return out
+
+
 def _candidates(text: str) -> list[str]:
     out = [m.group(1) for m in _FENCE.finditer(text)]
+    out += _embedded_objects(_TRAILING_COMMA.sub(r"\1", text))
     start, end = text.find("{"), text.rfind("}")
     if start != -1 and end > start:
         out.append(text[start : end + 1])

@@ -19,7 +19,7 @@ import orjson
 
 from router.config.schema import Backend, LooperIntegration, ModelSpec
 from router.extproc import headers as H
-from router.observability import record
+from router.observability import record, tracing
 from router.openai.types import Usage
 
 DeltaSink = Callable[[dict[str, Any]], Awaitable[None]]
@@ -87,9 +87,24 @@ class ModelClient:
         on_delta: DeltaSink | None = None,
         extra_headers: dict[str, str] | None = None,
     ) -> CallResult:
+        with tracing.span("looper.call", parent_headers=extra_headers, **{"llm.model": model.name,
+                          "llm.stream": on_delta is not None}):
+            return await self._complete(model, backend, body, timeout=timeout, on_delta=on_delta, extra_headers=extra_headers)
+
+    async def _complete(
+        self,
+        model: ModelSpec,
+        backend: Backend,
+        body: dict[str, Any],
+        *,
+        timeout: float,
+        on_delta: DeltaSink | None,
+        extra_headers: dict[str, str] | None,
+    ) -> CallResult:
         url, headers, wire_model = self._target(model, backend)
         if extra_headers:
             headers.update(extra_headers)
+        tracing.inject(headers)
         payload = {**body, "model": wire_model, "stream": on_delta is not None}
         if on_delta is not None:
             payload["stream_options"] = {"include_usage": True}

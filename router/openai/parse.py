@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import orjson
@@ -11,10 +12,18 @@ from router.openai.errors import OpenAIError, bad_request
 from router.openai.types import ChatCompletionRequest
 
 
+# Union members appear in pydantic's error location (`str`, `list[TextPart]`, `function-after[...]`);
+# clients never wrote them, so the path leaves them out.
+_UNION_MEMBER = re.compile(r"^(str|int|float|bool|none|[a-z]+\[.*\]|[A-Z]\w*|function-\w+\[.*\])$")
+
+
 def field_path(loc: tuple[Any, ...]) -> str:
     out = ""
     for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else (("." if out else "") + str(part))
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif not _UNION_MEMBER.match(str(part)):
+            out += ("." if out else "") + str(part)
     return out
 
 

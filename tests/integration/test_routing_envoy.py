@@ -187,12 +187,23 @@ def test_secrets_are_refused_with_422(stack):
 
 def test_contact_details_are_masked_before_forwarding(stack):
     clear_sim_requests(stack)
-    resp = _chat(stack, "Please email jane.doe@example.com and call +1 415 555 0132 about the invoice")
-    assert resp.headers["x-vsr-selected-decision"] == "mask_contact_details"
+    resp = _chat(stack, "Please email jane.doe@example.com and call +1 415 555 0132 about the invoice",
+                 extra_headers={"x-vsr-debug": "1"})
+    assert "pii:pii_contact" in resp.headers["x-vsr-matched-signals"]
+    assert resp.headers["x-vsr-selected-decision"] == "general"  # the mask applied, routing went on
     [seen] = sim_requests(stack, "vllm-small")
     sent = seen["body"]["messages"][-1]["content"]
     assert "jane.doe@example.com" not in sent and "[EMAIL]" in sent
     assert "555 0132" not in sent and "[PHONE]" in sent
+
+
+def test_masking_applies_to_fusion_panel_calls_too(stack):
+    clear_sim_requests(stack)
+    resp = _chat(stack, "Compare the trade-offs of Raft and Paxos; send notes to jane.doe@example.com")
+    assert resp.headers["x-vsr-response-path"] == "fusion"
+    for backend in ("vllm-small", "vllm-coder", "vllm-large"):
+        for seen in sim_requests(stack, backend):
+            assert "jane.doe@example.com" not in json.dumps(seen["body"])
 
 
 def test_hard_research_question_reaches_fusion(stack):

@@ -208,11 +208,6 @@ def test_keyword_operator_aliases_normalise(alias, normal):
     assert KeywordSignal(name="k", operator=alias, keywords=["x"]).operator == normal
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="schema.KeywordSignal does not compile regex keywords: check-config accepts `(unclosed` and "
-    "App.from_file / compile_policy later raises re.error instead of a ConfigError",
-)
 def test_invalid_regex_keyword_is_a_config_error(tmp_path):
     data = minimal(routing={
         "signals": {"keywords": [{"name": "k", "method": "regex", "keywords": ["ok", "(unclosed"]}]},
@@ -222,11 +217,6 @@ def test_invalid_regex_keyword_is_a_config_error(tmp_path):
     assert any(p.startswith("routing.signals.keywords[0].keywords[1]") for p in err.problems), err.problems
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="schema.KeywordSignal accepts an empty keyword, which (substring) matches every prompt or (word) "
-    "matches any text with two adjacent non-word characters",
-)
 def test_empty_keyword_is_a_config_error(tmp_path):
     data = minimal(routing={"signals": {"keywords": [{"name": "k", "method": "substring", "keywords": ["python", ""]}]}})
     _, err = problems_of(tmp_path, data)

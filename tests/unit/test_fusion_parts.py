@@ -92,11 +92,6 @@ def test_text_around_json():
     assert parsed.status == "ok" and parsed.analysis.consensus == PLAIN["consensus"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="analysis._candidates slices from the first `{` to the last `}`: a brace in the prose after "
-    "(or before) the JSON object makes valid JSON read as judge_not_valid_json",
-)
 @pytest.mark.parametrize("text", ['{"consensus": ["a"]}\nNote: I ignored {x}.', 'Comparing {the answers}:\n{"consensus": ["a"]}'])
 def test_text_with_braces_around_json(text):
     parsed = parse_analysis(text)

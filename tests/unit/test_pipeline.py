@@ -397,10 +397,6 @@ async def test_bad_bodies_are_400_with_openai_shape(app, raw, code, param):
     assert h["x-vsr-response-path"] == "error"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="openai/parse.field_path keeps pydantic's union-member tag: param is `messages[0].content.str`",
-)
 async def test_bad_content_type_names_the_content_field(app):
     raw = b'{"model": "auto", "messages": [{"role": "user", "content": 5}]}'
     status, body, _ = await one_immediate(app, [headers_msg(post(), mode=BUFFERED), body_msg(raw)])
@@ -617,4 +613,5 @@ async def test_shipped_config_masks_contact_details_for_a_concrete_model(shipped
     assert data["model"] == served(cfg, "qwen3-32b")  # the client's model, not the guard's
     content = data["messages"][-1]["content"]
     assert "john.smith@example.com" not in content and "haiku" in content
-    assert hdrs(common.header_mutation)["x-vsr-selected-decision"] == "mask_contact_details"
+    # A masking guard modifies the body but never claims the decision: the request went where asked.
+    assert hdrs(common.header_mutation)["x-vsr-selected-decision"] == "default"
