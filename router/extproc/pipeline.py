@@ -97,6 +97,9 @@ async def _handle(app: App, state: RequestState) -> Action:
     policy = state.policy
     state.raw, state.request = parse_chat_body(bytes(state.body))
     req = state.request
+    if policy.config.global_.router.log_prompts:
+        # Prompts are personal data: logged only when the operator turns this on, and only at debug.
+        log.debug("request_prompt", request_id=state.request_id, prompt=req.last_user_text())
     if state.internal:
         # An authenticated looper sub-call: the looper already chose the model; never classify or re-fuse.
         state.entry = Entry.INTERNAL
