@@ -539,17 +539,18 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--requests", type=int, default=2000, help="sequential requests per target (default 2000)")
     ap.add_argument("--warmup", type=int, default=200)
-    ap.add_argument("--duration", type=float, default=8.0, help="seconds of load per target and concurrency (default 8)")
+    ap.add_argument("--duration", type=float, default=6.0, help="seconds of load per target and concurrency (default 6)")
     ap.add_argument("--rounds", type=int, default=2, help="interleaved rounds the load time is split into (default 2)")
     ap.add_argument("--concurrency", type=lambda s: [int(x) for x in s.split(",")], default=[8, 32])
     ap.add_argument("--variants", default="floor,w1,w2,w1-buffered", help=f"router variants, from {','.join(VARIANTS)}")
     ap.add_argument("--no-load", action="store_true", help="sequential latency only")
+    ap.add_argument("--no-micro", action="store_true", help="skip the in-process hot-path microbenchmark")
     ap.add_argument("--profile", action="store_true", help="py-spy (native) the 1-worker router under c32 load")
-    ap.add_argument("--settle", type=float, default=20.0,
-                    help="wait up to this many seconds for other work on the machine to calm down first (default 20)")
+    ap.add_argument("--settle", type=float, default=15.0,
+                    help="wait up to this many seconds for other work on the machine to calm down first (default 15)")
     ap.add_argument("--noisy", type=float, default=0.25,
                     help="re-run a load run once when other work used more than this share of the machine (default 0.25)")
-    ap.add_argument("--retry-budget", type=float, default=30.0, help="seconds that re-runs may add in total (default 30)")
+    ap.add_argument("--retry-budget", type=float, default=20.0, help="seconds that re-runs may add in total (default 20)")
     ap.add_argument("--serve-null-extproc", type=int, metavar="PORT", help=argparse.SUPPRESS)
     ap.add_argument("--microbench", type=Path, metavar="CONFIG", help=argparse.SUPPRESS)
     ap.add_argument("--micro-n", type=int, default=2000, help=argparse.SUPPRESS)
@@ -644,14 +645,17 @@ def main(argv: list[str] | None = None) -> int:
                 print("  profiling the 1-worker router with py-spy under c32 load ...", flush=True)
                 profile = profile_router(w1.stack, w1.url, args, wd)
 
+    micro = None if args.no_micro else run_microbench(cfg_path, wd)
     results, verdict = report(targets, args)
+    if micro:
+        print_micro(micro)
     if profile:
         print_profile(profile)
     print(f"\nbench-router took {time.monotonic() - started:.0f}s")
     blob = {"bench": "router", "machine": info, "goals": GOALS,
             "settings": {"requests": args.requests, "warmup": args.warmup, "duration_s": args.duration, "rounds": args.rounds,
                          "concurrency": args.concurrency, "variants": variants},
-            "results": results, "verdict": verdict, "profile": profile}
+            "results": results, "verdict": verdict, "microbench_us": micro, "profile": profile}
     print("\nJSON:")
     print(json.dumps(blob, indent=None))
     if args.json:
@@ -678,6 +682,23 @@ def _grpc_conn_spread(stack: Stack) -> dict[str, int]:
     except (OSError, subprocess.TimeoutExpired):
         return {}
     return {str(pid): out.count(f"pid={pid},") for pid in _router_pids(stack)}
+
+
+def print_micro(m: dict[str, Any]) -> None:
+    print("\nRouter hot path in-process (no gRPC, no Envoy; best of 3 x 2,000 requests), microseconds per request:")
+    if "error" in m:
+        print("  " + m["error"])
+        return
+    labels = [
+        ("phases_total_log_info_us", "whole request: Phases.run, 2 messages parsed + answers serialised (log level info)"),
+        ("phases_total_log_warning_us", "the same, log level warning"),
+        ("one_info_log_line_us", "  one structlog JSON line (request_routed)"),
+        ("parse_2_messages_us", "  parse Envoy's 2 ProcessingRequest messages"),
+        ("parse_chat_body_us", "  parse_chat_body (orjson + pydantic)"),
+        ("orjson_loads_us", "    of which orjson.loads"),
+        ("build_and_serialize_answers_us", "  build + serialise the headers and body answers (wire.py)"),
+    ]
+    print(table(["step", "us"], [[label, fmt(m.get(key))] for key, label in labels]))
 
 
 def print_profile(p: dict[str, Any]) -> None:
