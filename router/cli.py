@@ -13,15 +13,22 @@ from router.config import ConfigError, load_config
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "config" / "default.yaml"
 
 
+def _load(path: str):
+    """The config, or None after printing its problems (file, field path, expectation) to stderr."""
+    try:
+        return load_config(path)
+    except ConfigError as err:
+        print(str(err), file=sys.stderr)
+        return None
+
+
 def _cmd_serve(args: argparse.Namespace) -> int:
     from router.observability.logging import configure_logging
     from router.serve import serve
 
     configure_logging(args.log_format, args.log_level)
-    try:
-        config = load_config(args.config)
-    except ConfigError as err:
-        print(f"fusion-router: invalid config\n{err}", file=sys.stderr)
+    config = _load(args.config)
+    if config is None:
         return 2
     try:
         import uvloop
@@ -35,10 +42,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 def _cmd_check(args: argparse.Namespace) -> int:
     status = 0
     for path in args.files:
-        try:
-            cfg = load_config(path)
-        except ConfigError as err:
-            print(str(err), file=sys.stderr)
+        cfg = _load(path)
+        if cfg is None:
             status = 2
             continue
         print(f"{path}: ok ({len(cfg.models)} models, {len(cfg.routing.decisions)} decisions)")
@@ -50,10 +55,8 @@ def _cmd_envoy_config(args: argparse.Namespace) -> int:
 
     from router.envoyconf import EnvoyPorts, build_envoy_config
 
-    try:
-        cfg = load_config(args.config)
-    except ConfigError as err:
-        print(str(err), file=sys.stderr)
+    cfg = _load(args.config)
+    if cfg is None:
         return 2
     ports = EnvoyPorts(listen_host=args.listen_host, listen_port=args.listen_port, admin_port=args.admin_port,
                        router_host=args.router_host, router_port=args.router_port)
@@ -69,10 +72,8 @@ def _cmd_envoy_config(args: argparse.Namespace) -> int:
 def _cmd_up(args: argparse.Namespace) -> int:
     from router.local import Stack, sim_specs_for
 
-    try:
-        cfg = load_config(args.config)
-    except ConfigError as err:
-        print(str(err), file=sys.stderr)
+    cfg = _load(args.config)
+    if cfg is None:
         return 2
     sims = sim_specs_for(cfg, latency_ms=args.sim_latency_ms, tps=args.sim_tps, mode="judge_json") if args.simulate else []
     stack = Stack(Path(args.config), listen_port=args.port, grpc_port=args.grpc_port, admin_port=args.admin_port,

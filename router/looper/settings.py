@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import ConfigDict, Field, ValidationError
 
 from router.config.schema import FusionSettings, FusionTrace, ModelRef, RouterSettings
 from router.decisions.policy import Policy
@@ -26,25 +26,15 @@ DEFAULTS = FusionSettings(
 )
 
 
-class FusionPlugin(BaseModel):
-    """``plugins[{id: "fusion", ...}]`` on a request (OpenRouter-compatible field names)."""
+class FusionPlugin(FusionSettings):
+    """``plugins[{id: "fusion", ...}]`` on a request: every decision knob, under OpenRouter's names,
+    plus OpenRouter's own plugin fields."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", frozen=True)
     id: Literal["fusion", "openrouter:fusion"]
     enabled: bool = True
     preset: str | None = None
-    model: str | None = None
-    analysis_models: list[str] | None = Field(default=None, min_length=1, max_length=8)
-    max_concurrent: int | None = Field(default=None, gt=0)
-    max_completion_tokens: int | None = Field(default=None, gt=0)
-    temperature: float | None = Field(default=None, ge=0, le=2)
-    include_analysis: bool | None = None
-    include_intermediate_responses: bool | None = None
-    on_error: Literal["skip", "fail"] | None = None
-    min_successful_responses: int | None = Field(default=None, gt=0)
-    analysis_template: str | None = None
-    synthesis_template: str | None = None
-    judge_prompt_version: str | None = None
+    analysis_models: list[str] | None = Field(default=None, min_length=1, max_length=8)  # OpenRouter's bound
     # Accepted for OpenRouter compatibility; this gateway has no server-side web tools to bound.
     max_tool_calls: int | None = Field(default=None, ge=0)
     reasoning: dict[str, Any] | None = None
