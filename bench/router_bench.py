@@ -140,7 +140,6 @@ def profile_router(stack: Stack, url: str, args: argparse.Namespace, wd: Path) -
     try:
         time.sleep(0.5)
         run_load(url, request_body(), {}, 32, dur + 1, None, wd)
-    finally:
         for r in recs:
             try:
                 _, err = r.communicate(timeout=dur + 60)
@@ -148,6 +147,11 @@ def profile_router(stack: Stack, url: str, args: argparse.Namespace, wd: Path) -
                 r.kill()
                 _, err = r.communicate()
             errs.append(err.decode(errors="replace") if err else "")
+    finally:
+        for r in recs:  # interrupted: do not leave samplers attached
+            if r.poll() is None:
+                r.kill()
+                r.wait()
     if not raw.exists():
         return {"error": f"py-spy produced nothing (it needs ptrace rights): {errs[0][-400:]}"}
     return summarize_profile(raw.read_text(), svg if svg.exists() else None)

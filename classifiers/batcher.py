@@ -47,8 +47,9 @@ class MicroBatcher(Generic[T, R]):
     """Batch ``fn(list[T]) -> list[R]`` over concurrent :meth:`submit` calls.
 
     * ``max_batch_size``: most items per call (1 = no batching).
-    * ``max_wait_ms``: how long the first item of a batch waits for company. Items that arrive while
-      a call is running queue up and form the next batch anyway, so this mostly matters at low load.
+    * ``max_wait_ms``: how long the first item of a batch waits for company -- only once there is
+      concurrency (the last batch had more than one item), so a lone caller never waits. Items that
+      arrive while a call is running queue up and form the next batch anyway.
     * ``max_queue``: items allowed to wait; beyond it :meth:`submit` raises :class:`OverloadedError`.
     * ``workers``: concurrent model calls (threads). 1 suits small CPU hosts: ORT already uses the
       cores inside one call.
@@ -79,6 +80,7 @@ class MicroBatcher(Generic[T, R]):
         self._queue: asyncio.Queue[_Item[T, R]] | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._executor: ThreadPoolExecutor | None = None
+        self._last_size = 0
 
     @classmethod
     def for_model(cls, model: Any, **kwargs: Any) -> MicroBatcher[str, Any]:
@@ -157,7 +159,11 @@ class MicroBatcher(Generic[T, R]):
     async def _collect(self) -> list[_Item[T, R]]:
         assert self._queue is not None
         batch = [await self._queue.get()]
-        deadline = time.perf_counter() + self.max_wait_s
+        await asyncio.sleep(0)  # let submitters that are already runnable enqueue
+        # Wait for company only when there is evidence of concurrency (this or the last batch had
+        # more than one item): a lone caller at low load shouldn't pay max_wait_ms on every request.
+        waiting = self._last_size > 1 or not self._queue.empty()
+        deadline = time.perf_counter() + (self.max_wait_s if waiting else 0.0)
         while len(batch) < self.max_batch_size:
             try:
                 batch.append(self._queue.get_nowait())
@@ -171,6 +177,7 @@ class MicroBatcher(Generic[T, R]):
                 batch.append(await asyncio.wait_for(self._queue.get(), remaining))
             except asyncio.TimeoutError:
                 break
+        self._last_size = len(batch)
         # Callers that gave up (cancelled / timed out) don't cost model time.
         return [it for it in batch if not it.future.done()]
 

@@ -1,4 +1,11 @@
-"""The serving loop: gRPC ext_proc + health, admin HTTP, config hot reload, graceful drain."""
+"""The serving loop: gRPC ext_proc + health, admin HTTP, config hot reload, graceful drain.
+
+Drain (SIGTERM or SIGINT): ``/readyz`` turns 503 and the gRPC health service NOT_SERVING at once; the
+ext_proc server stays open while streams are in flight (a Fusion run's judge and synthesis calls come
+back through Envoy as new streams, so closing the port would break the very requests being drained),
+for at most ``global.router.drain_timeout_seconds``; then the server stops, whatever is left is
+cancelled, and the process exits 0. A second SIGTERM/SIGINT cuts the wait short.
+"""
 
 from __future__ import annotations
 
@@ -13,12 +20,15 @@ import structlog
 from router.app import App
 from router.config.schema import Config
 from router.extproc.server import build_server, set_serving
+from router.observability import record
 from router.observability.admin import start_admin
-from router.observability.tracing import setup_tracing
+from router.observability.tracing import setup_tracing, shutdown_tracing
 from router.reload import ConfigWatcher
 from router.signals.runtime import build_runtime
 
 log = structlog.get_logger("router.serve")
+
+DRAIN_POLL_SECONDS = 0.05
 
 
 def _spawn_workers(args: argparse.Namespace) -> list[subprocess.Popen]:
@@ -45,39 +55,73 @@ async def serve(config: Config, args: argparse.Namespace) -> int:
     except Exception as exc:  # noqa: BLE001 - a model that cannot load must stop start-up with its reason
         log.error("startup_failed", error=str(exc))
         print(f"fusion-router: cannot start: {exc}", file=sys.stderr)
+        shutdown_tracing()
         return 1
     server, health = build_server(app, f"{args.host}:{args.grpc_port}")
     await server.start()
-    admin = await start_admin(app, args.host, args.admin_port)
-    await set_serving(health, True)
     watcher = ConfigWatcher(app)
+    admin = await start_admin(app, args.host, args.admin_port, watcher)
+    await set_serving(health, True)
     watcher.start()
     log.info("router_started", grpc=f"{args.host}:{args.grpc_port}", admin=f"{args.host}:{args.admin_port}",
-             decisions=len(config.routing.decisions), models=len(config.models),
+             decisions=len(config.routing.decisions), models=len(config.models), config_version=app.policy.version,
+             drain_timeout_seconds=config.global_.router.drain_timeout_seconds,
              classifier_provider=getattr(runtime, "provider", None))
 
     stop = asyncio.Event()
+    force = asyncio.Event()  # a second SIGTERM/SIGINT: stop waiting for in-flight streams
+
+    def on_stop(name: str) -> None:
+        if stop.is_set():
+            log.warning("router_drain_forced", signal=name)
+            force.set()
+        stop.set()
+
     loop = asyncio.get_running_loop()
-    loop.add_signal_handler(signal.SIGTERM, stop.set)
-    loop.add_signal_handler(signal.SIGINT, stop.set)
+    loop.add_signal_handler(signal.SIGTERM, on_stop, "SIGTERM")
+    loop.add_signal_handler(signal.SIGINT, on_stop, "SIGINT")
     loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(watcher.reload("sighup")))
     await stop.wait()
 
-    grace = app.config.global_.router.drain_timeout_seconds
-    log.info("router_draining", grace_seconds=grace)
-    app.draining = True
-    await set_serving(health, False)
-    for w in workers:
-        w.terminate()
-    # New streams are refused; in-flight ones (a Fusion run included) get up to `grace` seconds.
-    await server.stop(grace)
-    await watcher.stop()
+    await drain(app, server, health, watcher, force, workers)
     await admin.cleanup()
     await app.close()
+    grace = app.config.global_.router.drain_timeout_seconds
     for w in workers:
         try:
             w.wait(grace + 5)
         except subprocess.TimeoutExpired:
             w.kill()
+    shutdown_tracing()
     log.info("router_stopped")
     return 0
+
+
+async def drain(app: App, server, health, watcher: ConfigWatcher, force: asyncio.Event,
+                workers: list[subprocess.Popen] | None = None) -> None:
+    """Not ready / NOT_SERVING now; wait for in-flight streams up to the grace period; stop the server."""
+    loop = asyncio.get_running_loop()
+    grace = app.config.global_.router.drain_timeout_seconds
+    deadline = loop.time() + grace
+    app.draining = True
+    record.draining(True)
+    log.info("router_draining", grace_seconds=grace, in_flight=record.in_flight())
+    await set_serving(health, False)
+    await watcher.stop()  # the policy in force now is the one the drain finishes on
+    for w in workers or []:
+        w.terminate()  # each worker drains its own streams the same way
+    started = loop.time()
+    while record.in_flight() > 0 and not force.is_set():
+        left = deadline - loop.time()
+        if left <= 0:
+            break
+        try:
+            await asyncio.wait_for(force.wait(), min(DRAIN_POLL_SECONDS, left))
+        except TimeoutError:
+            pass
+    left = 0.0 if force.is_set() else max(0.0, deadline - loop.time())
+    remaining = record.in_flight()
+    log.info("router_drained" if remaining == 0 else "router_drain_timeout", waited_s=round(loop.time() - started, 3),
+             in_flight=remaining)
+    # New streams are refused from here; anything still open gets what is left of the grace, then is cancelled.
+    await server.stop(left if remaining else 0)

@@ -1,21 +1,28 @@
-"""Admin HTTP surface on the metrics port: /healthz, /readyz, /metrics, /config."""
+"""Admin HTTP surface on the metrics port: /healthz, /readyz, /metrics, /config.
+
+* ``/healthz``: 200 while the process serves HTTP at all (liveness).
+* ``/readyz``: 200 once models are loaded and the config is valid; 503 while starting or draining.
+* ``/metrics``: Prometheus text format (router/observability/metrics.py).
+* ``/config``: the active config version and file hash, and the last reload error (null when none).
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 if TYPE_CHECKING:
     from router.app import App
+    from router.reload import ConfigWatcher
 
 
-def build_admin(app: App) -> web.Application:
+def build_admin(app: App, watcher: ConfigWatcher | None = None) -> web.Application:
     admin = web.Application()
 
     async def healthz(_: web.Request) -> web.Response:
-        return web.json_response({"status": "ok"})
+        return web.json_response({"status": "draining" if app.draining else "ok"})
 
     async def readyz(_: web.Request) -> web.Response:
         if app.draining:
@@ -28,7 +35,11 @@ def build_admin(app: App) -> web.Application:
         return web.Response(body=generate_latest(), headers={"content-type": CONTENT_TYPE_LATEST})
 
     async def config(_: web.Request) -> web.Response:
-        return web.json_response(app.config_status())
+        body: dict[str, Any] = app.config_status()
+        if watcher is not None:
+            body.update(watcher.status())
+        body["draining"] = app.draining
+        return web.json_response(body)
 
     admin.router.add_get("/healthz", healthz)
     admin.router.add_get("/readyz", readyz)
@@ -37,8 +48,8 @@ def build_admin(app: App) -> web.Application:
     return admin
 
 
-async def start_admin(app: App, host: str, port: int) -> web.AppRunner:
-    runner = web.AppRunner(build_admin(app), access_log=None)
+async def start_admin(app: App, host: str, port: int, watcher: ConfigWatcher | None = None) -> web.AppRunner:
+    runner = web.AppRunner(build_admin(app, watcher), access_log=None)
     await runner.setup()
     await web.TCPSite(runner, host, port, reuse_port=True).start()
     return runner

@@ -1,5 +1,9 @@
 """Prometheus metrics. Label sets are bounded: decision, model and reason names come from config or
-from fixed vocabularies, never from prompts or request ids."""
+from fixed vocabularies, never from prompts or request ids.
+
+Every metric the router exports is defined here (docs/operations.md has the table; the chart's
+dashboard and alert rules use these names).
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,7 @@ from prometheus_client import Counter, Gauge, Histogram
 _MS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 25, 50, 100, 250, 500, 1000)
 _S = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 
+# Requests, errors, decisions.
 REQUESTS = Counter("fusion_router_requests_total", "Requests handled", ["entry", "decision", "model", "response_path"])
 ERRORS = Counter("fusion_router_errors_total", "Requests answered with an error", ["code"])
 REQUEST_LATENCY = Histogram("fusion_router_decision_latency_ms", "Router processing time until the action (ms)", ["response_path"], buckets=_MS)
@@ -15,16 +20,27 @@ SIGNAL_LATENCY = Histogram("fusion_router_signal_latency_ms", "Per-signal evalua
 SIGNAL_MATCHES = Counter("fusion_router_signal_matches_total", "Signal evaluations by outcome", ["type", "name", "matched"])
 SIGNAL_ERRORS = Counter("fusion_router_signal_errors_total", "Signal failures handled by on_error", ["type", "name"])
 DECISION_EVAL = Histogram("fusion_router_signals_and_decision_ms", "Signals + rule evaluation per request (ms)", ["entry"], buckets=_MS)
+
+# Looper upstream calls.
 UPSTREAM_TTFT = Histogram("fusion_router_upstream_ttft_seconds", "Looper upstream time to first token", ["model"], buckets=_S)
 UPSTREAM_LATENCY = Histogram("fusion_router_upstream_latency_seconds", "Looper upstream call latency", ["model", "outcome"], buckets=_S)
 TOKENS = Counter("fusion_router_tokens_total", "Tokens accounted per model", ["model", "direction"])
+
+# Fusion.
 FUSION_STAGE = Histogram("fusion_router_fusion_stage_seconds", "Fusion per-stage latency", ["stage"], buckets=_S)
 FUSION_PANEL_FAILURES = Counter("fusion_router_fusion_panel_failures_total", "Fusion panel member failures", ["model", "reason"])
 FUSION_ANALYSIS = Counter("fusion_router_fusion_analysis_total", "Judge analysis outcomes", ["status"])
 FUSION_OUTCOMES = Counter("fusion_router_fusion_runs_total", "Fusion runs by outcome", ["decision", "outcome"])
 FUSION_QUORUM = Counter("fusion_router_fusion_quorum_failures_total", "Fusion runs that missed the panel quorum", ["decision"])
+
+# Classifier runtime.
 CLASSIFIER_BATCH = Histogram("fusion_router_classifier_batch_size", "Micro-batch sizes", ["model"], buckets=(1, 2, 4, 8, 16, 32, 64))
 CLASSIFIER_WAIT = Histogram("fusion_router_classifier_queue_wait_ms", "Time a request waited for its batch (ms)", ["model"], buckets=_MS)
+
+# Process state: streams, config, drain.
 IN_FLIGHT = Gauge("fusion_router_in_flight_streams", "ext_proc streams in flight")
 CONFIG_RELOADS = Counter("fusion_router_config_reloads_total", "Config reload attempts", ["outcome"])
 CONFIG_ERROR = Gauge("fusion_router_config_last_reload_failed", "1 while the last config reload failed")
+CONFIG_VERSION = Gauge("fusion_router_config_version", "Version (generation) of the active config; 1 at start, +1 per successful reload")
+CONFIG_LOADED = Gauge("fusion_router_config_last_reload_success_timestamp_seconds", "Unix time the active config was loaded")
+DRAINING = Gauge("fusion_router_draining", "1 while the router drains after SIGTERM")

@@ -1,21 +1,44 @@
-"""Turn what happened to a request into metric updates, in one place per decision point."""
+"""Turn what happened to a request into metric updates (and, where no other module logs the decision
+point, one structured log event), in one place per decision point.
+
+Nothing here takes prompt text or request ids as a metric label: labels come from the config
+(decision, model, signal names) or from fixed vocabularies (entry, response path, reason, outcome).
+"""
 
 from __future__ import annotations
 
+import time
 from typing import Any
+
+import structlog
+from prometheus_client import REGISTRY
 
 from router.observability import metrics as M
 from router.signals.base import SignalResult
-from router.state import RequestState
+from router.state import RequestState, ResponsePath
+
+log = structlog.get_logger("router.request")
 
 
 def request_done(state: RequestState) -> None:
-    path = str(state.response_path or "error")
+    """Called once per ext_proc stream when its action goes out (a streamed Fusion reply: when the
+    stream starts). Routed and blocked requests are logged where they are decided (``request_routed``,
+    ``request_blocked``); Fusion and error answers get their decision-point event here."""
+    path = str(state.response_path or ResponsePath.ERROR)
     model = state.model.name if state.model else "none"
-    M.REQUESTS.labels(str(state.entry or "none"), state.decision_name, model, path).inc()
+    entry = str(state.entry or "none")
+    M.REQUESTS.labels(entry, state.decision_name, model, path).inc()
     M.REQUEST_LATENCY.labels(path).observe(state.elapsed_ms)
     if state.error_code:
         M.ERRORS.labels(state.error_code).inc()
+    if state.response_path is ResponsePath.FUSION:
+        log.info("request_fusion", request_id=state.request_id, entry=entry, decision=state.decision_name, model=model,
+                 stream=bool(state.request and state.request.stream), error=state.error_code,
+                 signals=state.matched_signal_keys(), signal_ms=round(state.signal_ms, 3),
+                 latency_ms=round(state.elapsed_ms, 3))
+    elif state.response_path is None or state.response_path is ResponsePath.ERROR:
+        log.info("request_error", request_id=state.request_id, entry=entry, decision=state.decision_name,
+                 error=state.error_code, path=state.path, latency_ms=round(state.elapsed_ms, 3))
 
 
 def signals_done(entry: str, results: dict[str, SignalResult], total_ms: float) -> None:
@@ -50,3 +73,25 @@ def fusion_done(decision: str, trace: dict[str, Any], outcome: str) -> None:
     M.FUSION_OUTCOMES.labels(decision, outcome).inc()
     if outcome == "quorum_not_met":
         M.FUSION_QUORUM.labels(decision).inc()
+
+
+def config_reloaded(ok: bool, version: int | None = None) -> None:
+    """A reload attempt: ``ok`` swaps in ``version``; a failure keeps the old one and raises the flag."""
+    M.CONFIG_RELOADS.labels("ok" if ok else "error").inc()
+    M.CONFIG_ERROR.set(0 if ok else 1)
+    if ok and version is not None:
+        config_active(version)
+
+
+def config_active(version: int) -> None:
+    M.CONFIG_VERSION.set(version)
+    M.CONFIG_LOADED.set(time.time())
+
+
+def draining(on: bool) -> None:
+    M.DRAINING.set(1 if on else 0)
+
+
+def in_flight() -> int:
+    """ext_proc streams open right now (this process)."""
+    return int(REGISTRY.get_sample_value("fusion_router_in_flight_streams") or 0)

@@ -1,0 +1,48 @@
+"""The model build's bookkeeping: lock file, build keys, tamper detection, tokenizer reconstruction."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from classifiers.build.fetch import load_lock
+from classifiers.build.modeldir import is_current
+from classifiers.build.wordpiece import vocab_from_py_source
+
+pytestmark = pytest.mark.models
+
+
+def test_lock_pins_every_input() -> None:
+    pins = load_lock()
+    assert {"minilm_onnx", "bert_vocab", "pii", "jailbreak_corpus"} <= set(pins)
+    for pin in pins.values():
+        assert len(pin.sha256) == 64 and pin.members
+        assert all(len(h) == 64 for h in pin.members.values())
+
+
+def test_built_dirs_are_current_and_tampering_is_detected(pii_dir: Path, tmp_path: Path) -> None:
+    meta = json.loads((pii_dir / "metadata.json").read_text())
+    assert is_current(pii_dir, meta["build"])
+    assert not is_current(pii_dir, "another-key")
+    d = tmp_path / "pii"
+    shutil.copytree(pii_dir, d)
+    with open(d / "tokenizer.json", "a") as f:
+        f.write(" ")
+    assert not is_current(d, meta["build"])
+
+
+def test_manifest_lists_files_with_hashes(embedding_dir: Path) -> None:
+    manifest = json.loads((embedding_dir.parent / "MANIFEST.json").read_text())
+    for name in ("embedding", "pii", "jailbreak"):
+        files = manifest["models"][name]["files"]
+        assert {"model.onnx", "tokenizer.json", "metadata.json"} <= set(files)
+    assert manifest["models"]["jailbreak"]["metrics"]["test"]["accuracy"] >= 0.95
+
+
+def test_vocab_reader_keeps_backslash() -> None:
+    words = ["[PAD]"] + [f"w{i}" for i in range(30520)] + ["\\"]
+    src = 'vocab_string = """' + "\n".join(words) + '"""\n'
+    assert vocab_from_py_source(src)[-1] == "\\"
