@@ -11,7 +11,7 @@ import numpy as np
 from .errors import ModelLoadError
 from .metadata import MODEL_FILE, TOKENIZER_FILE, ModelMetadata
 from .session import Device, OnnxSession, create_session
-from .tokenize import Encoded, Padded, TextTokenizer, length_groups
+from .tokenization import Encoded, Padded, TextTokenizer, length_groups
 
 _ORT_INT_TYPES = {"tensor(int64)": np.int64, "tensor(int32)": np.int32}
 

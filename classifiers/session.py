@@ -21,8 +21,19 @@ CPU = "CPUExecutionProvider"
 log = structlog.get_logger(__name__)
 
 
+def _cgroup_cpu_limit() -> int | None:
+    """CPU limit of the container (cgroup v2 ``cpu.max``), which affinity alone doesn't show in k8s."""
+    try:
+        quota, period = open("/sys/fs/cgroup/cpu.max").read().split()[:2]
+    except (OSError, ValueError):
+        return None
+    if quota == "max":
+        return None
+    return max(1, int(int(quota) / int(period)))
+
+
 def default_threads() -> int:
-    """Intra-op threads: ``FUSION_ROUTER_ORT_THREADS`` or the cores we may use (capped at 8).
+    """Intra-op threads: ``FUSION_ROUTER_ORT_THREADS``, else the cores we may use (capped at 8).
 
     Beyond a handful of threads small BERT-style graphs stop getting faster and start fighting the
     event loop and the other models for the same cores.
@@ -34,6 +45,9 @@ def default_threads() -> int:
         cores = len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
         cores = os.cpu_count() or 1
+    limit = _cgroup_cpu_limit()
+    if limit is not None:
+        cores = min(cores, limit)
     return max(1, min(cores, 8))
 
 

@@ -9,7 +9,6 @@ through the exported ONNX model itself. Deterministic: lbfgs has no randomness, 
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
 import json
 import time

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import MutableMapping
-from typing import Any
+from typing import Any, TextIO
 
 import structlog
 
@@ -54,11 +54,14 @@ def processors(fmt: str) -> list[Any]:
     ]
 
 
-def configure_logging(fmt: str = "json", level: str = "info") -> None:
+def configure_logging(fmt: str = "json", level: str = "info", stream: TextIO | None = None) -> None:
+    """Configure structlog and the standard library's root logger to write ``fmt`` lines to ``stream``
+    (stderr by default) at ``level``; libraries stay at INFO and above even at ``debug``."""
+    out = stream or sys.stderr
     lvl = getattr(logging, level.upper(), logging.INFO)
     chain = processors(fmt)
     # Standard-library records (grpc, aiohttp, asyncio) rendered by the same chain: one format per stream.
-    handler = logging.StreamHandler(sys.stderr)
+    handler = logging.StreamHandler(out)
     handler.setFormatter(structlog.stdlib.ProcessorFormatter(
         foreign_pre_chain=[structlog.stdlib.add_logger_name, *chain[:-1]],
         processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, chain[-1]],
@@ -69,6 +72,6 @@ def configure_logging(fmt: str = "json", level: str = "info") -> None:
     structlog.configure(
         processors=chain,
         wrapper_class=structlog.make_filtering_bound_logger(lvl),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=structlog.PrintLoggerFactory(file=out),
         cache_logger_on_first_use=True,
     )
