@@ -371,6 +371,11 @@ class LoadResult:
 
 
 def load_tool() -> str:
+    """``wrk`` when installed (C, epoll: cheap on 2 cores), else the built-in aiohttp generator.
+    ``BENCH_LOAD_TOOL=aiohttp`` forces the fallback."""
+    forced = os.environ.get("BENCH_LOAD_TOOL", "").strip().lower()
+    if forced in ("wrk", "aiohttp"):
+        return forced
     return "wrk" if shutil.which("wrk") else "aiohttp"
 
 

@@ -1,16 +1,19 @@
 """Routing overhead: Envoy alone vs Envoy + fusion-router on a keyword decision (`make bench-router`).
 
 One run starts one simulated backend (latency 0, non-stream), an Envoy that routes straight to it (no
-ext_proc) and, one after another, Envoy + the real ``fusion-router serve`` in each variant (1 worker,
-2 workers via SO_REUSEPORT, BUFFERED body mode, ...). Every target gets the same request:
+ext_proc filter) and, all at once, Envoy + the real ``fusion-router serve`` in each chosen variant
+(1 worker, 2 workers via SO_REUSEPORT, BUFFERED body mode, no uvloop, log level warning) plus a
+transport-only grpc.aio ext_proc (``floor``: what any Python ext_proc pays). Targets are measured in
+interleaved turns, so other work on a shared machine disturbs them alike:
 
 * sequential keep-alive requests (Python ``http.client``) → latency p50/p90/p99, also straight to the backend;
 * closed-loop load at concurrency 8 and 32 for a fixed time (``wrk`` when installed, else aiohttp) → req/s;
-* CPU seconds per process group during the load runs → CPU cost per request.
+* CPU seconds per process group during the load runs → CPU cost per request, and the background share;
+* an in-process microbenchmark of the router's Python hot path (``Phases.run`` without gRPC).
 
-It prints a table, the added latency (router − Envoy alone), the throughput ratio and a JSON blob.
-``--profile`` also samples the 1-worker router with py-spy during its c32 load and prints the hottest
-functions. Goals (reported, not asserted): ≤ 1 ms p50 added, ≤ 3 ms p99 added, ≥ 0.5× Envoy-alone req/s.
+It prints tables, the added latency (target − Envoy alone), the throughput ratio and a JSON blob.
+``--profile`` also samples the 1-worker router with py-spy (native frames) under c32 load. Goals
+(reported, not asserted): ≤ 1 ms p50 added, ≤ 3 ms p99 added, ≥ 0.5× Envoy-alone req/s.
 """
 
 from __future__ import annotations

@@ -59,6 +59,9 @@ def ext_proc_filter(config: Config, *, failure_mode_allow: bool = False, body_mo
                 "response_trailer_mode": "SKIP",
             },
             "allow_mode_override": True,
+            # The router sets an exact content-length for the rewritten body in FULL_DUPLEX mode, so
+            # backends get a plain body instead of a chunked one.
+            "allow_content_length_header": True,
             # The default 200 ms would cut every Fusion run short (504).
             "message_timeout": "600s",
             "max_message_timeout": "900s",
@@ -117,6 +120,8 @@ def build_envoy_config(
     route = {
         "match": {"prefix": "/"},
         "route": {**target, "timeout": "0s", "idle_timeout": "600s"},
+        # The routing header is Envoy's business; backends never see it.
+        "request_headers_to_remove": [router_cfg.cluster_header],
         # Copy the router's decision from the request onto the client's response; empty values are skipped.
         "response_headers_to_add": [
             {"header": {"key": h, "value": f"%REQ({h})%"}, "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}

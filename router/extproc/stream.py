@@ -160,9 +160,11 @@ class Phases:
         if isinstance(action, Route):
             remove = self._client_internal_headers(set(action.set_headers)) + action.remove_headers
             if state.body_mode is BodyMode.STREAMED:
-                # Envoy drops content-length on streamed mutations; remove a stale one explicitly too.
-                yield wire.headers_response(action.set_headers, [*remove, "content-length"])
-                for out in wire.streamed_body_responses(action.body if action.body is not None else bytes(state.body)):
+                # The whole body is known before the headers answer goes out, so its exact length can
+                # go with it (the filter's allow_content_length_header keeps it).
+                body = action.body if action.body is not None else bytes(state.body)
+                yield wire.headers_response({**action.set_headers, "content-length": str(len(body))}, remove)
+                for out in wire.streamed_body_responses(body):
                     yield out
             else:
                 set_headers = dict(action.set_headers)

@@ -94,6 +94,8 @@ def test_client_internal_headers_are_stripped(stack):
     assert resp.headers["x-vsr-entry-path"] == "auto"  # the forged looper marker did not skip classification
     [seen] = sim_requests(stack, "vllm-small")
     assert "x-vsr-looper-token" not in seen["headers"]
+    assert "x-vsr-cluster" not in seen["headers"]  # Envoy's routing header stays inside Envoy
+    assert int(seen["headers"]["content-length"]) > 0 and "transfer-encoding" not in seen["headers"]
     assert seen["headers"].get("x-vsr-selected-model") == "qwen3-8b"
 
 
