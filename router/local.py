@@ -84,6 +84,7 @@ class Stack:
     grpc_port: int = 50051
     admin_port: int = 9190
     envoy_admin_port: int = 9901
+    internal_port: int = 8802
     sim_specs: list[dict[str, Any]] = field(default_factory=list)
     workdir: Path | None = None
     log_format: str = "console"
@@ -117,7 +118,13 @@ class Stack:
         config = load_config(self.config_path)
         endpoint = config.global_.integrations.looper.endpoint
         # A looper endpoint on this machine means "back through our Envoy": point it at this stack's port.
-        looper = ["--looper-endpoint", f"{self.url}/v1/chat/completions"] if endpoint and urlsplit(endpoint).hostname in ("127.0.0.1", "localhost") else []
+        looper_port = urlsplit(endpoint).port if endpoint else None
+        if endpoint and urlsplit(endpoint).hostname in ("127.0.0.1", "localhost"):
+            # Keep the config's choice (main listener or the internal one) on this stack's ports.
+            port = self.listen_port if looper_port in (None, 8801, self.listen_port) else self.internal_port
+            looper = ["--looper-endpoint", f"http://127.0.0.1:{port}/v1/chat/completions"]
+        else:
+            looper = []
         try:
             if self.sim_specs:
                 sim_file = self.workdir / "sim.yaml"
@@ -134,7 +141,7 @@ class Stack:
             _wait("the router", lambda: _http_ok(f"http://127.0.0.1:{self.admin_port}/readyz"), timeout, proc)
             envoy_cfg = build_envoy_config(config, EnvoyPorts(
                 listen_host="127.0.0.1", listen_port=self.listen_port, admin_port=self.envoy_admin_port,
-                router_port=self.grpc_port), body_mode=self.body_mode)
+                router_port=self.grpc_port, internal_port=self.internal_port), body_mode=self.body_mode)
             envoy_file = self.workdir / "envoy.yaml"
             envoy_file.write_text(yaml.safe_dump(envoy_cfg, sort_keys=False))
             proc = self._spawn("envoy", [envoy_binary(), "-c", str(envoy_file), "--base-id", str(self.base_id),

@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
+import secrets
 import signal
 import subprocess
 import sys
+import time
 
 import structlog
 
@@ -31,31 +34,61 @@ log = structlog.get_logger("router.serve")
 DRAIN_POLL_SECONDS = 0.05
 
 
-def _spawn_workers(args: argparse.Namespace) -> list[subprocess.Popen]:
+# A Fusion sub-call that comes back through Envoy may reach any worker process: they share the secret.
+LOOPER_SECRET_ENV = "FUSION_ROUTER_LOOPER_SECRET"
+
+
+def _looper_secret() -> str:
+    # Inherited from the parent process (workers), never passed further down.
+    return os.environ.pop(LOOPER_SECRET_ENV, None) or secrets.token_urlsafe(32)
+
+
+def _spawn_workers(args: argparse.Namespace, looper_secret: str) -> list[subprocess.Popen]:
     # Extra processes bind the same port (SO_REUSEPORT); the kernel spreads Envoy's connections.
     argv = [a for a in sys.argv[1:]]
     if "--workers" in argv:
         i = argv.index("--workers")
         del argv[i : i + 2]
-    return [subprocess.Popen([sys.executable, "-m", "router.cli", *argv, "--workers", "1"]) for _ in range(args.workers - 1)]
+    env = {**os.environ, LOOPER_SECRET_ENV: looper_secret}
+    return [subprocess.Popen([sys.executable, "-m", "router.cli", *argv, "--workers", "1"], env=env)
+            for _ in range(args.workers - 1)]
+
+
+def _stop_workers(workers: list[subprocess.Popen], timeout: float, terminate: bool = True) -> None:
+    """SIGTERM the workers (unless they already got it: a second one would cut their drain short), wait
+    for them up to ``timeout``, then kill what is left."""
+    deadline = time.monotonic() + timeout
+    for w in workers:
+        if terminate and w.poll() is None:
+            w.terminate()
+    for w in workers:
+        try:
+            w.wait(max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            w.kill()
+            w.wait(5)
 
 
 async def serve(config: Config, args: argparse.Namespace) -> int:
-    workers = _spawn_workers(args) if args.workers > 1 else []
+    looper_secret = _looper_secret()
+    workers = _spawn_workers(args, looper_secret) if args.workers > 1 else []
     try:
         setup_tracing(config.global_.observability.tracing)
     except RuntimeError as exc:
         print(f"fusion-router: cannot start: {exc}", file=sys.stderr)
+        _stop_workers(workers, 5)
         return 1
     runtime = build_runtime(config)
     app = App.from_config(config, args.config, runtime)
     app.looper_endpoint = args.looper_endpoint
+    app.looper_secret = looper_secret
     try:
         await app.start()
     except Exception as exc:  # noqa: BLE001 - a model that cannot load must stop start-up with its reason
         log.error("startup_failed", error=str(exc))
         print(f"fusion-router: cannot start: {exc}", file=sys.stderr)
         shutdown_tracing()
+        _stop_workers(workers, 5)
         return 1
     server, health = build_server(app, f"{args.host}:{args.grpc_port}")
     await server.start()
@@ -80,18 +113,21 @@ async def serve(config: Config, args: argparse.Namespace) -> int:
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, on_stop, "SIGTERM")
     loop.add_signal_handler(signal.SIGINT, on_stop, "SIGINT")
-    loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(watcher.reload("sighup")))
+
+    def on_hup() -> None:
+        asyncio.ensure_future(watcher.reload("sighup"))
+        for w in workers:
+            if w.poll() is None:
+                w.send_signal(signal.SIGHUP)  # each worker holds its own policy
+
+    loop.add_signal_handler(signal.SIGHUP, on_hup)
     await stop.wait()
 
     await drain(app, server, health, watcher, force, workers)
     await admin.cleanup()
     await app.close()
-    grace = app.config.global_.router.drain_timeout_seconds
-    for w in workers:
-        try:
-            w.wait(grace + 5)
-        except subprocess.TimeoutExpired:
-            w.kill()
+    # The workers got SIGTERM when the drain began and drain the same way; wait for them, bounded.
+    _stop_workers(workers, app.config.global_.router.drain_timeout_seconds + 5, terminate=False)
     shutdown_tracing()
     log.info("router_stopped")
     return 0

@@ -86,6 +86,14 @@ class Policy:
             spec = self.models[self.served_aliases[name]]
         return spec
 
+    def resolve_internal(self, name: str, cluster: str | None) -> ModelSpec | None:
+        """A looper sub-call names the served id and the cluster; two models may share a served id."""
+        if cluster:
+            for spec in self.models.values():
+                if name in (spec.name, spec.served_id) and self.backend_of(spec).cluster_name == cluster:
+                    return spec
+        return self.resolve_model(name)
+
     def backend_of(self, model: ModelSpec) -> Backend:
         return self.backends[model.backend]
 

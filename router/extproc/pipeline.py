@@ -103,7 +103,7 @@ async def _handle(app: App, state: RequestState) -> Action:
     if state.internal:
         # An authenticated looper sub-call: the looper already chose the model; never classify or re-fuse.
         state.entry = Entry.INTERNAL
-        model = policy.resolve_model(req.model)
+        model = policy.resolve_internal(req.model, state.headers.get(policy.config.global_.router.cluster_header))
         if model is None:
             raise OpenAIError(404, f"The model `{req.model}` does not exist.", "model_not_found", param="model")
         state.response_path = ResponsePath.INTERNAL

@@ -47,9 +47,10 @@ class CallResult:
 
 
 class ModelClient:
-    def __init__(self, settings: LooperIntegration, secret: str):
+    def __init__(self, settings: LooperIntegration, secret: str, cluster_header: str = H.CLUSTER):
         self.settings = settings
         self.secret = secret
+        self.cluster_header = cluster_header
         self._session: aiohttp.ClientSession | None = None
 
     def _http(self) -> aiohttp.ClientSession:
@@ -65,8 +66,10 @@ class ModelClient:
     def _target(self, model: ModelSpec, backend: Backend) -> tuple[str, dict[str, str], str]:
         """URL, headers and the body's ``model`` for one call."""
         if self.settings.endpoint:
-            # Through Envoy: the router's internal path resolves the model and routes it.
-            return self.settings.endpoint, {H.LOOPER_TOKEN: self.secret}, model.name
+            # Through Envoy. The looper names the cluster and the served id itself: Envoy's internal
+            # listener routes on that alone; on the main listener the authenticated marker makes the
+            # router skip classification and honour the same choice.
+            return self.settings.endpoint, {H.LOOPER_TOKEN: self.secret, self.cluster_header: backend.cluster_name}, model.served_id
         if backend.endpoint is None:
             raise UpstreamError("no_endpoint", f"backend {backend.name!r} has no endpoint and no looper endpoint is set")
         base = backend.endpoint.rstrip("/")

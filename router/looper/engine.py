@@ -48,7 +48,7 @@ class Loopers:
         if self._client is None or self._client.settings != looper_cfg:
             if self._client is not None:  # settings changed on reload: retire the old pool
                 asyncio.get_running_loop().create_task(self._client.close())
-            self._client = ModelClient(looper_cfg, self.app.looper_secret)
+            self._client = ModelClient(looper_cfg, self.app.looper_secret, self.app.config.global_.router.cluster_header)
         return self._client
 
     async def close(self) -> None:

@@ -31,7 +31,7 @@ def start_stack(tmp: Path, config: dict[str, Any], sims: dict[str, dict[str, Any
     path = tmp / "router.yaml"
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     stack = Stack(path, listen_port=free_port(), grpc_port=free_port(), admin_port=free_port(),
-                  envoy_admin_port=free_port(), sim_specs=specs, workdir=tmp, quiet=True, log_format="json", **kw)
+                  envoy_admin_port=free_port(), internal_port=free_port(), sim_specs=specs, workdir=tmp, quiet=True, log_format="json", **kw)
     stack.sim_urls = {s["name"]: f"http://127.0.0.1:{s['port']}" for s in specs}  # type: ignore[attr-defined]
     return stack.start()
 

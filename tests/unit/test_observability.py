@@ -468,3 +468,31 @@ async def test_drain_gives_up_after_the_grace_period_and_on_a_second_signal():
     finally:
         M.IN_FLIGHT.dec()
         record.draining(False)
+
+
+# ------------------------------------------------------------------------------------------ workers
+
+
+def test_workers_share_the_looper_secret(monkeypatch):
+    import router.serve as serve_mod
+
+    spawned: list[dict[str, str]] = []
+
+    class FakePopen:
+        def __init__(self, argv, env):
+            spawned.append(env)
+            self.argv = argv
+
+    monkeypatch.setattr(serve_mod.subprocess, "Popen", FakePopen)
+    monkeypatch.setattr(serve_mod.sys, "argv", ["fusion-router", "serve", "--workers", "3", "--config", "x.yaml"])
+    monkeypatch.delenv(serve_mod.LOOPER_SECRET_ENV, raising=False)
+    secret = serve_mod._looper_secret()
+    assert len(secret) >= 32
+    workers = serve_mod._spawn_workers(SimpleNamespace(workers=3), secret)
+    assert len(workers) == 2 and all(env[serve_mod.LOOPER_SECRET_ENV] == secret for env in spawned)
+    assert workers[0].argv[-4:] == ["--config", "x.yaml", "--workers", "1"]
+    assert serve_mod.LOOPER_SECRET_ENV not in os.environ
+    # A worker takes the parent's secret and keeps it out of its own environment.
+    monkeypatch.setenv(serve_mod.LOOPER_SECRET_ENV, secret)
+    assert serve_mod._looper_secret() == secret
+    assert serve_mod.LOOPER_SECRET_ENV not in os.environ
