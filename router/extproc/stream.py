@@ -104,6 +104,9 @@ class Phases:
             if not state.internal:
                 log.warning("forged_looper_marker", request_id=state.request_id)
 
+        if self.app.draining and not state.internal:
+            # Shutting down: new client requests go elsewhere; sub-calls of in-flight Fusion runs still pass.
+            return error_response(state, OpenAIError(503, "The router is shutting down; retry the request.", "router_draining"))
         if state.path == MODELS_PATH or state.path.startswith(MODELS_PATH + "/"):
             return self._models(state)
         if state.path != CHAT_PATH:

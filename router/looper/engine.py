@@ -19,6 +19,7 @@ from router.looper.base import Looper, LooperRun, Outcome
 from router.looper.client import ModelClient
 from router.looper.fusion import Fusion
 from router.looper.settings import DEFAULTS, merge, parse_plugin, resolve
+from router.observability import record, tracing
 from router.openai import sse
 from router.openai.errors import OpenAIError
 from router.openai.types import ChatCompletionRequest
@@ -76,6 +77,7 @@ class Loopers:
         assert state.request is not None and state.raw is not None
         looper = LOOPERS[kind]()
         forward = {k: v for k, v in state.headers.items() if k in _TRACE_FORWARD}
+        tracing.inject(forward)  # sub-calls (a stream's run after this span closes) stay in the request's trace
         run = LooperRun(state.request, state.raw, params, policy, self.client, decision_name, state.request_id, forward_headers=forward)
         if state.request.stream:
             return Stream(200, self._headers(state), _stream(looper, run, state))
@@ -140,6 +142,8 @@ async def _stream(looper: Looper, run: LooperRun, state: RequestState) -> AsyncI
             yield item
         outcome = task.result()
         if outcome.error is not None:
+            # The stream was counted when it started (200); its failure is counted here.
+            record.stream_failed(outcome.error.code)
             payload = outcome.error.payload()
             if not run.params.trace_body:
                 payload.pop("fusion", None)

@@ -35,6 +35,7 @@ class Ledger:
     responses: list[CallResult] = field(default_factory=list)
     failed: list[dict[str, str]] = field(default_factory=list)
     stage_ms: dict[str, float] = field(default_factory=dict)
+    analysis_status: str = "not_run"
     stage_usage: dict[str, Usage] = field(default_factory=dict)
 
     def add(self, result: CallResult, stage: str) -> None:
@@ -96,6 +97,7 @@ class Fusion(Looper):
             responses = "\n\n".join(f"[{r.model}]\n{r.content}" for r in ledger.responses)
             await run.say(f"fusion: panel done ({len(ledger.responses)} answered, {len(ledger.failed)} failed); judge {p.judge} analysing")
             analysis_text, analysis_status, analysis_obj = await self._judge(run, base, original, responses, ledger)
+            ledger.analysis_status = analysis_status
             ledger.stage_ms["judge"] = (time.perf_counter() - t0) * 1000
             await run.say(f"fusion: analysis {analysis_status}; synthesis by {p.judge}")
             t0 = time.perf_counter()
@@ -103,7 +105,7 @@ class Fusion(Looper):
             ledger.stage_ms["synthesis"] = (time.perf_counter() - t0) * 1000
         except _Failure as failure:
             ledger.stage_ms["total"] = (time.perf_counter() - started) * 1000
-            trace = self._trace(run, ledger, None, "not_run" if failure.stage == "panel" else failure.reason, None)
+            trace = self._trace(run, ledger, None, ledger.analysis_status, None)
             trace["error"] = {"stage": failure.stage, "reason": failure.reason, "message": failure.message}
             err = OpenAIError(failure.status, failure.message, failure.reason, type="upstream_error", extra={"fusion": trace})
             log.warning("fusion_failed", request_id=run.request_id, decision=run.decision, stage=failure.stage, reason=failure.reason)
@@ -184,6 +186,7 @@ class Fusion(Looper):
         try:
             result = await run.call(p.judge, body, p.judge_timeout)
         except UpstreamError as exc:
+            ledger.analysis_status = "judge_upstream_error"
             raise _Failure("judge", 504 if exc.reason == "timeout" else 502, "judge_upstream_error",
                            f"The Fusion judge {p.judge} failed ({exc.reason}): {exc}") from None
         ledger.add(result, "judge")

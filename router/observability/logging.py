@@ -13,6 +13,7 @@ import sys
 from collections.abc import MutableMapping
 from typing import Any, TextIO
 
+import orjson
 import structlog
 
 REDACTED = "[redacted]"
@@ -42,8 +43,13 @@ def redact_secrets(_logger: Any, _method: str, event: MutableMapping[str, Any]) 
     return event
 
 
+def _dumps(obj: Any, **_: Any) -> str:
+    return orjson.dumps(obj, default=str).decode()
+
+
 def processors(fmt: str) -> list[Any]:
-    renderer = structlog.processors.JSONRenderer() if fmt == "json" else structlog.dev.ConsoleRenderer(colors=False)
+    renderer = (structlog.processors.JSONRenderer(serializer=_dumps) if fmt == "json"
+                else structlog.dev.ConsoleRenderer(colors=False))
     return [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,

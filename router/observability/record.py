@@ -7,6 +7,7 @@ Nothing here takes prompt text or request ids as a metric label: labels come fro
 
 from __future__ import annotations
 
+import functools
 import time
 from typing import Any
 
@@ -20,6 +21,12 @@ from router.state import RequestState, ResponsePath
 log = structlog.get_logger("router.request")
 
 
+@functools.lru_cache(maxsize=8192)
+def _child(metric: Any, *labels: str) -> Any:
+    # labels() takes a lock and builds a key on every call; label sets are bounded, so cache the children.
+    return metric.labels(*labels)
+
+
 def request_done(state: RequestState) -> None:
     """Called once per ext_proc stream when its action goes out (a streamed Fusion reply: when the
     stream starts). Routed and blocked requests are logged where they are decided (``request_routed``,
@@ -27,10 +34,10 @@ def request_done(state: RequestState) -> None:
     path = str(state.response_path or ResponsePath.ERROR)
     model = state.model.name if state.model else "none"
     entry = str(state.entry or "none")
-    M.REQUESTS.labels(entry, state.decision_name, model, path).inc()
-    M.REQUEST_LATENCY.labels(path).observe(state.elapsed_ms)
+    _child(M.REQUESTS, entry, state.decision_name, model, path).inc()
+    _child(M.REQUEST_LATENCY, path).observe(state.elapsed_ms)
     if state.error_code:
-        M.ERRORS.labels(state.error_code).inc()
+        _child(M.ERRORS, state.error_code).inc()
     if state.response_path is ResponsePath.FUSION:
         log.info("request_fusion", request_id=state.request_id, entry=entry, decision=state.decision_name, model=model,
                  stream=bool(state.request and state.request.stream), error=state.error_code,
@@ -41,43 +48,48 @@ def request_done(state: RequestState) -> None:
                  error=state.error_code, path=state.path, latency_ms=round(state.elapsed_ms, 3))
 
 
+def stream_failed(code: str) -> None:
+    """A streamed answer that started as 200 and ended with an error event."""
+    _child(M.ERRORS, code).inc()
+
+
 def signals_done(entry: str, results: dict[str, SignalResult], total_ms: float) -> None:
-    M.DECISION_EVAL.labels(entry).observe(total_ms)
+    _child(M.DECISION_EVAL, entry).observe(total_ms)
     for res in results.values():
-        M.SIGNAL_LATENCY.labels(res.type, res.name).observe(res.latency_ms)
-        M.SIGNAL_MATCHES.labels(res.type, res.name, "true" if res.matched else "false").inc()
+        _child(M.SIGNAL_LATENCY, res.type, res.name).observe(res.latency_ms)
+        _child(M.SIGNAL_MATCHES, res.type, res.name, "true" if res.matched else "false").inc()
         if res.error:
-            M.SIGNAL_ERRORS.labels(res.type, res.name).inc()
+            _child(M.SIGNAL_ERRORS, res.type, res.name).inc()
 
 
 def upstream_call(model: str, outcome: str, seconds: float, first_token_s: float | None,
                   prompt_tokens: int = 0, completion_tokens: int = 0) -> None:
-    M.UPSTREAM_LATENCY.labels(model, outcome).observe(seconds)
+    _child(M.UPSTREAM_LATENCY, model, outcome).observe(seconds)
     if first_token_s is not None:
-        M.UPSTREAM_TTFT.labels(model).observe(first_token_s)
+        _child(M.UPSTREAM_TTFT, model).observe(first_token_s)
     if prompt_tokens:
-        M.TOKENS.labels(model, "in").inc(prompt_tokens)
+        _child(M.TOKENS, model, "in").inc(prompt_tokens)
     if completion_tokens:
-        M.TOKENS.labels(model, "out").inc(completion_tokens)
+        _child(M.TOKENS, model, "out").inc(completion_tokens)
 
 
 def fusion_done(decision: str, trace: dict[str, Any], outcome: str) -> None:
     for stage, ms in trace.get("latency_ms", {}).items():
         if stage != "total":
-            M.FUSION_STAGE.labels(stage).observe(ms / 1000)
+            _child(M.FUSION_STAGE, stage).observe(ms / 1000)
     for failed in trace.get("failed_models", []):
-        M.FUSION_PANEL_FAILURES.labels(failed["model"], failed["reason"]).inc()
+        _child(M.FUSION_PANEL_FAILURES, failed["model"], failed["reason"]).inc()
     status = trace.get("analysis_status")
     if status and status != "not_run":
-        M.FUSION_ANALYSIS.labels(status).inc()
-    M.FUSION_OUTCOMES.labels(decision, outcome).inc()
+        _child(M.FUSION_ANALYSIS, status).inc()
+    _child(M.FUSION_OUTCOMES, decision, outcome).inc()
     if outcome == "quorum_not_met":
-        M.FUSION_QUORUM.labels(decision).inc()
+        _child(M.FUSION_QUORUM, decision).inc()
 
 
 def config_reloaded(ok: bool, version: int | None = None) -> None:
     """A reload attempt: ``ok`` swaps in ``version``; a failure keeps the old one and raises the flag."""
-    M.CONFIG_RELOADS.labels("ok" if ok else "error").inc()
+    _child(M.CONFIG_RELOADS, "ok" if ok else "error").inc()
     M.CONFIG_ERROR.set(0 if ok else 1)
     if ok and version is not None:
         config_active(version)

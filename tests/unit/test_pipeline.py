@@ -617,3 +617,17 @@ async def test_shipped_config_masks_contact_details_for_a_concrete_model(shipped
     assert "john.smith@example.com" not in content and "haiku" in content
     # A masking guard modifies the body but never claims the decision: the request went where asked.
     assert hdrs(common.header_mutation)["x-vsr-selected-decision"] == "default"
+
+
+async def test_draining_refuses_new_client_requests_but_not_looper_sub_calls(app, cfg):
+    app.draining = True
+    try:
+        status, body, _ = await one_immediate(app, [headers_msg(post()), body_msg(chat())])
+        assert status == 503
+        assert body["error"]["code"] == "router_draining" and body["error"]["type"] == "server_error"
+        # An in-flight Fusion run's sub-call (authenticated marker) still gets routed.
+        out = await drive(app, [headers_msg(post({"x-vsr-looper-token": app.looper_secret})),
+                                body_msg(chat(model="qwen3-8b"))])
+        assert out[0][1].WhichOneof("response") == "request_headers"
+    finally:
+        app.draining = False
