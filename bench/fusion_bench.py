@@ -378,8 +378,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--concurrency", type=int, default=16)
     ap.add_argument("--bursts", type=int, default=5)
     ap.add_argument("--tps", type=float, default=500.0, help="tokens/s of the streaming judge (default 500)")
-    ap.add_argument("--modes", default="envoy,direct",
-                    help="looper sub-call paths: envoy (back through Envoy, the default config) and/or direct")
+    ap.add_argument("--modes", default="envoy,envoy-main,direct",
+                    help="looper sub-call paths: envoy (Envoy's internal listener, the default config), envoy-main "
+                    "(the main listener, ext_proc again with the looper marker) and/or direct (straight to backends)")
     ap.add_argument("--settle", type=float, default=15.0, help="wait up to this long for other work on the machine to calm down")
     ap.add_argument("--json", type=Path, help="also write the JSON result here")
     ap.add_argument("--quick", action="store_true", help="smoke run: few requests")
@@ -387,8 +388,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         args.requests, args.stream_requests, args.direct, args.warmup, args.bursts, args.settle = 8, 5, 5, 1, 2, 0
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
-    if not set(modes) <= {"envoy", "direct"}:
-        ap.error("--modes takes envoy and/or direct")
+    if not set(modes) <= {"envoy", "envoy-main", "direct"}:
+        ap.error("--modes takes envoy, envoy-main and/or direct")
 
     info = machine()
     print_machine(info)
@@ -404,11 +405,14 @@ def main(argv: list[str] | None = None) -> int:
             cfg = copy.deepcopy(base_cfg)
             if mode == "direct":
                 cfg["global"]["integrations"]["looper"].pop("endpoint", None)
+            elif mode == "envoy-main":
+                cfg["global"]["integrations"]["looper"]["endpoint"] = "http://127.0.0.1:8801/v1/chat/completions"
             path = wd / f"fusion-bench-{mode}.yaml"
             path.write_text(yaml.safe_dump(cfg, sort_keys=False))
             (wd / mode).mkdir()
             stacks[mode] = cleanup.stack(Stack(path, listen_port=pick_port(), grpc_port=pick_port(), admin_port=pick_port(),
-                                               envoy_admin_port=pick_port(), workdir=wd / mode, quiet=True, log_format="json"))
+                                               envoy_admin_port=pick_port(), internal_port=pick_port(), workdir=wd / mode,
+                                               quiet=True, log_format="json"))
             stacks[mode].start()
         print(f"workdir {wd}; " + "; ".join(f"{m}: {st.url}" for m, st in stacks.items()), flush=True)
         if args.settle:
