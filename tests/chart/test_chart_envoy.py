@@ -53,8 +53,9 @@ def _get(url: str) -> tuple[int, str]:
 def test_health_listener_and_prestop_drain(need_envoy, tmp_path):
     """Run the rendered config: /ready and /live on the health port, fail-closed 500 without a router,
     then the Envoy container's preStop command turns /ready into 503 and closes the main listener."""
-    listener, admin, health, grpc = _free_ports(4)
+    listener, admin, health, grpc, looper = _free_ports(5)
     r = render(sets=[f"envoy.listenerPort={listener}", f"envoy.adminPort={admin}", f"envoy.healthPort={health}",
+                     f"envoy.looperPort={looper}",
                      f"router.grpcPort={grpc}", "drain.timeoutSeconds=1"])
     config = tmp_path / "envoy.yaml"
     config.write_text(r.envoy_yaml)

@@ -131,7 +131,8 @@ def test_backends_become_clusters_and_router_backends(rendered):
     assert "transport_socket" not in clusters["qwen3-8b-vllm"]
     # chart-owned router settings
     assert config["global"]["router"]["cluster_header"] == "x-vsr-cluster"
-    assert config["global"]["integrations"]["looper"]["endpoint"] == "http://127.0.0.1:8801/v1/chat/completions"
+    # looper sub-calls use the pod-local Envoy's loopback listener (no second ext_proc hop)
+    assert config["global"]["integrations"]["looper"]["endpoint"] == "http://127.0.0.1:8802/v1/chat/completions"
 
 
 def test_envoy_config_contract(rendered):

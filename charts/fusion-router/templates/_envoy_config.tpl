@@ -4,6 +4,7 @@ The Envoy bootstrap for the pod (Envoy 1.40 API). Checked by `envoy --mode valid
   listener :listenerPort  (INBOUND)  HTTP/1.1 + h2 -> header_mutation (strip client routing headers)
                                       -> ext_proc (fusion_router, FULL_DUPLEX_STREAMED) -> router
                                       route "/" -> cluster_header: <clusterHeader>
+  listener 127.0.0.1:looperPort      looper sub-calls: route on the cluster header, no ext_proc
   listener :healthPort               /ready -> admin /ready, /stats/prometheus -> admin, /live -> 200
   admin    127.0.0.1:adminPort       (preStop drain: /healthcheck/fail + /drain_listeners?graceful&inboundonly)
   clusters fusion_router (the router, 127.0.0.1:grpcPort, h2), envoy_admin, one per backend.
@@ -108,8 +109,39 @@ static_resources:
                         request_trailer_mode: SEND
                         response_trailer_mode: SKIP
                       allow_mode_override: true
+                      # the router sends an exact content-length with a rewritten body
+                      allow_content_length_header: true
                       message_timeout: {{ $e.messageTimeout }}
                       max_message_timeout: {{ $e.maxMessageTimeout }}
+                  - name: envoy.filters.http.router
+                    typed_config:
+                      "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
+    - name: fusion_router_looper
+      # Loopback only: the router's Fusion sub-calls; the looper already chose the cluster.
+      address:
+        socket_address: {address: 127.0.0.1, port_value: {{ int $e.looperPort }}}
+      filter_chains:
+        - filters:
+            - name: envoy.filters.network.http_connection_manager
+              typed_config:
+                "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+                stat_prefix: fusion_router_looper
+                codec_type: AUTO
+                stream_idle_timeout: {{ $e.streamIdleTimeout }}
+                request_timeout: 0s
+                route_config:
+                  name: fusion_router_looper
+                  virtual_hosts:
+                    - name: looper
+                      domains: ["*"]
+                      request_body_buffer_limit: {{ int64 $e.requestBodyBufferLimitBytes }}
+                      routes:
+                        - match: {prefix: /}
+                          route:
+                            cluster_header: {{ $e.clusterHeader }}
+                            timeout: {{ $e.routeTimeout }}
+                          request_headers_to_remove: [{{ $e.clusterHeader }}, x-vsr-looper-token]
+                http_filters:
                   - name: envoy.filters.http.router
                     typed_config:
                       "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router

@@ -24,7 +24,7 @@ this very router process: the looper token is per process).
 {{- $integrations := get $global "integrations" | default dict }}
 {{- $looper := get $integrations "looper" | default dict }}
 {{- if not (get $looper "endpoint") }}
-{{- $_ := set $looper "endpoint" (printf "http://127.0.0.1:%d/v1/chat/completions" (int .Values.envoy.listenerPort)) }}
+{{- $_ := set $looper "endpoint" (printf "http://127.0.0.1:%d/v1/chat/completions" (int .Values.envoy.looperPort)) }}
 {{- end }}
 {{- $_ := set $integrations "looper" $looper }}
 {{- $_ := set $global "integrations" $integrations }}
