@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # `python bench/x.py` puts bench/ first, not the repo root
     sys.path.insert(0, str(ROOT))
 
-from router.local import Stack, _http_ok, _wait, envoy_binary  # noqa: E402
+from router.local import Stack, _http_ok, _wait, envoy_binary, stop_process  # noqa: E402
 
 PORT_RANGE = (30000, 39999)
 _taken: set[int] = set()
@@ -115,15 +115,7 @@ class Cleanup:
                 signal.signal(sig, handler)
 
 
-def stop_proc(proc: subprocess.Popen, grace: float = 10.0) -> None:
-    if proc.poll() is not None:
-        return
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(grace)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(5)
+stop_proc = stop_process
 
 
 def start_sims(cleanup: Cleanup, specs: list[dict[str, Any]], workdir: Path, timeout: float = 30.0) -> subprocess.Popen:

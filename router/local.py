@@ -63,6 +63,18 @@ def _http_ok(url: str) -> bool:
         return False
 
 
+def stop_process(proc: subprocess.Popen, grace: float = 10.0) -> None:
+    """SIGTERM (graceful drain), then SIGKILL after ``grace`` seconds."""
+    if proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(grace)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(5)
+
+
 def sim_specs_for(config: Config, **knobs: Any) -> list[dict[str, Any]]:
     """One simulated backend per loopback backend of the config, serving that backend's models."""
     specs = []
@@ -155,14 +167,8 @@ class Stack:
     def stop(self, grace: float = 10.0) -> None:
         for name in ("envoy", "router", "sim"):
             proc = self.procs.pop(name, None)
-            if proc is None or proc.poll() is not None:
-                continue
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(grace)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
+            if proc is not None:
+                stop_process(proc, grace)
 
     def log(self, name: str) -> str:
         assert self.workdir is not None
