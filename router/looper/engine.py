@@ -21,7 +21,6 @@ from router.looper.fusion import Fusion
 from router.looper.settings import DEFAULTS, merge, parse_plugin, resolve
 from router.observability import record, tracing
 from router.openai import sse
-from router.openai.errors import OpenAIError
 from router.openai.types import ChatCompletionRequest
 from router.state import RequestState, ResponsePath
 

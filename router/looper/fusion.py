@@ -163,7 +163,7 @@ class Fusion(Looper):
                     ledger.failed.append({"model": name, "reason": reason, "error": str(exc)})
                     await run.say(f"fusion: {name} failed ({reason})")
                     if p.on_error == "fail":
-                        raise _Failure("panel", 502, f"panel_model_failed", f"Fusion panel model {name} failed ({reason}): {exc}")
+                        raise _Failure("panel", 502, "panel_model_failed", f"Fusion panel model {name} failed ({reason}): {exc}")
         finally:
             for task in tasks:
                 task.cancel()

@@ -28,7 +28,6 @@ def setup_tracing(settings: TracingSettings) -> bool:
     if not settings.enabled:
         return False
     try:
-        from opentelemetry import trace
         from opentelemetry.sdk.resources import Resource
         from opentelemetry.sdk.trace import TracerProvider
         from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SimpleSpanProcessor

