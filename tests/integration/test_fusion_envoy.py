@@ -23,6 +23,7 @@ SIMS = {
     "b-hang": {"mode": "hang"},
     "b-judge": {"mode": "judge_json", "latency_ms": 30, "tps": 40, "max_tokens": 40},
     "b-broken": {"mode": "broken_json_judge"},
+    "b-drop": {"mode": "drop_midstream"},
 }
 WEATHER_TOOL = {
     "type": "function",
@@ -159,6 +160,16 @@ def test_broken_judge_json_still_synthesizes_and_keeps_raw_text(stack):
     # the raw analysis was passed on to synthesis, not dropped
     synth = [r for r in sim_requests(stack, "b-broken") if r["body"]["messages"][0]["role"] == "system"]
     assert "consensus: maybe" in synth[-1]["body"]["messages"][0]["content"]
+
+
+def test_a_panel_backend_dying_mid_response_is_recorded_and_skipped(stack):
+    resp = ask(stack, "droppanel question")
+    trace = json.loads(resp.text)["fusion"]
+    assert trace["answered_models"] == ["m-fast"]
+    [failed] = trace["failed_models"]
+    # Through Envoy the upstream reset becomes a 503 (upstream connect/reset); direct it is a broken connection.
+    assert failed["model"] == "m-drop" and failed["reason"] in ("http_503", "connection_error", "stream_broken")
+    assert ask(stack, "hello again").headers["x-vsr-response-path"] == "routed"  # still serving
 
 
 def test_panel_time_budget_turns_a_hang_into_a_timeout_failure(stack):
