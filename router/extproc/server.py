@@ -10,7 +10,9 @@ import structlog
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from router._pb.envoy.service.ext_proc.v3 import external_processor_pb2_grpc as ep_grpc
+from router.extproc import headers as H
 from router.extproc import wire
+from router.openai.errors import OpenAIError
 from router.extproc.stream import Phases
 from router.observability import metrics
 
@@ -37,7 +39,10 @@ class ExternalProcessor(ep_grpc.ExternalProcessorServicer):
                 yield response
         except Exception:  # noqa: BLE001 - one broken request must never take the server down
             log.exception("stream_failed", request_id=phases.state.request_id)
-            await context.abort(grpc.StatusCode.INTERNAL, "router error")
+            # Still an OpenAI-shaped answer for the client; if the stream is past the point where Envoy
+            # takes an immediate response, Envoy resets it instead (fail closed).
+            err = OpenAIError(500, "The router failed to process this request.", "internal_error")
+            yield wire.immediate(500, err.body(), {"content-type": "application/json", H.RESPONSE_PATH: "error"})
         finally:
             metrics.IN_FLIGHT.dec()
 

@@ -631,3 +631,21 @@ async def test_draining_refuses_new_client_requests_but_not_looper_sub_calls(app
         assert out[0][1].WhichOneof("response") == "request_headers"
     finally:
         app.draining = False
+
+
+async def test_an_unexpected_router_bug_still_answers_an_openai_error(app, monkeypatch):
+    from router.extproc.server import ExternalProcessor
+
+    async def broken(*_a, **_k):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr("router.extproc.stream.handle", broken)
+
+    async def source():
+        yield headers_msg(post())
+        yield body_msg(chat())
+
+    out = [r async for r in ExternalProcessor(app).Process(source(), None)]
+    status, body, headers = immediate_of(out[-1])
+    assert status == 500 and body["error"]["code"] == "internal_error"
+    assert headers["x-vsr-response-path"] == "error"
