@@ -34,6 +34,7 @@ class EnvoyPorts:
     # Loopback-only listener for looper sub-calls: no ext_proc (the looper already decided), routes on the
     # cluster header the looper sets. None leaves it out (sub-calls then use the main listener + marker).
     internal_port: int | None = 8802
+    router_workers: int = 1  # `serve --workers N`: ports router_port .. router_port + N - 1
 
 
 def _socket(host: str, port: int) -> dict[str, Any]:
@@ -179,9 +180,14 @@ def build_envoy_config(
                     }},
                 }
             },
+            # Several router workers: Envoy spreads ext_proc streams over them (least outstanding first).
+            "lb_policy": "LEAST_REQUEST",
             "load_assignment": {
                 "cluster_name": ROUTER_CLUSTER,
-                "endpoints": [{"lb_endpoints": [{"endpoint": {"address": _socket(ports.router_host, ports.router_port)}}]}],
+                "endpoints": [{"lb_endpoints": [
+                    {"endpoint": {"address": _socket(ports.router_host, ports.router_port + i)}}
+                    for i in range(max(1, ports.router_workers))
+                ]}],
             },
         }
     ]

@@ -105,6 +105,7 @@ class Stack:
     router_args: list[str] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=dict)
     body_mode: str = "FULL_DUPLEX_STREAMED"
+    workers: int = 1
     procs: dict[str, subprocess.Popen] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -148,12 +149,14 @@ class Stack:
             proc = self._spawn("router", [
                 sys.executable, "-m", "router.cli", "serve", "--config", str(self.config_path),
                 "--host", "127.0.0.1", "--grpc-port", str(self.grpc_port), "--admin-port", str(self.admin_port),
-                "--log-format", self.log_format, "--log-level", self.log_level, *looper, *self.router_args,
+                "--log-format", self.log_format, "--log-level", self.log_level, "--workers", str(self.workers),
+                *looper, *self.router_args,
             ])
             _wait("the router", lambda: _http_ok(f"http://127.0.0.1:{self.admin_port}/readyz"), timeout, proc)
             envoy_cfg = build_envoy_config(config, EnvoyPorts(
                 listen_host="127.0.0.1", listen_port=self.listen_port, admin_port=self.envoy_admin_port,
-                router_port=self.grpc_port, internal_port=self.internal_port), body_mode=self.body_mode)
+                router_port=self.grpc_port, internal_port=self.internal_port, router_workers=self.workers),
+                body_mode=self.body_mode)
             envoy_file = self.workdir / "envoy.yaml"
             envoy_file.write_text(yaml.safe_dump(envoy_cfg, sort_keys=False))
             proc = self._spawn("envoy", [envoy_binary(), "-c", str(envoy_file), "--base-id", str(self.base_id),

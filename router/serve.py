@@ -10,8 +10,8 @@ cancelled, and the process exits 0. A second SIGTERM/SIGINT cuts the wait short.
 from __future__ import annotations
 
 import argparse
-import gc
 import asyncio
+import gc
 import os
 import secrets
 import signal
@@ -44,15 +44,22 @@ def _looper_secret() -> str:
     return os.environ.pop(LOOPER_SECRET_ENV, None) or secrets.token_urlsafe(32)
 
 
+def _without(argv: list[str], flag: str) -> list[str]:
+    if flag in argv:
+        i = argv.index(flag)
+        return argv[:i] + argv[i + 2 :]
+    return [a for a in argv if not a.startswith(flag + "=")]
+
+
 def _spawn_workers(args: argparse.Namespace, looper_secret: str) -> list[subprocess.Popen]:
-    # Extra processes bind the same port (SO_REUSEPORT); the kernel spreads Envoy's connections.
-    argv = [a for a in sys.argv[1:]]
-    if "--workers" in argv:
-        i = argv.index("--workers")
-        del argv[i : i + 2]
+    """Worker i serves ext_proc on grpc_port + i; Envoy lists every port as an endpoint of the router
+    cluster (``envoy-config --router-workers N``) and spreads streams over them. One shared port with
+    SO_REUSEPORT would spread connections only, and Envoy keeps one per worker thread."""
+    argv = _without(_without(sys.argv[1:], "--workers"), "--grpc-port")
     env = {**os.environ, LOOPER_SECRET_ENV: looper_secret}
-    return [subprocess.Popen([sys.executable, "-m", "router.cli", *argv, "--workers", "1"], env=env)
-            for _ in range(args.workers - 1)]
+    return [subprocess.Popen([sys.executable, "-m", "router.cli", *argv, "--workers", "1",
+                              "--grpc-port", str(args.grpc_port + i)], env=env)
+            for i in range(1, args.workers)]
 
 
 def _stop_workers(workers: list[subprocess.Popen], timeout: float, terminate: bool = True) -> None:
@@ -68,6 +75,26 @@ def _stop_workers(workers: list[subprocess.Popen], timeout: float, terminate: bo
         except subprocess.TimeoutExpired:
             w.kill()
             w.wait(5)
+
+
+async def _workers_listening(base_port: int, workers: list[subprocess.Popen], timeout: float = 600.0) -> bool:
+    """Wait until every worker's gRPC port accepts connections, so this process (which answers readiness
+    on the shared admin port too) never reports ready while Envoy would find a worker missing."""
+    deadline = time.monotonic() + timeout
+    pending = {base_port + i: w for i, w in enumerate(workers, start=1)}
+    while pending and time.monotonic() < deadline:
+        for port, proc in list(pending.items()):
+            if proc.poll() is not None:
+                return False
+            try:
+                _, writer = await asyncio.open_connection("127.0.0.1", port)
+            except OSError:
+                continue
+            writer.close()
+            del pending[port]
+        if pending:
+            await asyncio.sleep(0.1)
+    return not pending
 
 
 async def serve(config: Config, args: argparse.Namespace) -> int:
@@ -93,6 +120,13 @@ async def serve(config: Config, args: argparse.Namespace) -> int:
         return 1
     server, health = build_server(app, f"{args.host}:{args.grpc_port}")
     await server.start()
+    if workers and not await _workers_listening(args.grpc_port, workers):
+        print("fusion-router: cannot start: a worker process failed to start", file=sys.stderr)
+        await server.stop(0)
+        await app.close()
+        shutdown_tracing()
+        _stop_workers(workers, 5)
+        return 1
     watcher = ConfigWatcher(app)
     admin = await start_admin(app, args.host, args.admin_port, watcher)
     await set_serving(health, True)

@@ -8,13 +8,24 @@
 
 from __future__ import annotations
 
+import os
+
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest, multiprocess
 
 if TYPE_CHECKING:
     from router.app import App
+
+
+def _scrape() -> bytes:
+    """This process's metrics, or every worker's summed when the router runs several (multiprocess mode)."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+        return generate_latest(registry)
+    return generate_latest()
     from router.reload import ConfigWatcher
 
 
@@ -32,7 +43,7 @@ def build_admin(app: App, watcher: ConfigWatcher | None = None) -> web.Applicati
         return web.json_response({"status": "ready", "config_version": app.policy.version})
 
     async def metrics(_: web.Request) -> web.Response:
-        return web.Response(body=generate_latest(), headers={"content-type": CONTENT_TYPE_LATEST})
+        return web.Response(body=_scrape(), headers={"content-type": CONTENT_TYPE_LATEST})
 
     async def config(_: web.Request) -> web.Response:
         body: dict[str, Any] = app.config_status()

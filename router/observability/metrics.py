@@ -38,9 +38,9 @@ CLASSIFIER_BATCH = Histogram("fusion_router_classifier_batch_size", "Micro-batch
 CLASSIFIER_WAIT = Histogram("fusion_router_classifier_queue_wait_ms", "Time a request waited for its batch (ms)", ["model"], buckets=_MS)
 
 # Process state: streams, config, drain.
-IN_FLIGHT = Gauge("fusion_router_in_flight_streams", "ext_proc streams in flight")
+IN_FLIGHT = Gauge("fusion_router_in_flight_streams", "ext_proc streams in flight", multiprocess_mode="livesum")
 CONFIG_RELOADS = Counter("fusion_router_config_reloads_total", "Config reload attempts", ["outcome"])
-CONFIG_ERROR = Gauge("fusion_router_config_last_reload_failed", "1 while the last config reload failed")
-CONFIG_VERSION = Gauge("fusion_router_config_version", "Version (generation) of the active config; 1 at start, +1 per successful reload")
-CONFIG_LOADED = Gauge("fusion_router_config_last_reload_success_timestamp_seconds", "Unix time the active config was loaded")
-DRAINING = Gauge("fusion_router_draining", "1 while the router drains after SIGTERM")
+CONFIG_ERROR = Gauge("fusion_router_config_last_reload_failed", "1 while the last config reload failed", multiprocess_mode="livemax")
+CONFIG_VERSION = Gauge("fusion_router_config_version", "Version (generation) of the active config; 1 at start, +1 per successful reload", multiprocess_mode="livemax")
+CONFIG_LOADED = Gauge("fusion_router_config_last_reload_success_timestamp_seconds", "Unix time the active config was loaded", multiprocess_mode="livemax")
+DRAINING = Gauge("fusion_router_draining", "1 while the router drains after SIGTERM", multiprocess_mode="livemax")

@@ -290,3 +290,14 @@ def test_notes_tell_how_to_send_the_first_request(tmp_path):
     text = yaml.safe_load(proc.stdout)["data"]["notes"]
     assert "kubectl -n fusion port-forward svc/fr-fusion-router 8801:8801" in text
     assert '"model": "vllm-sr/auto"' in text and "http://127.0.0.1:8801/v1/chat/completions" in text
+
+
+def test_router_workers_become_router_cluster_endpoints():
+    r = render(sets=["router.workers=3", "router.grpcPort=6000"])
+    envoy = yaml.safe_load(r.envoy_yaml)
+    cluster = next(c for c in envoy["static_resources"]["clusters"] if c["name"] == "fusion_router")
+    ports = [e["endpoint"]["address"]["socket_address"]["port_value"]
+             for e in cluster["load_assignment"]["endpoints"][0]["lb_endpoints"]]
+    assert ports == [6000, 6001, 6002] and cluster["lb_policy"] == "LEAST_REQUEST"
+    args = r.container("router")["args"]
+    assert args[args.index("--workers") + 1] == "3"

@@ -484,13 +484,16 @@ def test_workers_share_the_looper_secret(monkeypatch):
             self.argv = argv
 
     monkeypatch.setattr(serve_mod.subprocess, "Popen", FakePopen)
-    monkeypatch.setattr(serve_mod.sys, "argv", ["fusion-router", "serve", "--workers", "3", "--config", "x.yaml"])
+    monkeypatch.setattr(serve_mod.sys, "argv", ["fusion-router", "serve", "--workers", "3", "--config", "x.yaml",
+                                                "--grpc-port", "6000"])
     monkeypatch.delenv(serve_mod.LOOPER_SECRET_ENV, raising=False)
     secret = serve_mod._looper_secret()
     assert len(secret) >= 32
-    workers = serve_mod._spawn_workers(SimpleNamespace(workers=3), secret)
+    workers = serve_mod._spawn_workers(SimpleNamespace(workers=3, grpc_port=6000), secret)
     assert len(workers) == 2 and all(env[serve_mod.LOOPER_SECRET_ENV] == secret for env in spawned)
-    assert workers[0].argv[-4:] == ["--config", "x.yaml", "--workers", "1"]
+    # Worker i serves gRPC on its own port (Envoy lists them all), once each.
+    assert workers[0].argv[-6:] == ["--config", "x.yaml", "--workers", "1", "--grpc-port", "6001"]
+    assert workers[1].argv[-2:] == ["--grpc-port", "6002"] and workers[1].argv.count("--grpc-port") == 1
     assert serve_mod.LOOPER_SECRET_ENV not in os.environ
     # A worker takes the parent's secret and keeps it out of its own environment.
     monkeypatch.setenv(serve_mod.LOOPER_SECRET_ENV, secret)

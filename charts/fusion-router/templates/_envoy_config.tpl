@@ -176,13 +176,17 @@ static_resources:
     - name: fusion_router
       type: STATIC
       connect_timeout: 1s
+      lb_policy: LEAST_REQUEST
       load_assignment:
         cluster_name: fusion_router
         endpoints:
           - lb_endpoints:
+              {{- /* `serve --workers N`: worker i serves gRPC on grpcPort + i */}}
+              {{- range $i := until (int (max 1 .Values.router.workers)) }}
               - endpoint:
                   address:
-                    socket_address: {address: 127.0.0.1, port_value: {{ int .Values.router.grpcPort }}}
+                    socket_address: {address: 127.0.0.1, port_value: {{ add (int $.Values.router.grpcPort) $i }}}
+              {{- end }}
       typed_extension_protocol_options:
         envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
           "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
