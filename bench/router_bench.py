@@ -2,7 +2,7 @@
 
 One run starts one simulated backend (latency 0, non-stream), an Envoy that routes straight to it (no
 ext_proc filter) and, all at once, Envoy + the real ``fusion-router serve`` in each chosen variant
-(1 worker, 2 workers via SO_REUSEPORT, BUFFERED body mode, no uvloop, log level warning) plus a
+(1 worker, 2 workers (one gRPC port each, balanced by Envoy), BUFFERED body mode, no uvloop, log level warning) plus a
 transport-only grpc.aio ext_proc (``floor``: what any Python ext_proc pays). Targets are measured in
 interleaved turns, so other work on a shared machine disturbs them alike:
 
@@ -619,7 +619,7 @@ def main(argv: list[str] | None = None) -> int:
             stack = cleanup.stack(Stack(cfg_path, listen_port=pick_port(), grpc_port=pick_port(), admin_port=pick_port(),
                                         envoy_admin_port=pick_port(), workdir=wd / key, quiet=True, log_format="json",
                                         log_level=v["log_level"], body_mode=v["body_mode"], env=env,
-                                        router_args=["--workers", str(v["workers"])]))
+                                        workers=v["workers"], internal_port=pick_port()))
             stack.start()
             if v["workers"] > 1:
                 _wait_workers(stack, v["workers"])
@@ -682,9 +682,10 @@ def _wait_workers(stack: Stack, workers: int, timeout: float = 30.0) -> None:
 
 
 def _grpc_conn_spread(stack: Stack) -> dict[str, int]:
-    """How Envoy's ext_proc connections landed on the router processes (SO_REUSEPORT hashes them)."""
+    """How Envoy's ext_proc connections landed on the router processes (worker i listens on grpc_port + i)."""
+    ports = " or ".join(f"sport = :{stack.grpc_port + i}" for i in range(max(1, stack.workers)))
     try:
-        out = subprocess.run(["ss", "-Htnp", "state", "established", f"( sport = :{stack.grpc_port} )"],
+        out = subprocess.run(["ss", "-Htnp", "state", "established", f"( {ports} )"],
                              capture_output=True, text=True, timeout=10).stdout
     except (OSError, subprocess.TimeoutExpired):
         return {}
