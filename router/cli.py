@@ -91,7 +91,7 @@ def _cmd_up(args: argparse.Namespace) -> int:
     sims = sim_specs_for(cfg, latency_ms=args.sim_latency_ms, tps=args.sim_tps, mode="judge_json") if args.simulate else []
     stack = Stack(Path(args.config), listen_port=args.port, grpc_port=args.grpc_port, admin_port=args.admin_port,
                   envoy_admin_port=args.envoy_admin_port, internal_port=args.internal_port, sim_specs=sims,
-                  log_format="console")
+                  workers=args.workers, log_format="console")
     stop = False
 
     def _stop(*_: object) -> None:
@@ -205,6 +205,7 @@ Each command has its own --help.""",
     p.add_argument("--admin-port", type=int, default=9190, help="router metrics/health port (default 9190)")
     p.add_argument("--envoy-admin-port", type=int, default=9901, help="Envoy admin port (default 9901)")
     p.add_argument("--internal-port", type=int, default=8802, help="Envoy loopback listener for Fusion sub-calls (default 8802)")
+    p.add_argument("--workers", type=int, default=1, help="router processes, on gRPC ports grpc-port .. +N-1 (default 1)")
     p.set_defaults(func=_cmd_up)
 
     p = sub.add_parser("classify", help="print every configured signal's result and the winning decision as JSON")
