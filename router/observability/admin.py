@@ -9,7 +9,6 @@
 from __future__ import annotations
 
 import os
-
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
@@ -17,6 +16,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 
 if TYPE_CHECKING:
     from router.app import App
+    from router.reload import ConfigWatcher
 
 
 def _scrape() -> bytes:
@@ -26,7 +26,6 @@ def _scrape() -> bytes:
         multiprocess.MultiProcessCollector(registry)
         return generate_latest(registry)
     return generate_latest()
-    from router.reload import ConfigWatcher
 
 
 def build_admin(app: App, watcher: ConfigWatcher | None = None) -> web.Application:
