@@ -17,6 +17,7 @@ from router.config.schema import (
 )
 from router.decisions.masking import apply_masking
 from router.decisions.policy import DecisionSet
+from router.looper.settings import parse_plugin
 from router.extproc import headers as H
 from router.observability import record, tracing
 from router.openai.errors import OpenAIError
@@ -109,7 +110,8 @@ async def _handle(app: App, state: RequestState) -> Action:
         state.response_path = ResponsePath.INTERNAL
         return route_to(app, state, model)
 
-    override = app.loopers.request_override(req)  # plugins[{id: fusion}] → validated settings, or None
+    # plugins[{id: fusion}] → validated settings (against the request's pinned policy), or None
+    override = parse_plugin(req.plugins, policy)
     state.fusion_override = override
     name = req.model
     if name in policy.auto_names:
@@ -137,7 +139,7 @@ async def _handle(app: App, state: RequestState) -> Action:
             state.decision = None
             _mask(state)
             if override is not None:
-                return await app.loopers.run_direct(app, state, judge=model)
+                return await app.loopers.run_direct(state, judge=model)
             state.response_path = ResponsePath.ROUTED
             return route_to(app, state, model)
 
@@ -153,13 +155,13 @@ async def _handle(app: App, state: RequestState) -> Action:
         return Respond(err.status, err.body(), response_headers(state))
 
     if decision is not None and isinstance(decision.algorithm, FusionAlgorithm):
-        return await app.loopers.run_decision(app, state, decision)
+        return await app.loopers.run_decision(state, decision)
 
     if state.entry is Entry.FUSION or override is not None:
         # Fusion was asked for; a single-model route would be a silent fallback.
         if override is not None and override.analysis_models:
             state.decision = None
-            return await app.loopers.run_direct(app, state, judge=None)
+            return await app.loopers.run_direct(state, judge=None)
         raise OpenAIError(
             404 if state.entry is Entry.FUSION else 400,
             f"No Fusion decision matched this request for `{name}`, and no request-level panel was given "

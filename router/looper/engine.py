@@ -18,10 +18,9 @@ from router.extproc.pipeline import response_headers
 from router.looper.base import Looper, LooperRun, Outcome
 from router.looper.client import ModelClient
 from router.looper.fusion import Fusion
-from router.looper.settings import DEFAULTS, merge, parse_plugin, resolve
+from router.looper.settings import DEFAULTS, merge, resolve
 from router.observability import record, tracing
 from router.openai import sse
-from router.openai.types import ChatCompletionRequest
 from router.state import RequestState, ResponsePath
 
 if TYPE_CHECKING:
@@ -55,15 +54,12 @@ class Loopers:
         if self._client is not None:
             await self._client.close()
 
-    def request_override(self, request: ChatCompletionRequest):
-        return parse_plugin(request.plugins, self.app.policy)
-
-    async def run_decision(self, app: App, state: RequestState, decision: Decision) -> Action:
+    async def run_decision(self, state: RequestState, decision: Decision) -> Action:
         assert isinstance(decision.algorithm, FusionAlgorithm)
         merged = merge(DEFAULTS, decision.algorithm.fusion, state.fusion_override)
         return await self._run(state, decision.algorithm.type, merged, decision.modelRefs, decision.name, None)
 
-    async def run_direct(self, app: App, state: RequestState, judge: ModelSpec | None) -> Action:
+    async def run_direct(self, state: RequestState, judge: ModelSpec | None) -> Action:
         merged = merge(DEFAULTS, state.fusion_override)
         return await self._run(state, "fusion", merged, [], "fusion_direct", judge.name if judge else None)
 
@@ -79,18 +75,15 @@ class Loopers:
         tracing.inject(forward)  # sub-calls (a stream's run after this span closes) stay in the request's trace
         run = LooperRun(state.request, state.raw, params, policy, self.client, decision_name, state.request_id, forward_headers=forward)
         if state.request.stream:
-            return Stream(200, self._headers(state), _stream(looper, run, state))
+            return Stream(200, response_headers(state), _stream(looper, run, state))
         outcome = await looper.run(run)
-        headers = {**self._headers(state), **{k: v for k, v in outcome.headers.items() if v}}
+        headers = {**response_headers(state), **{k: v for k, v in outcome.headers.items() if v}}
         if outcome.error is not None:
             if not params.trace_body:
                 outcome.error.extra = None
             state.error_code = outcome.error.code
             return Respond(outcome.error.status, outcome.error.body(), headers)
         return Respond(200, orjson.dumps(_completion(state, outcome, params.trace_body)), headers)
-
-    def _headers(self, state: RequestState) -> dict[str, str]:
-        return response_headers(state)
 
 
 def _completion(state: RequestState, outcome: Outcome, trace_body: bool) -> dict[str, Any]:
