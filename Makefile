@@ -8,7 +8,7 @@ PB_STAMP := router/_pb/.generated
 MODELS_STAMP := models/MANIFEST.json
 PROTOS := $(shell find proto -name '*.proto')
 
-.PHONY: install run test unit-test bench bench-router bench-fusion bench-classifiers models proto chart-test image image-cuda kind-up kind-down docs-headers clean
+.PHONY: install run test unit-test bench bench-router bench-fusion bench-classifiers models proto chart-test image image-cuda kind-up kind-down docs-headers eval clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -52,6 +52,14 @@ bench-fusion: install
 
 bench-classifiers: install
 	$(BIN)/python bench/classifiers_bench.py
+
+# The quality harness on the local real models (docs/eval.md): starts llama-server (built by `make llm`),
+# the router and Envoy on free ports, runs the suite, writes docs/eval/{report.md,report.json,chart.png}.
+# Resumable: rerun to continue an interrupted run. EVAL_ARGS adds flags, e.g. EVAL_ARGS="--limit 5".
+EVAL_LIMIT ?= 25
+eval: install
+	$(BIN)/python -m router.eval.local_stack --suite router/eval/data/suites/local-llm.yaml \
+		--limit $(EVAL_LIMIT) --out docs/eval --title "fusion-router eval: local llama.cpp models (CPU)" $(EVAL_ARGS)
 
 chart-test: $(STAMP)
 	bash scripts/chart_test.sh

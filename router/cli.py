@@ -216,6 +216,10 @@ Each command has its own --help.""",
 
     p = sub.add_parser("headers", help="print the x-vsr-* header registry as a Markdown table")
     p.set_defaults(func=_cmd_headers)
+
+    from router.eval.command import add_parser as add_eval_parser  # the quality harness (docs/eval.md)
+
+    add_eval_parser(sub)
     return parser
 
 
