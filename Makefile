@@ -53,6 +53,25 @@ bench-fusion: install
 bench-classifiers: install
 	$(BIN)/python bench/classifiers_bench.py
 
+# Hostile-input and load harnesses (docs/reliability.md); `make test` runs the CI-sized fuzz (tests/fuzz).
+# e.g. make fuzz FUZZ_CASES=5000 FUZZ_SEED=7 FUZZ_PROFILE=full; make soak SOAK_BENIGN=200 SOAK_HOSTILE=200
+.PHONY: fuzz soak
+FUZZ_CASES ?= 300
+FUZZ_SEED ?= 1
+FUZZ_PROFILE ?= ci
+fuzz: install
+	mkdir -p .cache
+	$(BIN)/python bench/fuzz.py --cases $(FUZZ_CASES) --seed $(FUZZ_SEED) --profile $(FUZZ_PROFILE) \
+		--json .cache/fuzz-report.json $(FUZZ_ARGS)
+
+SOAK_BENIGN ?= 32
+SOAK_HOSTILE ?= 32
+SOAK_DURATION ?= 60
+soak: install
+	mkdir -p .cache
+	$(BIN)/python bench/soak.py --benign $(SOAK_BENIGN) --hostile $(SOAK_HOSTILE) --duration $(SOAK_DURATION) \
+		--json .cache/soak.json $(SOAK_ARGS)
+
 # The quality harness on the local real models (docs/eval.md): starts llama-server (built by `make llm`),
 # the router and Envoy on free ports, runs the suite, writes docs/eval/{report.md,report.json,chart.png}.
 # Resumable: rerun to continue an interrupted run. EVAL_ARGS adds flags, e.g. EVAL_ARGS="--limit 5".
