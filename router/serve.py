@@ -5,6 +5,11 @@ ext_proc server stays open while streams are in flight (a Fusion run's judge and
 back through Envoy as new streams, so closing the port would break the very requests being drained),
 for at most ``global.router.drain_timeout_seconds``; then the server stops, whatever is left is
 cancelled, and the process exits 0. A second SIGTERM/SIGINT cuts the wait short.
+
+Workers (``--workers N``): this process serves gRPC port P and supervises workers 1..N-1 on P+1..; a
+worker that dies (OOM kill, crash) is started again after a backoff that doubles with each quick death,
+counted in ``fusion_router_worker_restarts_total``. While it is down Envoy's health check on the router
+cluster keeps new streams away from its port.
 """
 
 from __future__ import annotations
@@ -23,8 +28,9 @@ import structlog
 
 from router.app import App
 from router.config.schema import Config
+from router.extproc.auth import SecretError, load_secret
 from router.extproc.server import build_server, set_serving
-from router.observability import record
+from router.observability import metrics, record
 from router.observability.admin import start_admin
 from router.observability.tracing import setup_tracing, shutdown_tracing
 from router.reload import ConfigWatcher
@@ -51,15 +57,76 @@ def _without(argv: list[str], flag: str) -> list[str]:
     return [a for a in argv if not a.startswith(flag + "=")]
 
 
-def _spawn_workers(args: argparse.Namespace, looper_secret: str) -> list[subprocess.Popen]:
+class Workers:
     """Worker i serves ext_proc on grpc_port + i; Envoy lists every port as an endpoint of the router
     cluster (``envoy-config --router-workers N``) and spreads streams over them. One shared port with
-    SO_REUSEPORT would spread connections only, and Envoy keeps one per worker thread."""
-    argv = _without(_without(sys.argv[1:], "--workers"), "--grpc-port")
-    env = {**os.environ, LOOPER_SECRET_ENV: looper_secret}
-    return [subprocess.Popen([sys.executable, "-m", "router.cli", *argv, "--workers", "1",
-                              "--grpc-port", str(args.grpc_port + i)], env=env)
-            for i in range(1, args.workers)]
+    SO_REUSEPORT would spread connections only, and Envoy keeps one per worker thread.
+
+    ``supervise`` starts a worker that died again: after BACKOFF_MIN seconds, doubled for each death
+    within STABLE_SECONDS of its start (up to BACKOFF_MAX), so a worker that cannot start does not spin."""
+
+    BACKOFF_MIN = 0.5
+    BACKOFF_MAX = 30.0
+    STABLE_SECONDS = 60.0
+    POLL_SECONDS = 0.2
+
+    def __init__(self, args: argparse.Namespace, looper_secret: str):
+        self.base_port = args.grpc_port
+        self.count = max(0, args.workers - 1)
+        argv = _without(_without(sys.argv[1:], "--workers"), "--grpc-port")
+        self._argv = [sys.executable, "-m", "router.cli", *argv, "--workers", "1"]
+        self._env = {**os.environ, LOOPER_SECRET_ENV: looper_secret}
+        self.procs: list[subprocess.Popen] = []
+        self._started: list[float] = []
+        self._quick_deaths: list[int] = []
+
+    def _spawn(self, i: int) -> subprocess.Popen:
+        return subprocess.Popen([*self._argv, "--grpc-port", str(self.base_port + i + 1)], env=self._env)
+
+    def start(self) -> None:
+        self.procs = [self._spawn(i) for i in range(self.count)]
+        self._started = [time.monotonic()] * self.count
+        self._quick_deaths = [0] * self.count
+
+    async def supervise(self, stop: asyncio.Event) -> None:
+        due: dict[int, float] = {}  # worker index -> when to start it again
+        while not stop.is_set():
+            now = time.monotonic()
+            for i, proc in enumerate(self.procs):
+                if i not in due and proc.poll() is not None:
+                    quick = now - self._started[i] < self.STABLE_SECONDS
+                    self._quick_deaths[i] = self._quick_deaths[i] + 1 if quick else 0
+                    delay = min(self.BACKOFF_MAX, self.BACKOFF_MIN * 2 ** max(0, self._quick_deaths[i] - 1))
+                    due[i] = now + delay
+                    _forget_metrics_of(proc.pid)
+                    log.error("worker_died", worker=i + 1, pid=proc.pid, exit_code=proc.returncode,
+                              grpc_port=self.base_port + i + 1, restart_in_s=delay)
+            for i, when in list(due.items()):
+                if now >= when and not stop.is_set():
+                    del due[i]
+                    self.procs[i] = self._spawn(i)
+                    self._started[i] = time.monotonic()
+                    metrics.WORKER_RESTARTS.inc()
+                    log.warning("worker_restarted", worker=i + 1, pid=self.procs[i].pid, grpc_port=self.base_port + i + 1)
+            try:
+                await asyncio.wait_for(stop.wait(), self.POLL_SECONDS)
+            except TimeoutError:
+                pass
+
+
+def _spawn_workers(args: argparse.Namespace, looper_secret: str) -> list[subprocess.Popen]:
+    """Workers 1..N-1, started once (no supervision)."""
+    pool = Workers(args, looper_secret)
+    pool.start()
+    return pool.procs
+
+
+def _forget_metrics_of(pid: int) -> None:
+    """A dead worker's live gauges (in-flight streams) must not count in the sum any more."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(pid)
 
 
 def _stop_workers(workers: list[subprocess.Popen], timeout: float, terminate: bool = True) -> None:
@@ -98,8 +165,22 @@ async def _workers_listening(base_port: int, workers: list[subprocess.Popen], ti
 
 
 async def serve(config: Config, args: argparse.Namespace) -> int:
+    rs = config.global_.router
+    env_name, file_path = getattr(args, "ext_proc_secret_env", None), getattr(args, "ext_proc_secret_file", None)
+    if not (env_name or file_path):
+        env_name, file_path = rs.ext_proc_secret_env, rs.ext_proc_secret_file
+    try:
+        extproc_secret = load_secret(env_name, file_path)
+    except SecretError as exc:
+        print(f"fusion-router: cannot start: {exc}", file=sys.stderr)
+        return 1
+    if extproc_secret is None and args.host not in ("127.0.0.1", "localhost", "::1"):
+        # Anything that reaches this port can drive requests through the router (Fusion runs included).
+        log.warning("extproc_exposed_without_secret", host=args.host, grpc_port=args.grpc_port)
     looper_secret = _looper_secret()
-    workers = _spawn_workers(args, looper_secret) if args.workers > 1 else []
+    pool = Workers(args, looper_secret)
+    pool.start()
+    workers = pool.procs
     try:
         setup_tracing(config.global_.observability.tracing)
     except RuntimeError as exc:
@@ -118,7 +199,7 @@ async def serve(config: Config, args: argparse.Namespace) -> int:
         shutdown_tracing()
         _stop_workers(workers, 5)
         return 1
-    server, health = build_server(app, f"{args.host}:{args.grpc_port}")
+    server, health = build_server(app, f"{args.host}:{args.grpc_port}", secret=extproc_secret)
     await server.start()
     if workers and not await _workers_listening(args.grpc_port, workers):
         print("fusion-router: cannot start: a worker process failed to start", file=sys.stderr)
@@ -128,7 +209,8 @@ async def serve(config: Config, args: argparse.Namespace) -> int:
         _stop_workers(workers, 5)
         return 1
     watcher = ConfigWatcher(app)
-    admin = await start_admin(app, args.host, args.admin_port, watcher)
+    admin_host = getattr(args, "admin_host", None) or args.host
+    admin = await start_admin(app, admin_host, args.admin_port, watcher)
     await set_serving(health, True)
     watcher.start()
     # Everything loaded so far (config, models, stubs) lives for the process: keep it out of GC scans, and
@@ -136,7 +218,8 @@ async def serve(config: Config, args: argparse.Namespace) -> int:
     gc.collect()
     gc.freeze()
     gc.set_threshold(50_000, 20, 20)
-    log.info("router_started", grpc=f"{args.host}:{args.grpc_port}", admin=f"{args.host}:{args.admin_port}",
+    log.info("router_started", grpc=f"{args.host}:{args.grpc_port}", admin=f"{admin_host}:{args.admin_port}",
+             extproc_auth=extproc_secret is not None, workers=args.workers,
              decisions=len(config.routing.decisions), models=len(config.models), config_version=app.policy.version,
              drain_timeout_seconds=config.global_.router.drain_timeout_seconds,
              classifier_provider=getattr(runtime, "provider", None))
@@ -156,18 +239,20 @@ async def serve(config: Config, args: argparse.Namespace) -> int:
 
     def on_hup() -> None:
         asyncio.ensure_future(watcher.reload("sighup"))
-        for w in workers:
+        for w in pool.procs:
             if w.poll() is None:
                 w.send_signal(signal.SIGHUP)  # each worker holds its own policy
 
     loop.add_signal_handler(signal.SIGHUP, on_hup)
+    supervisor = asyncio.ensure_future(pool.supervise(stop))
     await stop.wait()
+    await supervisor  # no restarts from here on; pool.procs is final
 
-    await drain(app, server, health, watcher, force, workers)
+    await drain(app, server, health, watcher, force, pool.procs)
     await admin.cleanup()
     await app.close()
     # The workers got SIGTERM when the drain began and drain the same way; wait for them, bounded.
-    _stop_workers(workers, app.config.global_.router.drain_timeout_seconds + 5, terminate=False)
+    _stop_workers(pool.procs, app.config.global_.router.drain_timeout_seconds + 5, terminate=False)
     shutdown_tracing()
     log.info("router_stopped")
     return 0

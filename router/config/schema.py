@@ -31,6 +31,20 @@ class RouterSettings(Strict):
     # Where the Fusion trace goes: the body's top-level ``fusion`` object and/or x-vsr-fusion-* headers.
     trace_in_body: bool = True
     trace_in_headers: bool = True
+    # Honour the debug header (matched signals echoed in x-vsr-matched-signals). Off by default: the
+    # signals tell a client how the policy reads its prompt.
+    allow_debug_header: bool = False
+    # A shared secret Envoy sends with every ext_proc stream (gRPC metadata `authorization: Bearer ...`);
+    # when one is named, the router refuses streams without it. Named here, never written here: the
+    # environment variable or the file that holds it (read once at start; `serve` flags override).
+    ext_proc_secret_env: str | None = Field(default=None, min_length=1)
+    ext_proc_secret_file: str | None = Field(default=None, min_length=1)
+
+    @model_validator(mode="after")
+    def _one_secret_source(self) -> RouterSettings:
+        if self.ext_proc_secret_env and self.ext_proc_secret_file:
+            raise ValueError("set ext_proc_secret_env or ext_proc_secret_file, not both")
+        return self
 
 
 class FusionSlugs(Strict):

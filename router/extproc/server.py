@@ -1,4 +1,8 @@
-"""The grpc.aio ext_proc server, with the standard gRPC health service beside it."""
+"""The grpc.aio ext_proc server, with the standard gRPC health service beside it.
+
+With a shared secret configured (router/extproc/auth.py) every ``Process`` stream must carry it;
+the health service stays open (the kubelet and Envoy's health checks call it without one).
+"""
 
 from __future__ import annotations
 
@@ -10,11 +14,11 @@ import structlog
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from router._pb.envoy.service.ext_proc.v3 import external_processor_pb2_grpc as ep_grpc
+from router.extproc import auth, wire
 from router.extproc import headers as H
-from router.extproc import wire
-from router.openai.errors import OpenAIError
 from router.extproc.stream import Phases
 from router.observability import metrics
+from router.openai.errors import OpenAIError
 
 if TYPE_CHECKING:
     from router.app import App
@@ -26,12 +30,18 @@ MAX_MESSAGE = 64 * 1024 * 1024  # bodies Envoy forwards can be far above grpc's 
 
 
 class ExternalProcessor(ep_grpc.ExternalProcessorServicer):
-    def __init__(self, app: App):
+    def __init__(self, app: App, secret: str | None = None):
         self.app = app
+        self.secret = secret
 
     async def Process(  # noqa: N802 - gRPC method name
         self, request_iterator: AsyncIterator[wire.ProcessingRequest], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[wire.ProcessingResponse]:
+        if self.secret is not None and not auth.authorized(context.invocation_metadata(), self.secret):
+            metrics.UNAUTHENTICATED_STREAMS.inc()
+            log.warning("extproc_unauthenticated", peer=context.peer())
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, "this ext_proc server needs the shared secret")
+            return
         phases = Phases(self.app)
         metrics.IN_FLIGHT.inc()
         try:
@@ -47,7 +57,7 @@ class ExternalProcessor(ep_grpc.ExternalProcessorServicer):
             metrics.IN_FLIGHT.dec()
 
 
-def build_server(app: App, address: str) -> tuple[grpc.aio.Server, health.HealthServicer]:
+def build_server(app: App, address: str, secret: str | None = None) -> tuple[grpc.aio.Server, health.HealthServicer]:
     server = grpc.aio.server(
         options=[
             ("grpc.max_receive_message_length", MAX_MESSAGE),
@@ -58,7 +68,7 @@ def build_server(app: App, address: str) -> tuple[grpc.aio.Server, health.Health
             ("grpc.keepalive_permit_without_calls", 1),
         ]
     )
-    ep_grpc.add_ExternalProcessorServicer_to_server(ExternalProcessor(app), server)
+    ep_grpc.add_ExternalProcessorServicer_to_server(ExternalProcessor(app, secret), server)
     health_servicer = health.aio.HealthServicer() if hasattr(health, "aio") else health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     server.add_insecure_port(address)

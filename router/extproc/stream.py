@@ -97,7 +97,8 @@ class Phases:
         state.path = hdrs.get(":path", "").split("?", 1)[0]
         state.request_id = hdrs.get("x-request-id", "")
         router_cfg = state.policy.config.global_.router
-        state.debug = hdrs.get(router_cfg.debug_header, "") not in ("", "0", "false")
+        # The matched signals describe the policy: echoed only where the operator allows it.
+        state.debug = router_cfg.allow_debug_header and hdrs.get(router_cfg.debug_header, "") not in ("", "0", "false")
         token = hdrs.get(H.LOOPER_TOKEN)
         if token is not None:
             state.internal = hmac.compare_digest(token.encode(), self.app.looper_secret.encode())

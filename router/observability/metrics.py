@@ -44,3 +44,7 @@ CONFIG_ERROR = Gauge("fusion_router_config_last_reload_failed", "1 while the las
 CONFIG_VERSION = Gauge("fusion_router_config_version", "Version (generation) of the active config; 1 at start, +1 per successful reload", multiprocess_mode="livemax")
 CONFIG_LOADED = Gauge("fusion_router_config_last_reload_success_timestamp_seconds", "Unix time the active config was loaded", multiprocess_mode="livemax")
 DRAINING = Gauge("fusion_router_draining", "1 while the router drains after SIGTERM", multiprocess_mode="livemax")
+
+# Process supervision and exposure.
+WORKER_RESTARTS = Counter("fusion_router_worker_restarts_total", "Worker processes (serve --workers N) started again after they died")
+UNAUTHENTICATED_STREAMS = Counter("fusion_router_unauthenticated_streams_total", "ext_proc streams refused for a missing or wrong shared secret")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import socket
 import subprocess
 import time
@@ -51,7 +52,7 @@ def _get(url: str) -> tuple[int, str]:
 
 @pytest.mark.envoy
 def test_health_listener_and_prestop_drain(need_envoy, tmp_path):
-    """Run the rendered config: /ready and /live on the health port, fail-closed 500 without a router,
+    """Run the rendered config: /ready and /live on the health port, fail-closed JSON 503 without a router,
     then the Envoy container's preStop command turns /ready into 503 and closes the main listener."""
     listener, admin, health, grpc, looper = _free_ports(5)
     r = render(sets=[f"envoy.listenerPort={listener}", f"envoy.adminPort={admin}", f"envoy.healthPort={health}",
@@ -80,8 +81,9 @@ def test_health_listener_and_prestop_drain(need_envoy, tmp_path):
         assert _get(f"http://127.0.0.1:{health}/live")[0] == 200
         assert _get(f"http://127.0.0.1:{health}/stats/prometheus")[0] == 200
         assert _get(f"http://127.0.0.1:{health}/quitquitquit")[0] == 404  # admin is not exposed
-        status, _ = _get(f"http://127.0.0.1:{listener}/v1/models")
-        assert status == 500  # fail closed: the router is not running
+        status, body = _get(f"http://127.0.0.1:{listener}/v1/models")
+        # fail closed: the router is not running, and the client is told so in the OpenAI shape
+        assert status == 503 and json.loads(body)["error"]["code"] == "router_unavailable"
         prestop = envoy_c["lifecycle"]["preStop"]["exec"]["command"]
         subprocess.run(prestop, check=True, timeout=30)
         status, body = _get(f"http://127.0.0.1:{health}/ready")

@@ -33,7 +33,9 @@ def test_router_runs_the_cli_with_the_mounted_config(rendered, example):
     args = _args(router)
     assert args[0] == "serve"
     assert args[args.index("--config") + 1] == CONFIG_PATH
-    assert args[args.index("--host") + 1] == "0.0.0.0"  # probes come from the kubelet, not localhost
+    # gRPC: only this pod's Envoy calls it; admin: probes and scrapes come from outside the pod
+    assert args[args.index("--host") + 1] == "127.0.0.1"
+    assert args[args.index("--admin-host") + 1] == "0.0.0.0"
     assert args[args.index("--grpc-port") + 1] == "50051"
     assert args[args.index("--admin-port") + 1] == "9190"
     # the config directory is a ConfigMap volume mounted without subPath (hot reload sees updates)
@@ -55,7 +57,7 @@ def test_router_runs_the_cli_with_the_mounted_config(rendered, example):
 def test_probes(rendered, example):
     r = rendered(example)
     router = r.container("router")
-    assert router["startupProbe"]["grpc"] == {"port": 50051}
+    assert router["startupProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics"}  # gRPC binds loopback
     assert router["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics"}
     assert router["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "metrics"}
     envoy = r.container("envoy")
@@ -66,9 +68,11 @@ def test_probes(rendered, example):
 
 
 def test_grpc_probe_follows_the_grpc_port():
-    r = render(sets=["router.grpcPort=6000"])
+    # A grpc probe works where the gRPC port leaves the pod (mesh mode); it is refused where it binds loopback.
+    r = render(sets=["router.grpcPort=6000", "envoy.enabled=false", "router.startupProbe.httpGet=null",
+                     "router.startupProbe.grpc.service="])
     assert r.container("router")["startupProbe"]["grpc"]["port"] == 6000
-    assert "port_value: 6000" in r.envoy_yaml
+    assert "port_value: 6000" in render(sets=["router.grpcPort=6000"]).envoy_yaml
 
 
 @pytest.mark.parametrize("example", ALL)
@@ -181,7 +185,9 @@ def test_failure_mode_allow_is_configurable():
     ext = next(f for f in hcm["http_filters"] if f["name"] == "envoy.filters.http.ext_proc")["typed_config"]
     assert ext["failure_mode_allow"] is True
     strip = next(f for f in hcm["http_filters"] if f["name"] == "envoy.filters.http.header_mutation")
-    assert strip["typed_config"]["mutations"]["request_mutations"] == [{"remove": "x-vsr-cluster"}]
+    assert strip["typed_config"]["mutations"]["request_mutations"] == [
+        {"remove": h} for h in ("x-vsr-cluster", "x-vsr-selected-decision", "x-vsr-selected-model",
+                                "x-vsr-response-path", "x-vsr-entry-path", "x-vsr-matched-signals")]
 
 
 def test_hpa_pdb_and_monitoring_when_enabled(rendered):

@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from router.config import load_config
-from router.envoyconf import build_envoy_config
+from router.envoyconf import EnvoyPorts, build_envoy_config, local_reply_config
 from router.local import envoy_binary
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -31,9 +31,14 @@ def test_shipped_bootstrap_is_valid_and_current():
     assert yaml.safe_load(shipped.read_text()) == generated, "run: fusion-router envoy-config config/default.yaml -o envoy/envoy.yaml"
 
 
-@pytest.mark.parametrize("body_mode", ["FULL_DUPLEX_STREAMED", "BUFFERED"])
-def test_generated_configs_validate(tmp_path, body_mode):
-    cfg = build_envoy_config(load_config(ROOT / "tests" / "integration" / "fusion.yaml"), body_mode=body_mode, failure_mode_allow=True)
+@pytest.mark.parametrize(("body_mode", "workers", "secret"), [
+    ("FULL_DUPLEX_STREAMED", 1, None),
+    ("BUFFERED", 1, None),
+    ("FULL_DUPLEX_STREAMED", 4, "a-secret-of-sixteen-chars"),
+])
+def test_generated_configs_validate(tmp_path, body_mode, workers, secret):
+    cfg = build_envoy_config(load_config(ROOT / "tests" / "integration" / "fusion.yaml"), EnvoyPorts(router_workers=workers),
+                             body_mode=body_mode, failure_mode_allow=True, secret=secret)
     out = tmp_path / "envoy.yaml"
     out.write_text(yaml.safe_dump(cfg))
     result = validate(out)
@@ -72,3 +77,23 @@ def test_envoy_config_cli_writes_a_valid_bootstrap(tmp_path):
     doc = yaml.safe_load(out.read_text())
     assert doc["static_resources"]["listeners"][0]["address"]["socket_address"]["port_value"] == 18801
     assert validate(out).returncode == 0
+
+
+def test_every_client_listener_has_the_local_replies_and_the_header_strip():
+    cfg = build_envoy_config(load_config(ROOT / "config" / "default.yaml"), EnvoyPorts(router_workers=2), secret="s" * 20)
+    main, internal = cfg["static_resources"]["listeners"]
+    hcm = main["filter_chains"][0]["filters"][0]["typed_config"]
+    assert hcm["local_reply_config"] == local_reply_config()
+    names = [f["name"] for f in hcm["http_filters"]]
+    assert names == ["envoy.filters.http.header_mutation", "envoy.filters.http.ext_proc", "envoy.filters.http.router"]
+    removed = [m["remove"] for m in hcm["http_filters"][0]["typed_config"]["mutations"]["request_mutations"]]
+    assert removed == ["x-vsr-cluster", "x-vsr-selected-decision", "x-vsr-selected-model", "x-vsr-response-path",
+                       "x-vsr-entry-path", "x-vsr-matched-signals"]
+    # the looper token and the debug header must still reach the router
+    assert "x-vsr-looper-token" not in removed and "x-vsr-debug" not in removed
+    grpc = hcm["http_filters"][1]["typed_config"]["grpc_service"]
+    assert grpc["initial_metadata"] == [{"key": "authorization", "value": "Bearer " + "s" * 20}]
+    router = next(c for c in cfg["static_resources"]["clusters"] if c["name"] == "fusion_router")
+    assert router["health_checks"][0]["grpc_health_check"]["service_name"] == "envoy.service.ext_proc.v3.ExternalProcessor"
+    # the loopback looper listener has no ext_proc, so nothing to strip or map there
+    assert internal["address"]["socket_address"]["address"] == "127.0.0.1"

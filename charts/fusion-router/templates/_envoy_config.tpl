@@ -1,14 +1,28 @@
 {{/*
 The Envoy bootstrap for the pod (Envoy 1.40 API). Checked by `envoy --mode validate` in tests/chart.
 
-  listener :listenerPort  (INBOUND)  HTTP/1.1 + h2 -> header_mutation (strip client routing headers)
+  listener :listenerPort  (INBOUND)  HTTP/1.1 + h2 -> header_mutation (strip client x-vsr-* copies)
                                       -> ext_proc (fusion_router, FULL_DUPLEX_STREAMED) -> router
+                                      local_reply_config: Envoy's own errors as OpenAI JSON (files/local-reply.yaml)
                                       route "/" -> cluster_header: <clusterHeader>
   listener 127.0.0.1:looperPort      looper sub-calls: route on the cluster header, no ext_proc
   listener :healthPort               /ready -> admin /ready, /stats/prometheus -> admin, /live -> 200
   admin    127.0.0.1:adminPort       (preStop drain: /healthcheck/fail + /drain_listeners?graceful&inboundonly)
   clusters fusion_router (the router, 127.0.0.1:grpcPort, h2), envoy_admin, one per backend.
+
+With router.extProcSecret.enabled the ext_proc grpc_service carries `authorization: Bearer <placeholder>`;
+the Envoy container replaces the placeholder from its Secret-backed env var at start (deployment.yaml),
+so the ConfigMap never holds the secret.
 */}}
+{{- define "fusion-router.extProcSecretPlaceholder" -}}__FUSION_ROUTER_EXT_PROC_SECRET__{{- end }}
+{{/* Client request headers removed before ext_proc: the routing header and every header the route copies
+onto the response (else a client's own copy would be echoed wherever the router did not overwrite it),
+plus envoy.stripRequestHeaders. The same list as router/envoyconf.py client_stripped_headers(). */}}
+{{- define "fusion-router.strippedHeaders" -}}
+{{- $names := list .Values.envoy.clusterHeader "x-vsr-selected-decision" "x-vsr-selected-model" "x-vsr-response-path" "x-vsr-entry-path" "x-vsr-matched-signals" }}
+{{- range .Values.envoy.stripRequestHeaders | default list }}{{ $names = append $names . }}{{ end }}
+{{- toJson (uniq $names) }}
+{{- end }}
 {{- define "fusion-router.envoyConfig" -}}
 {{- $e := .Values.envoy }}
 {{- $name := include "fusion-router.fullname" . -}}
@@ -40,6 +54,10 @@ static_resources:
                 codec_type: AUTO
                 stream_idle_timeout: {{ $e.streamIdleTimeout }}
                 request_timeout: 0s
+                # Envoy's own errors (bad HTTP, 413/431/501, backend or router down) as OpenAI-shaped JSON;
+                # the router's own answers pass untouched (first mapper).
+                local_reply_config:
+                  {{- .Files.Get "files/local-reply.yaml" | nindent 18 }}
                 {{- if $e.accessLog.enabled }}
                 access_log:
                   - name: envoy.access_loggers.stdout
@@ -82,17 +100,16 @@ static_resources:
                               append_action: OVERWRITE_IF_EXISTS_OR_ADD
                           {{- end }}
                 http_filters:
-                  {{- with $e.stripRequestHeaders }}
-                  # Clients must not pick a cluster themselves (matters most with failure_mode_allow).
+                  # Clients must not pick a cluster (matters most with failure_mode_allow) nor have their
+                  # own x-vsr-* headers echoed back.
                   - name: envoy.filters.http.header_mutation
                     typed_config:
                       "@type": type.googleapis.com/envoy.extensions.filters.http.header_mutation.v3.HeaderMutation
                       mutations:
                         request_mutations:
-                          {{- range . }}
+                          {{- range include "fusion-router.strippedHeaders" . | fromJsonArray }}
                           - remove: {{ . }}
                           {{- end }}
-                  {{- end }}
                   - name: envoy.filters.http.ext_proc
                     typed_config:
                       "@type": type.googleapis.com/envoy.extensions.filters.http.ext_proc.v3.ExternalProcessor
@@ -100,6 +117,23 @@ static_resources:
                         envoy_grpc:
                           cluster_name: fusion_router
                           max_receive_message_length: {{ int64 $e.grpcMaxReceiveMessageBytes }}
+                        {{- if .Values.router.extProcSecret.enabled }}
+                        # the router refuses Process streams without it (placeholder filled in at start)
+                        initial_metadata:
+                          - key: authorization
+                            value: "Bearer {{ include "fusion-router.extProcSecretPlaceholder" . }}"
+                        {{- end }}
+                        # another worker when one refuses the connection (restarting); never replays a
+                        # request a worker already saw
+                        retry_policy:
+                          retry_on: connect-failure,refused-stream
+                          num_retries: 3
+                          retry_back_off: {base_interval: 0.05s, max_interval: 0.5s}
+                          retry_host_predicate:
+                            - name: envoy.retry_host_predicates.previous_hosts
+                              typed_config:
+                                "@type": type.googleapis.com/envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate
+                          host_selection_retry_max_attempts: 5
                       failure_mode_allow: {{ $e.failureModeAllow }}
                       processing_mode:
                         request_header_mode: SEND
@@ -187,6 +221,15 @@ static_resources:
                   address:
                     socket_address: {address: 127.0.0.1, port_value: {{ add (int $.Values.router.grpcPort) $i }}}
               {{- end }}
+      {{- if gt (int .Values.router.workers) 1 }}
+      # A worker that died (serve restarts it) or drains gets no new streams until it answers again.
+      health_checks:
+        - timeout: 1s
+          interval: 1s
+          unhealthy_threshold: 1
+          healthy_threshold: 1
+          grpc_health_check: {service_name: envoy.service.ext_proc.v3.ExternalProcessor}
+      {{- end }}
       typed_extension_protocol_options:
         envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
           "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions

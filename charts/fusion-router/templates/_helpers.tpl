@@ -58,6 +58,19 @@ app.kubernetes.io/part-of: fusion-router
 {{- printf "%s-envoy" (include "fusion-router.fullname" .) | trunc 63 | trimSuffix "-" }}
 {{- end }}
 
+{{- define "fusion-router.extProcSecretName" -}}
+{{- if .Values.router.extProcSecret.existingSecret }}
+{{- .Values.router.extProcSecret.existingSecret }}
+{{- else }}
+{{- printf "%s-ext-proc" (include "fusion-router.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+
+{{/* Where the router's gRPC port binds: loopback while only the pod's own Envoy calls it. */}}
+{{- define "fusion-router.grpcHost" -}}
+{{- if or (not .Values.envoy.enabled) .Values.service.exposeRouterGrpc }}0.0.0.0{{ else }}127.0.0.1{{ end }}
+{{- end }}
+
 {{/* The router image: the CUDA variant when gpu.enabled. */}}
 {{- define "fusion-router.image" -}}
 {{- $tag := default .Chart.AppVersion .Values.image.tag }}
@@ -130,6 +143,13 @@ tls: {{ $tls }}
 {{- end }}
 {{- if ne (len $ports) (len (uniq $ports)) }}
 {{- fail (printf "ports: router.grpcPort, router.adminPort, envoy.listenerPort, envoy.adminPort and envoy.healthPort share one pod network and must differ (got %v)" $ports) }}
+{{- end }}
+{{- if eq (include "fusion-router.grpcHost" .) "127.0.0.1" }}
+{{- range $probe := list "startupProbe" "livenessProbe" "readinessProbe" }}
+{{- if hasKey (get $.Values.router $probe | default dict) "grpc" }}
+{{- fail (printf "router.%s: a grpc probe cannot reach the router's gRPC port, which binds 127.0.0.1 while Envoy runs in the pod; use httpGet on port metrics (/healthz, /readyz)" $probe) }}
+{{- end }}
+{{- end }}
 {{- end }}
 {{- if and .Values.autoscaling.enabled (lt (int .Values.autoscaling.maxReplicas) (int .Values.autoscaling.minReplicas)) }}
 {{- fail "autoscaling.maxReplicas must be >= autoscaling.minReplicas" }}
