@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Sequence
 
@@ -10,6 +11,13 @@ import numpy as np
 from tokenizers import Encoding, Tokenizer
 
 from .errors import ModelLoadError
+from .windows import plain_tokenizer
+
+# Callers that pass whole texts (not windows) get them cut at this many characters per model token
+# first: the tokenizer would otherwise materialise every token of a megabyte prompt.
+CHARS_PER_TOKEN_CAP = 16
+# With overflow windows (token models) a text may span this many windows before it is cut.
+MAX_OVERFLOW_WINDOWS = 32
 
 
 @dataclass
@@ -49,15 +57,22 @@ class TextTokenizer:
             pad = tok.token_to_id("<pad>")
         self.pad_id = int(pad or 0)
 
+    @cached_property
+    def plain(self) -> Tokenizer:
+        """This tokenizer without truncation or padding, for cutting texts into windows."""
+        return plain_tokenizer(self.tokenizer)
+
     def encode(self, texts: Sequence[str], windows: bool = False) -> Encoded:
         """Encode ``texts``; with ``windows`` every overflow window becomes its own row."""
-        encs = self.tokenizer.encode_batch(list(texts))
+        cap = self.max_length * CHARS_PER_TOKEN_CAP * (MAX_OVERFLOW_WINDOWS if windows else 1)
+        cut = [len(t) > cap for t in texts]
+        encs = self.tokenizer.encode_batch([t[:cap] if c else t for t, c in zip(texts, cut)])
         rows: list[Encoding] = []
         owner: list[int] = []
         truncated: list[bool] = []
         for i, enc in enumerate(encs):
             over = enc.overflowing
-            truncated.append(bool(over))
+            truncated.append(bool(over) or cut[i])
             rows.append(enc)
             owner.append(i)
             if windows:

@@ -11,7 +11,7 @@ import orjson
 
 from router.config import ConfigError, load_config
 from router.decisions.policy import compile_policy
-from router.signals.base import SignalContext
+from router.signals.base import SignalContext, TextTooLong
 from router.signals.runner import matched_leaves, run_signals
 from router.signals.runtime import build_runtime
 
@@ -22,18 +22,21 @@ async def classify(config_path: str, text: str, model: str | None = None) -> dic
     policy = compile_policy(config, runtime=runtime)
     await policy.start()
     try:
-        ctx = SignalContext(last_user_text=text, user_texts=[text], conversation_text=text)
+        ctx = SignalContext.of_prompt(text)
         started = time.perf_counter()
-        results = await run_signals(policy.signals.values(), ctx)  # all of them, not only the needed ones
+        try:
+            results = await run_signals(policy.signals.values(), ctx)  # all of them, not only the needed ones
+        except TextTooLong as long:
+            return {"too_long_to_check": {"signal": long.signal, "approx_tokens": long.approx_tokens,
+                                          "token_budget": long.budget}, "decision": None,
+                    "classifier_provider": getattr(runtime, "provider", None)}
         elapsed = (time.perf_counter() - started) * 1000
         name = model or config.global_.router.auto_model_names[0]
-        if name in policy.auto_names:
-            eligible, entry = policy.all_decisions, "auto"
-        elif name in policy.fusion_slugs:
-            eligible, entry = policy.looper_decisions, "fusion"
-        else:
-            eligible, entry = policy.guard_decisions, "model"
-        match = eligible.select(matched_leaves(results))
+        choice = policy.entry_for(name)  # the same entry choice the pipeline makes
+        if choice is None:
+            raise ValueError(f"unknown model {name!r}")
+        entry = choice.algorithm if choice.algorithm else str(choice.entry)
+        match = choice.eligible.select(matched_leaves(results))
         return {
             "entry": entry,
             "model": name,
@@ -41,7 +44,7 @@ async def classify(config_path: str, text: str, model: str | None = None) -> dic
             "confidence": round(match.confidence, 4) if match else None,
             "algorithm": match.decision.algorithm.type if match else None,
             "route_to": (match.decision.modelRefs[0].model if match and match.decision.modelRefs else
-                         (None if match else policy.default_model.name)),
+                         (None if match else (choice.model or policy.default_model).name)),
             "signals": [r.as_dict() for r in results.values()],
             "signals_ms": round(elapsed, 3),
             "classifier_provider": getattr(runtime, "provider", None),

@@ -1,37 +1,52 @@
-"""PII masking: replace detected entities in the outgoing messages instead of refusing the request."""
+"""PII masking: replace detected entities in every outgoing message instead of refusing the request."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from router.config.schema import Decision, PIIMaskPlugin
-from router.state import RequestState
+from router.signals.base import SignalResult
 
 
-def apply_masking(state: RequestState, decision: Decision | None, raw: dict[str, Any]) -> int:
-    """Mask every PII entity the pii signals found; returns how many replacements were made."""
+def entities_of(results: Iterable[SignalResult]) -> list[tuple[str, str]]:
+    """(text, label) of every PII entity the pii signals found, longest first, so that
+    "john.smith@x.com" is masked before "john"."""
+    found: dict[str, str] = {}
+    for res in results:
+        if res.type == "pii" and res.detail:
+            for e in res.detail.get("entities", []):
+                if e.get("text"):
+                    found.setdefault(e["text"], e["label"])
+    return sorted(found.items(), key=lambda e: -len(e[0]))
+
+
+def apply_masking(decision: Decision | None, results: Iterable[SignalResult], raw: dict[str, Any]) -> int:
+    """Mask every entity in every message of ``raw`` (any role: a secret in a system prompt, a tool
+    result or a replayed assistant turn leaves the gateway just as well); returns the replacements."""
     plugin = decision.plugin(PIIMaskPlugin) if decision is not None else None
     if plugin is None:
         return 0
-    entities: list[tuple[str, str]] = []
-    for res in state.signals.values():
-        if res.type == "pii" and res.detail:
-            entities += [(e["text"], e["label"]) for e in res.detail.get("entities", []) if e.get("text")]
-    # Longest first so "john.smith@x.com" is masked before "john".
-    entities.sort(key=lambda e: -len(e[0]))
+    entities = entities_of(results)
+    replacement = plugin.configuration.replacement
     count = 0
     for msg in raw.get("messages") or []:
-        if not isinstance(msg, dict) or msg.get("role") != "user":
+        if not isinstance(msg, dict):
             continue
         content = msg.get("content")
         if isinstance(content, str):
-            msg["content"], n = _mask(content, entities, plugin.configuration.replacement)
+            msg["content"], n = _mask(content, entities, replacement)
             count += n
         elif isinstance(content, list):
             for part in content:
                 if isinstance(part, dict) and isinstance(part.get("text"), str):
-                    part["text"], n = _mask(part["text"], entities, plugin.configuration.replacement)
+                    part["text"], n = _mask(part["text"], entities, replacement)
                     count += n
+        for call in msg.get("tool_calls") or []:
+            fn = call.get("function") if isinstance(call, dict) else None
+            if isinstance(fn, dict) and isinstance(fn.get("arguments"), str):
+                fn["arguments"], n = _mask(fn["arguments"], entities, replacement)
+                count += n
     return count
 
 

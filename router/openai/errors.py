@@ -14,6 +14,7 @@ _TYPES = {
     415: "invalid_request_error",
     422: "invalid_request_error",
     429: "rate_limit_error",
+    503: "server_error",
 }
 
 
@@ -29,6 +30,7 @@ class OpenAIError(Exception):
         param: str | None = None,
         type: str | None = None,
         extra: dict | None = None,
+        headers: dict[str, str] | None = None,
     ):
         super().__init__(message)
         self.status = status
@@ -37,6 +39,7 @@ class OpenAIError(Exception):
         self.param = param
         self.type = type or _TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error")
         self.extra = extra
+        self.headers = headers or {}  # e.g. retry-after on 429/503
 
     def payload(self) -> dict:
         err: dict = {"message": self.message, "type": self.type, "code": self.code, "param": self.param}

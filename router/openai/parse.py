@@ -27,12 +27,33 @@ def field_path(loc: tuple[Any, ...]) -> str:
     return out
 
 
-def parse_chat_body(body: bytes) -> tuple[dict[str, Any], ChatCompletionRequest]:
+DEFAULT_MAX_DEPTH = 64
+
+
+def json_depth_exceeds(value: Any, limit: int) -> bool:
+    """Whether ``value`` nests containers deeper than ``limit`` (iterative: no recursion to blow)."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > limit:
+            return True
+        children = node.values() if isinstance(node, dict) else node
+        stack.extend((c, depth + 1) for c in children if isinstance(c, (dict, list)))
+    return False
+
+
+def _too_deep(limit: int) -> OpenAIError:
+    return bad_request(f"The request body nests JSON deeper than {limit} levels, the gateway's limit.", "json_too_deep")
+
+
+def parse_chat_body(body: bytes, max_depth: int = DEFAULT_MAX_DEPTH) -> tuple[dict[str, Any], ChatCompletionRequest]:
     if not body.strip():
         raise bad_request("The request body is empty; expected a JSON chat-completions request.", "empty_body")
     try:
         raw = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
+        if "depth limit" in str(exc):
+            raise _too_deep(max_depth) from None
         try:
             body.decode("utf-8")
         except UnicodeDecodeError:
@@ -42,6 +63,8 @@ def parse_chat_body(body: bytes) -> tuple[dict[str, Any], ChatCompletionRequest]
         raise bad_request(
             f"The request body must be a JSON object, got {type(raw).__name__}.", "invalid_request_body"
         )
+    if json_depth_exceeds(raw, max_depth):
+        raise _too_deep(max_depth)
     try:
         request = ChatCompletionRequest.model_validate(raw)
     except ValidationError as exc:

@@ -37,8 +37,11 @@ class DomainSignal(ModelSignal):
 
     async def score(self, ctx: SignalContext) -> SignalResult:
         if self.spec.classifier_model:
-            res = await self.runtime.run(self.spec.classifier_model, ctx.last_user_text)
-            best, conf, scores, truncated = res.label, res.score, res.probs, res.truncated
+            windows, results, cut = await self.infer(ctx, "last_user", self.spec.classifier_model)
+            # A long prompt: average the windows' label distributions.
+            probs = {label: sum(r.probs[label] for r in results) / len(results) for label in results[0].probs}
+            best = max(probs, key=probs.__getitem__)
+            conf, scores, truncated = probs[best], {k: round(v, 4) for k, v in probs.items()}, cut
         else:
             assert self._centroids is not None
             vec, truncated = await self.embed_prompt(ctx, self.spec.model)

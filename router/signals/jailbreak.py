@@ -1,18 +1,23 @@
-"""Jailbreak / prompt-injection signal: the classifier's positive-class probability vs a threshold."""
+"""Jailbreak / prompt-injection signal: the classifier's positive-class probability vs a threshold,
+over every window of every message a model will read (system, developer, user, tool results, tool
+definitions by default): an attack hidden before or after filler, in an early turn or in a tool
+result is still seen."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from router.config.schema import JailbreakSignal as JailbreakSpec
 from router.signals.base import SignalContext, SignalResult
-from router.signals.ml import ModelSignal
+from router.signals.ml import ModelSignal, scan_detail
 
 
 class JailbreakSignal(ModelSignal):
     type = "jailbreak"
+    spec: JailbreakSpec
 
-    def __init__(self, spec: JailbreakSpec, runtime):
+    def __init__(self, spec: JailbreakSpec, runtime: Any):
         super().__init__(spec, runtime)
-        self.spec: JailbreakSpec = spec
         self._positive = "jailbreak"
 
     async def prepare(self) -> None:
@@ -24,15 +29,18 @@ class JailbreakSignal(ModelSignal):
             positive = next((lab for lab in labels if lab.lower() in ("jailbreak", "injection", "unsafe", "malicious", "1")), labels[-1])
         self._positive = positive
 
+    @property
+    def scope(self) -> str:
+        return self.spec.scope
+
     async def score(self, ctx: SignalContext) -> SignalResult:
-        texts = [t for t in (ctx.user_texts if self.spec.scope == "all_user" else [ctx.last_user_text]) if t.strip()]
-        results = await self.runtime.run_many(self.spec.model, texts[-8:])  # recent turns are where attacks land
+        windows, results, cut = await self.infer(ctx, self.scope, self.spec.model)
+        if not results:
+            return SignalResult(self.type, self.name, False, 0.0, detail={"windows": 0})
         scores = [r.probs[self._positive] for r in results]
         score = max(scores)
-        detail = {"score": round(score, 4), "threshold": self.spec.threshold, "messages_checked": len(scores)}
-        if any(r.truncated for r in results):
-            detail["truncated"] = True
+        detail = {"score": round(score, 4), "threshold": self.spec.threshold, **scan_detail(windows, cut)}
         return SignalResult(self.type, self.name, score >= self.spec.threshold, score, detail=detail)
 
     def describe(self) -> str:
-        return f"P({self._positive}) >= {self.spec.threshold}"
+        return f"P({self._positive}) >= {self.spec.threshold} over {self.spec.scope} messages"

@@ -15,8 +15,12 @@ def _identifier():
     return LanguageIdentifier.from_model_file(MODEL_FILE, norm_probs=True)
 
 
+# Language is clear from a few sentences; a megabyte prompt must not cost a megabyte of n-grams.
+MAX_CHARS = 4096
+
+
 def detect(text: str) -> tuple[str, float]:
-    lang, prob = _identifier().classify(text)
+    lang, prob = _identifier().classify(text[:MAX_CHARS])
     return str(lang), float(prob)
 
 

@@ -1,13 +1,16 @@
-"""PII signal: a token classifier (BIO spans) plus well-tested patterns for emails, phones and cards.
-Matches when an entity of a type outside ``pii_types_allowed`` is found in the user's messages."""
+"""PII signal: a token classifier (BIO spans) plus well-tested patterns for emails, phones and cards,
+over every window of the messages in scope (all of them by default: a card number in a system or an
+assistant message leaves the gateway just as well). Matches when an entity of a type outside
+``pii_types_allowed`` is found."""
 
 from __future__ import annotations
 
 import re
+from typing import Any
 
 from router.config.schema import PIISignal as PIISpec
 from router.signals.base import SignalContext, SignalResult
-from router.signals.ml import ModelSignal
+from router.signals.ml import ModelSignal, scan_detail
 
 EMAIL = re.compile(r"(?<![\w.+-])[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}(?![\w-])")
 PHONE = re.compile(r"(?<![\w+])(?:\+\d{1,3}[\s.-]?)?(?:\(\d{2,4}\)[\s.-]?|\d{2,4}[\s.-])\d{3,4}[\s.-]?\d{3,4}(?!\w)")
@@ -27,12 +30,12 @@ def luhn_ok(digits: str) -> bool:
     return total % 10 == 0
 
 
-def find_patterns(text: str) -> list[dict]:
+def find_patterns(text: str) -> list[dict[str, Any]]:
     """Pattern entities as ``{label, text, start, end}``; cards must pass the Luhn check."""
-    out: list[dict] = []
+    out: list[dict[str, Any]] = []
     taken: list[tuple[int, int]] = []
 
-    def add(label: str, m: re.Match) -> None:
+    def add(label: str, m: re.Match[str]) -> None:
         if any(m.start() < e and s < m.end() for s, e in taken):
             return
         taken.append((m.start(), m.end()))
@@ -56,20 +59,22 @@ def find_patterns(text: str) -> list[dict]:
 
 class PIISignal(ModelSignal):
     type = "pii"
+    spec: PIISpec
 
-    def __init__(self, spec: PIISpec, runtime):
+    def __init__(self, spec: PIISpec, runtime: Any):
         super().__init__(spec, runtime)
-        self.spec: PIISpec = spec
         self._allowed = {t.upper() for t in spec.pii_types_allowed}
 
+    @property
+    def scope(self) -> str:
+        return self.spec.scope
+
     async def score(self, ctx: SignalContext) -> SignalResult:
-        texts = [t for t in ctx.user_texts if t.strip()]
-        results = await self.runtime.run_many(self.spec.model, texts)
-        entities: list[dict] = []
-        truncated = False
-        for text, res in zip(texts, results):
-            truncated |= res.truncated
-            found = find_patterns(text) if self.spec.use_patterns else []
+        windows, results, cut = await self.infer(ctx, self.scope, self.spec.model)
+        entities: list[dict[str, Any]] = []
+        seen: set[tuple[str, str]] = set()
+        for window, res in zip(windows, results):
+            found = find_patterns(window.text) if self.spec.use_patterns else []
             for span in res.spans:
                 if span.score < self.spec.threshold:
                     continue
@@ -77,14 +82,18 @@ class PIISignal(ModelSignal):
                     continue  # the pattern's exact match wins over the model's span
                 found.append({"label": span.label, "text": span.text, "start": span.start, "end": span.end,
                               "source": "model", "score": round(span.score, 4)})
-            entities += found
+            for e in found:
+                # Overlapping windows see the same entity twice; offsets become message offsets.
+                if (e["label"], e["text"]) in seen:
+                    continue
+                seen.add((e["label"], e["text"]))
+                entities.append({**e, "start": e["start"] + window.start, "end": e["end"] + window.start})
         blocked = [e for e in entities if e["label"] not in self._allowed]
         detail = {"entities": blocked, "types": sorted({e["label"] for e in blocked}),
-                  "allowed_found": sorted({e["label"] for e in entities if e["label"] in self._allowed})}
-        if truncated:
-            detail["truncated"] = True
+                  "allowed_found": sorted({e["label"] for e in entities if e["label"] in self._allowed}),
+                  **scan_detail(windows, cut)}
         conf = max((e.get("score", 1.0) for e in blocked), default=0.0)
         return SignalResult(self.type, self.name, bool(blocked), conf, detail=detail)
 
     def describe(self) -> str:
-        return f"PII outside {sorted(self._allowed) or 'nothing allowed'}"
+        return f"PII outside {sorted(self._allowed) or 'nothing allowed'} in {self.spec.scope} messages"

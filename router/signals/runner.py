@@ -1,4 +1,9 @@
-"""Run the signals a request needs: cheap ones inline, the rest concurrently under time budgets."""
+"""Run the signals a request needs: cheap ones inline, the rest concurrently under time budgets.
+
+A failed signal never counts as a match: its result carries the error, and the caller decides what a
+failure means (a guard that cannot answer refuses the request with a retryable 503; a routing signal
+with ``on_error: skip`` simply did not match).
+"""
 
 from __future__ import annotations
 
@@ -8,35 +13,45 @@ from collections.abc import Iterable
 
 import structlog
 
-from router.signals.base import Signal, SignalContext, SignalResult
+from router.signals.base import Signal, SignalContext, SignalResult, TextTooLong
 
 log = structlog.get_logger("router.signals")
 
 
-def _failed(sig: Signal, error: str, started: float) -> SignalResult:
-    # fail_closed treats an unknown as a match: a broken jailbreak detector must not wave traffic through.
-    matched = sig.spec.on_error == "fail_closed"
-    return SignalResult(
-        sig.type, sig.name, matched, 1.0 if matched else 0.0, latency_ms=(time.perf_counter() - started) * 1000, error=error
-    )
+def _failed(sig: Signal, error: str, started: float, reason: str) -> SignalResult:
+    return SignalResult(sig.type, sig.name, False, 0.0, latency_ms=(time.perf_counter() - started) * 1000, error=error,
+                        error_reason=reason)
 
 
-async def _run_one(sig: Signal, ctx: SignalContext) -> SignalResult:
+def _reason(exc: BaseException) -> str:
+    # Overload and timeouts are capacity problems (retry later); anything else is a broken signal.
+    name = type(exc).__name__
+    return "overloaded" if name in ("OverloadedError", "BatcherClosedError") else "error"
+
+
+async def _run_one(sig: Signal, ctx: SignalContext, budget_s: float | None) -> SignalResult:
     started = time.perf_counter()
+    timeout = sig.spec.timeout_ms / 1000
+    if budget_s is not None:
+        timeout = min(timeout, max(budget_s, 0.0))
     try:
-        result = await asyncio.wait_for(sig.evaluate(ctx), sig.spec.timeout_ms / 1000)
+        result = await asyncio.wait_for(sig.evaluate(ctx), timeout)
+    except TextTooLong:
+        raise
     except TimeoutError:
-        result = _failed(sig, f"timed out after {sig.spec.timeout_ms:g} ms", started)
-    except Exception as exc:  # noqa: BLE001 - any failure is handled by the signal's on_error policy
-        result = _failed(sig, f"{type(exc).__name__}: {exc}", started)
+        result = _failed(sig, f"timed out after {timeout * 1000:g} ms", started, "timeout")
+    except Exception as exc:  # noqa: BLE001 - every failure is reported; the caller decides what it means
+        result = _failed(sig, f"{type(exc).__name__}: {exc}", started, _reason(exc))
     else:
         result.latency_ms = (time.perf_counter() - started) * 1000
     if result.error:
-        log.warning("signal_failed", signal=sig.key, error=result.error, on_error=sig.spec.on_error)
+        log.warning("signal_failed", signal=sig.key, error=result.error, reason=result.error_reason)
     return result
 
 
-async def run_signals(signals: Iterable[Signal], ctx: SignalContext) -> dict[str, SignalResult]:
+async def run_signals(signals: Iterable[Signal], ctx: SignalContext, budget_s: float | None = None) -> dict[str, SignalResult]:
+    """Every signal's result. ``budget_s`` caps each slow signal's own timeout (the request's deadline).
+    Raises TextTooLong when a signal refuses to check more text than its budget allows."""
     results: dict[str, SignalResult] = {}
     slow: list[Signal] = []
     for sig in signals:
@@ -48,13 +63,18 @@ async def run_signals(signals: Iterable[Signal], ctx: SignalContext) -> dict[str
             res = sig.evaluate_now(ctx)
             res.latency_ms = (time.perf_counter() - started) * 1000
         except Exception as exc:  # noqa: BLE001
-            res = _failed(sig, f"{type(exc).__name__}: {exc}", started)
+            res = _failed(sig, f"{type(exc).__name__}: {exc}", started, "error")
         results[sig.key] = res
     if len(slow) == 1:
-        results[slow[0].key] = await _run_one(slow[0], ctx)
+        results[slow[0].key] = await _run_one(slow[0], ctx, budget_s)
     elif slow:
-        for res in await asyncio.gather(*(_run_one(s, ctx) for s in slow)):
-            results[res.key] = res
+        tasks = [asyncio.ensure_future(_run_one(s, ctx, budget_s)) for s in slow]
+        try:
+            for res in await asyncio.gather(*tasks):
+                results[res.key] = res
+        finally:
+            for t in tasks:  # a refusal ends the request: the other checks need not finish
+                t.cancel()
     return results
 
 

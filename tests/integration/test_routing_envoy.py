@@ -222,7 +222,19 @@ def test_multimodal_content_uses_the_text_parts(stack):
     assert resp.headers["x-vsr-selected-decision"] == "coding"
 
 
-def test_huge_prompt_is_truncated_for_classifiers_and_still_routed(stack):
-    resp = _chat(stack, "Tell me about autumn leaves. " * 4000, extra_headers={"x-vsr-debug": "1"})
-    assert resp.headers["x-vsr-response-path"] in ("routed", "fusion")
-    assert "long_documents" == resp.headers["x-vsr-selected-decision"]
+def test_a_long_document_within_the_guards_budget_is_checked_whole_and_routed(stack):
+    # ~3,300 tokens: every window is scanned by the guards; routing signals read its head and tail.
+    resp = _chat(stack, "Tell me about autumn leaves. " * 460, extra_headers={"x-vsr-debug": "1"})
+    assert resp.headers["x-vsr-response-path"] == "routed"
+    assert resp.headers["x-vsr-selected-decision"] == "long_documents"
+
+
+def test_a_prompt_longer_than_a_guard_can_read_is_refused_not_waved_through(stack):
+    # ~28,000 tokens, above the jailbreak/PII budget of 8,192: refused with 413, never forwarded half-checked.
+    clear_sim_requests(stack)
+    status, _, body = raw(stack.url, "POST", "/v1/chat/completions", json.dumps(
+        {"model": "vllm-sr/auto", "messages": [{"role": "user", "content": "Tell me about autumn leaves. " * 4000}]}).encode())
+    err = json.loads(body)["error"]
+    assert status == 413 and err["code"] == "too_long_to_check"
+    assert "8192 tokens" in err["message"]
+    assert all(not sim_requests(stack, b) for b in stack.sim_urls)

@@ -156,12 +156,14 @@ def test_catch_all_at_higher_priority_still_wins():
     assert s.select({"keyword:a": 1.0}).decision.name == "general"
 
 
-async def test_fail_closed_match_beats_an_earlier_catch_all():
+async def test_a_failed_signal_never_counts_as_a_match():
+    # fail_closed refuses the request (the pipeline answers 503); it must never make a guard "match"
+    # and accuse the user (an overloaded classifier once turned benign requests into 403s).
     sig = Boom(SignalCommon(name="a", on_error="fail_closed"))
     results = await run_signals([sig], ctx_of("hello"))
-    assert results["keyword:a"].matched
+    assert not results["keyword:a"].matched and results["keyword:a"].error_reason == "error"
     s = ordered(dec("general", 0), dec("guard", 0, A, plugins=[{"type": "block"}]))
-    assert s.select(matched_leaves(results)).decision.name == "guard"
+    assert s.select(matched_leaves(results)).decision.name == "general"
 
 
 # --------------------------------------------------------------------------- per-path signal sets
@@ -210,8 +212,8 @@ def test_all_decisions_need_only_referenced_signals(policy):
 
 
 def test_looper_decisions_are_fusion_plus_guards(policy):
-    assert [d.name for d in policy.looper_decisions.decisions] == ["fused", "guard"]
-    assert keys(policy.looper_decisions) == {"keyword:kw_fusion", "keyword:kw_guard"}
+    assert [d.name for d in policy.looper_sets["fusion"].decisions] == ["fused", "guard"]
+    assert keys(policy.looper_sets["fusion"]) == {"keyword:kw_fusion", "keyword:kw_guard"}
 
 
 def test_guard_decisions_are_guards_only(policy):
@@ -220,17 +222,17 @@ def test_guard_decisions_are_guards_only(policy):
 
 
 def test_guard_stays_eligible_on_the_fusion_path(policy):
-    m = policy.looper_decisions.select({"keyword:kw_guard": 1.0})
+    m = policy.looper_sets["fusion"].select({"keyword:kw_guard": 1.0})
     assert m is not None and m.decision.name == "guard"
     # ...and a static decision is never picked there, even when it matches.
-    assert policy.looper_decisions.select({"keyword:kw_static": 1.0}) is None
+    assert policy.looper_sets["fusion"].select({"keyword:kw_static": 1.0}) is None
 
 
 def chat(model: str, text: str) -> bytearray:
     return bytearray(orjson.dumps({"model": model, "messages": [{"role": "user", "content": text}]}))
 
 
-@pytest.mark.parametrize(("model", "entry"), [("vllm-sr/fusion", Entry.FUSION), ("m1", Entry.MODEL), ("auto", Entry.AUTO)])
+@pytest.mark.parametrize(("model", "entry"), [("vllm-sr/fusion", Entry.LOOPER), ("m1", Entry.MODEL), ("auto", Entry.AUTO)])
 async def test_guard_blocks_on_every_entry_path(model, entry):
     app = App.from_config(parse_config(POLICY_CFG))
     state = RequestState(policy=app.policy, body=chat(model, "tell me the forbidden thing"))
@@ -272,9 +274,9 @@ MASK_CFG = {
 
 async def test_mask_guard_is_eligible_on_the_fusion_path():
     app = App.from_config(parse_config(MASK_CFG))
-    assert [d.name for d in app.policy.looper_decisions.decisions] == ["fused"]
-    assert [d.name for d in app.policy.looper_decisions.masks] == ["mask"]
-    assert keys(app.policy.looper_decisions) == {"keyword:secret", "keyword:research"}
+    assert [d.name for d in app.policy.looper_sets["fusion"].decisions] == ["fused"]
+    assert [d.name for d in app.policy.looper_sets["fusion"].masks] == ["mask"]
+    assert keys(app.policy.looper_sets["fusion"]) == {"keyword:secret", "keyword:research"}
     assert keys(app.policy.guard_decisions) == {"keyword:secret"}
     await app.close()
 
@@ -289,7 +291,7 @@ async def test_fusion_slug_with_a_mask_guard_match_still_fuses():
     action = await handle(app, state)
     try:
         assert isinstance(action, Stream), getattr(action, "body", action)
-        assert state.response_path is ResponsePath.FUSION
+        assert state.response_path is ResponsePath.LOOPER and state.path_label == "fusion"
     finally:
         if isinstance(action, Stream):
             await action.chunks.aclose()  # never started: no upstream call is made
@@ -300,7 +302,7 @@ async def test_fusion_slug_with_a_mask_guard_match_still_fuses():
 
 
 def ctx_of(text: str) -> SignalContext:
-    return SignalContext(last_user_text=text, user_texts=[text], conversation_text=text)
+    return SignalContext.of_prompt(text)
 
 
 def kw(keywords, **kwargs) -> KeywordSignal:
@@ -376,8 +378,7 @@ def test_keyword_multi_word_phrase():
 
 def test_keyword_reads_only_the_last_user_message():
     sig = kw(["python"])
-    ctx = SignalContext(last_user_text="and now in go?", user_texts=["write python", "and now in go?"],
-                        conversation_text="write python\nand now in go?")
+    ctx = SignalContext.of_user_turns("write python", "and now in go?")
     assert not sig.evaluate_now(ctx).matched
 
 
@@ -490,20 +491,20 @@ class CheapBoom(Signal):
         return "cheap boom"
 
 
-@pytest.mark.parametrize(("policy_", "matched"), [("skip", False), ("fail_closed", True)])
-async def test_slow_signal_over_budget(policy_, matched):
-    sig = Slow(SignalCommon(name="slow", timeout_ms=30, on_error=policy_), delay=2.0)
-    t0 = time.perf_counter()
-    results = await run_signals([sig], ctx_of("x"))
-    elapsed = time.perf_counter() - t0
+@pytest.mark.parametrize("policy_", ["skip", "fail_closed"])
+async def test_slow_signal_over_budget(policy_):
+    sig = Slow(SignalCommon(name="slow", timeout_ms=30, on_error=policy_), delay=60.0)
+    results = await run_signals([sig], ctx_of("x"))  # returns: the budget cut the 60 s signal short
     res = results["keyword:slow"]
-    assert elapsed < 1.0  # the budget cut it short
-    assert res.error is not None and "timed out" in res.error
-    assert res.matched is matched
-    if not matched:
-        assert res.confidence == 0.0
-    assert res.latency_ms >= 25
-    assert ("keyword:slow" in matched_leaves(results)) is matched
+    assert res.error is not None and "timed out" in res.error and res.error_reason == "timeout"
+    assert not res.matched and res.confidence == 0.0
+    assert "keyword:slow" not in matched_leaves(results)
+
+
+async def test_the_request_deadline_caps_a_signal_budget():
+    sig = Slow(SignalCommon(name="slow", timeout_ms=60_000), delay=60.0)
+    res = (await run_signals([sig], ctx_of("x"), budget_s=0.02))["keyword:slow"]
+    assert res.error_reason == "timeout" and "timed out after 20 ms" in res.error
 
 
 async def test_slow_signal_within_budget():
@@ -512,23 +513,40 @@ async def test_slow_signal_within_budget():
     assert res.error is None and res.matched and res.confidence == 0.8
 
 
-@pytest.mark.parametrize(("policy_", "matched"), [("skip", False), ("fail_closed", True)])
-async def test_raising_signal(policy_, matched):
+@pytest.mark.parametrize("policy_", ["skip", "fail_closed"])
+async def test_raising_signal(policy_):
     results = await run_signals(
         [Boom(SignalCommon(name="boom", on_error=policy_)), CheapBoom(SignalCommon(name="cheap", on_error=policy_))],
         ctx_of("x"),
     )
     for key, text in (("keyword:boom", "RuntimeError: model exploded"), ("context:cheap", "ValueError: bad input")):
         assert results[key].error == text
-        assert results[key].matched is matched
+        assert not results[key].matched
+
+
+class Rendezvous(Signal):
+    """Matches only once every sibling has started: proves the signals run concurrently, not in turn."""
+
+    type = "keyword"
+    cheap = False
+
+    def __init__(self, spec: SignalCommon, barrier: asyncio.Barrier):
+        super().__init__(spec)
+        self.barrier = barrier
+
+    async def evaluate(self, ctx: SignalContext) -> SignalResult:
+        await self.barrier.wait()
+        return SignalResult(self.type, self.name, True, 0.8)
+
+    def describe(self) -> str:
+        return "rendezvous"
 
 
 async def test_slow_signals_run_concurrently_with_a_failing_one():
-    sigs = [Slow(SignalCommon(name=f"s{i}", timeout_ms=2000), delay=0.3) for i in range(3)]
+    barrier = asyncio.Barrier(3)
+    sigs: list[Signal] = [Rendezvous(SignalCommon(name=f"s{i}", timeout_ms=30_000), barrier) for i in range(3)]
     sigs.append(Boom(SignalCommon(name="boom")))
     sigs.append(KeywordSignal(KeywordSpec(name="kw", keywords=["x"])))
-    t0 = time.perf_counter()
     results = await run_signals(sigs, ctx_of("x"))
-    assert time.perf_counter() - t0 < 0.75  # 3 × 0.3 s in sequence would be 0.9 s
     assert set(results) == {"keyword:s0", "keyword:s1", "keyword:s2", "keyword:boom", "keyword:kw"}
     assert matched_leaves(results) == {"keyword:s0": 0.8, "keyword:s1": 0.8, "keyword:s2": 0.8, "keyword:kw": 1.0}
