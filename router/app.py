@@ -1,4 +1,4 @@
-"""Process-wide state: the active policy (swapped atomically on reload), the looper engine, secrets."""
+"""Process-wide state: the active policy (swapped atomically on reload), the looper runner, secrets."""
 
 from __future__ import annotations
 
@@ -12,6 +12,8 @@ import structlog
 from router.config import load_config
 from router.config.schema import Backend, Config
 from router.decisions.policy import Policy, compile_policy
+from router.looper.runner import LooperRunner
+from router.signals.admission import Admission
 
 log = structlog.get_logger("router.app")
 
@@ -25,15 +27,15 @@ class App:
     runtime: object | None = None  # the classifier runtime (models), shared across reloads
     ready: bool = False
     draining: bool = False
-    loopers: object = None  # router.looper.engine.Loopers, set in __post_init__
+    loopers: LooperRunner = field(init=False)
     last_reload_error: str | None = None
     looper_endpoint: str | None = None  # overrides the config's looper endpoint (local stacks on other ports)
+    _admission: Admission | None = None
+    _admission_key: tuple[int, int, float] | None = None
 
     def __post_init__(self) -> None:
-        from router.looper.engine import Loopers
-
-        if self.loopers is None:
-            self.loopers = Loopers(self)
+        # Built here, explicitly: the runner reads the live config and secret through this App.
+        self.loopers = LooperRunner(self)
 
     @classmethod
     def from_config(cls, config: Config, path: str | Path | None = None, runtime: object | None = None) -> App:
@@ -47,6 +49,16 @@ class App:
     @property
     def config(self) -> Config:
         return self.policy.config
+
+    @property
+    def admission(self) -> Admission:
+        """One admission gate per process, rebuilt when a reload changes its settings."""
+        c = self.config.global_.classifiers
+        key = (c.max_concurrent_requests, c.max_waiting_requests, c.request_deadline_ms)
+        if self._admission is None or self._admission_key != key:
+            self._admission = Admission(c.max_concurrent_requests, c.max_waiting_requests, c.request_deadline_ms / 1000)
+            self._admission_key = key
+        return self._admission
 
     def api_key(self, backend: Backend) -> str | None:
         return os.environ.get(backend.api_key_env) if backend.api_key_env else None

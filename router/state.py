@@ -7,8 +7,11 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from router.config.schema import Decision, FusionSettings, ModelSpec
-from router.decisions.policy import Policy
+from pydantic import BaseModel
+
+from router import headers as H
+from router.config.schema import Decision, ModelSpec
+from router.decisions.policy import Entry, Policy
 from router.openai.types import ChatCompletionRequest
 from router.signals.base import SignalResult
 
@@ -19,21 +22,22 @@ class BodyMode(StrEnum):
     STREAMED = "streamed"  # FULL_DUPLEX_STREAMED: chunks until end_of_stream; streamed replies allowed
 
 
-class Entry(StrEnum):
-    AUTO = "auto"  # an auto alias: every decision is eligible
-    FUSION = "fusion"  # a Fusion slug: Fusion decisions (and guards) only
-    PLUGIN = "plugin"  # a concrete model plus plugins[{id: fusion}]: request-scoped Fusion
-    MODEL = "model"  # a concrete model: passthrough after the guards
-    INTERNAL = "internal"  # an authenticated looper sub-call: no classification, never fused
-
-
 class ResponsePath(StrEnum):
     ROUTED = "routed"
-    FUSION = "fusion"
+    LOOPER = "looper"  # a looper answered; the header and metrics name the algorithm
     BLOCKED = "blocked"
     ERROR = "error"
     MODELS = "models"
     INTERNAL = "internal"
+
+
+@dataclass(frozen=True, slots=True)
+class LooperOverride:
+    """``plugins[{id: <algorithm>}]`` on a request: the knobs it set, and its own candidates if any."""
+
+    algorithm: str
+    settings: BaseModel
+    candidates: list[str] | None
 
 
 @dataclass(slots=True)
@@ -52,7 +56,9 @@ class RequestState:
     raw: dict[str, Any] | None = None
     request: ChatCompletionRequest | None = None
     entry: Entry | None = None
-    fusion_override: FusionSettings | None = None
+    looper_override: LooperOverride | None = None
+    # The looper algorithm asked for (a slug) or that answered.
+    algorithm: str | None = None
     # Set once a decision is taken.
     signals: dict[str, SignalResult] = field(default_factory=dict)
     decision: Decision | None = None
@@ -71,6 +77,20 @@ class RequestState:
     def decision_name(self) -> str:
         return self.decision.name if self.decision else "default"
 
+    @property
+    def entry_label(self) -> str:
+        """``auto``, ``plugin``, ``model``, ``internal``, or the looper slug's algorithm (``fusion`` ...)."""
+        if self.entry is Entry.LOOPER and self.algorithm:
+            return self.algorithm
+        return str(self.entry) if self.entry is not None else "none"
+
+    @property
+    def path_label(self) -> str:
+        """``routed``, ``blocked``, ``error``, ``models``, ``internal``, or the looper that answered."""
+        if self.response_path is ResponsePath.LOOPER and self.algorithm:
+            return self.algorithm
+        return str(self.response_path or ResponsePath.ERROR)
+
     def matched_signal_keys(self) -> list[str]:
         keys = []
         for res in self.signals.values():
@@ -78,3 +98,14 @@ class RequestState:
                 keys.append(res.key)
             keys.extend(res.leaves)
         return keys
+
+    def response_headers(self) -> dict[str, str]:
+        """The x-vsr-* headers the client gets back, in one place for every response path."""
+        out = {H.SELECTED_DECISION: self.decision_name, H.RESPONSE_PATH: self.path_label}
+        if self.model is not None:
+            out[H.SELECTED_MODEL] = self.model.name
+        if self.entry is not None:
+            out[H.ENTRY_PATH] = self.entry_label
+        if self.debug:
+            out[H.MATCHED_SIGNALS] = ",".join(self.matched_signal_keys()) or "none"
+        return out

@@ -10,7 +10,9 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from router.config.schema import SIGNAL_SECTIONS, Config, FusionAlgorithm, RuleLeaf, RuleNode
+from router.config.schema import SIGNAL_SECTIONS, Config, RuleLeaf, RuleNode
+from router.looper.registry import ALGORITHMS
+from router.looper.spec import CheckContext
 
 
 class ConfigError(Exception):
@@ -24,7 +26,7 @@ class ConfigError(Exception):
 
 # Discriminated unions put the chosen member's tag into pydantic's error location; users never wrote it.
 _UNION_TAGS = {
-    "algorithm": {"static", "fusion"},
+    "algorithm": {"static", *ALGORITHMS},
     "plugins": {"system_prompt", "header_mutation", "block", "pii_mask"},
 }
 
@@ -74,7 +76,8 @@ def _cross_check(cfg: Config) -> Iterator[str]:
         if m.backend not in backends:
             yield f"models[{i}].backend: unknown backend {m.backend!r} (expected one of {sorted(backends)})"
     router = cfg.global_.router
-    slugs = set(cfg.global_.integrations.looper.fusion.model_names)
+    looper = cfg.global_.integrations.looper
+    slugs = {slug for name in ALGORITHMS for slug in looper.slugs(name)}
     reserved = set(router.auto_model_names) | slugs
     for i, m in enumerate(cfg.models):
         if m.name in reserved:
@@ -103,6 +106,8 @@ def _cross_check(cfg: Config) -> Iterator[str]:
         declared["domain"] |= {c.name for c in sig.categories} | {sig.name}
     declared["complexity"] |= {f"{s.name}:{lvl}" for s in cfg.routing.signals.complexity for lvl in ("hard", "easy")}
 
+    yield from _check_guard_on_error(cfg)
+
     names = set()
     for i, d in enumerate(cfg.routing.decisions):
         at = f"routing.decisions[{i}]"
@@ -116,20 +121,56 @@ def _cross_check(cfg: Config) -> Iterator[str]:
             yield f"{at}.modelRefs: a routing decision needs at least one model"
         if d.rules is not None:
             yield from _check_rule(d.rules, f"{at}.rules", declared)
-        if isinstance(d.algorithm, FusionAlgorithm):
-            f = d.algorithm.fusion
-            fat = f"{at}.algorithm.fusion"
-            if f.model is not None and f.model not in models:
-                yield f"{fat}.model: unknown judge model {f.model!r}" + (
-                    " (a Fusion slug can never be a judge)" if f.model in slugs else ""
-                )
-            for j, m in enumerate(f.analysis_models or []):
-                if m not in models:
-                    yield f"{fat}.analysis_models[{j}]: unknown model {m!r}" + (
-                        " (a Fusion slug can never be a panel model)" if m in slugs else ""
-                    )
-            if not (f.analysis_models or d.modelRefs):
-                yield f"{fat}.analysis_models: a Fusion decision needs a panel (analysis_models or modelRefs)"
+        settings = d.algorithm_settings
+        if settings is not None:
+            ctx = CheckContext(models=frozenset(models), reserved=frozenset(reserved), model_refs=tuple(r.model for r in d.modelRefs))
+            for problem in ALGORITHMS[d.algorithm.type].check(settings, ctx):
+                yield f"{at}.algorithm.{d.algorithm.type}.{problem}"
+
+
+def _leaf_owners(cfg: Config) -> dict[str, tuple[str, int]]:
+    """Rule leaf ``type:name`` → (signals section, index) of the signal that answers it."""
+    owners: dict[str, tuple[str, int]] = {}
+    for leaf_type, section in SIGNAL_SECTIONS.items():
+        for j, sig in enumerate(getattr(cfg.routing.signals, section)):
+            owners[f"{leaf_type}:{sig.name}"] = (section, j)
+    for j, dom in enumerate(cfg.routing.signals.domains):
+        for cat in dom.categories:
+            owners.setdefault(f"domain:{cat.name}", ("domains", j))
+    for j, cx in enumerate(cfg.routing.signals.complexity):
+        for level in ("hard", "easy"):
+            owners[f"complexity:{cx.name}:{level}"] = ("complexity", j)
+    return owners
+
+
+def _check_guard_on_error(cfg: Config) -> Iterator[str]:
+    """A signal a guard reads must fail closed: skipping it on error would forward what the guard
+    exists to stop (an overloaded PII check once let card numbers through)."""
+    owners = _leaf_owners(cfg)
+    flagged: set[tuple[str, int]] = set()
+    for d in cfg.routing.decisions:
+        if not d.is_guard:
+            continue
+        for leaf in _leaves(d.rules):
+            owner = owners.get(leaf)
+            if owner is None or owner in flagged:
+                continue
+            section, j = owner
+            sig = getattr(cfg.routing.signals, section)[j]
+            if "on_error" in sig.model_fields_set and sig.on_error == "skip":
+                flagged.add(owner)
+                yield (f"routing.signals.{section}[{j}].on_error: {sig.name!r} is read by the guard {d.name!r}, so it "
+                       "cannot be skipped on error (a failed guard answers 503); remove on_error or use fail_closed")
+
+
+def _leaves(rule: RuleNode | RuleLeaf | None) -> Iterator[str]:
+    if rule is None:
+        return
+    if isinstance(rule, RuleLeaf):
+        yield f"{rule.type}:{rule.name}"
+        return
+    for cond in rule.conditions:
+        yield from _leaves(cond)
 
 
 def _check_rule(rule: RuleNode | RuleLeaf, at: str, declared: dict[str, set[str]]) -> Iterator[str]:

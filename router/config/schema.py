@@ -9,13 +9,10 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, StringConstraints, Tag, field_validator, model_validator
+from pydantic import BaseModel, Discriminator, Field, Tag, create_model, field_validator, model_validator
 
-NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$"
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
+from router.config.base import NAME_PATTERN, NonBlank, Strict
+from router.looper.registry import ALGORITHMS
 
 
 # --------------------------------------------------------------------------- global
@@ -26,6 +23,9 @@ class RouterSettings(Strict):
     cluster_header: str = "x-vsr-cluster"
     debug_header: str = "x-vsr-debug"
     max_body_bytes: int = Field(default=16 * 1024 * 1024, gt=0)
+    # Deeper JSON is refused at parse with 400: nothing a chat request needs nests this deep, and
+    # re-serialising a body nested hundreds deep fails (orjson stops at 255).
+    max_json_depth: int = Field(default=64, ge=8, le=200)
     drain_timeout_seconds: float = Field(default=30.0, ge=0)
     log_prompts: bool = False
     # Where the Fusion trace goes: the body's top-level ``fusion`` object and/or x-vsr-fusion-* headers.
@@ -47,23 +47,36 @@ class RouterSettings(Strict):
         return self
 
 
-class FusionSlugs(Strict):
-    model_names: list[str] = Field(default_factory=lambda: ["vllm-sr/fusion"])
+class AlgorithmSlugs(Strict):
+    """Direct request model names for one looper algorithm (``global.integrations.looper.<name>``)."""
+
+    model_names: list[str] = Field(default_factory=list)
 
 
-class LooperIntegration(Strict):
+class LooperIntegrationBase(Strict):
     # Looper sub-calls go back through Envoy when set (its clusters, retries and health checks apply);
     # left empty, they go straight to each model's backend endpoint.
     endpoint: str | None = None
-    timeout_seconds: float = Field(default=120.0, gt=0)
-    connect_timeout_seconds: float = Field(default=5.0, gt=0)
+    timeout_seconds: float = Field(default=120.0, ge=0.1, le=3600)
+    connect_timeout_seconds: float = Field(default=5.0, ge=0.01, le=600)
     max_response_bytes: int = Field(default=8 * 1024 * 1024, gt=0)
     max_connections: int = Field(default=256, gt=0)
-    fusion: FusionSlugs = Field(default_factory=FusionSlugs)
+
+    def slugs(self, algorithm: str) -> list[str]:
+        return list(getattr(self, algorithm).model_names)
+
+
+# One ``<algorithm>: {model_names: [...]}`` block per registered looper algorithm, with its default slugs.
+LooperIntegration = create_model(
+    "LooperIntegration",
+    __base__=LooperIntegrationBase,
+    **{name: (AlgorithmSlugs, Field(default_factory=lambda spec=spec: AlgorithmSlugs(model_names=list(spec.default_slugs))))
+       for name, spec in ALGORITHMS.items()},
+)
 
 
 class Integrations(Strict):
-    looper: LooperIntegration = Field(default_factory=LooperIntegration)
+    looper: LooperIntegration = Field(default_factory=LooperIntegration)  # type: ignore[valid-type] - built from the registry
 
 
 class ClassifierSettings(Strict):
@@ -73,6 +86,14 @@ class ClassifierSettings(Strict):
     max_wait_ms: float = Field(default=2.0, ge=0)
     max_queue: int = Field(default=1024, gt=0)
     intra_op_threads: int = Field(default=0, ge=0)
+    # Admission control in front of the models: at most this many requests are classified at once,
+    # at most ``max_waiting_requests`` wait for a turn, and none waits or runs past the deadline. A
+    # request that cannot be checked in time gets 503 ``overloaded`` / ``safety_check_unavailable``
+    # with retry-after: never a false accusation, never a skipped guard.
+    max_concurrent_requests: int = Field(default=32, gt=0)
+    max_waiting_requests: int = Field(default=256, ge=0)
+    request_deadline_ms: float = Field(default=10000.0, ge=50)
+    retry_after_seconds: int = Field(default=1, ge=0)
 
 
 class TracingSettings(Strict):
@@ -99,6 +120,20 @@ class Global(Strict):
 # --------------------------------------------------------------------------- backends and models
 
 
+def parse_param_size(value: str | float) -> float | None:
+    """``8b`` → 8.0, ``135m`` → 0.135, ``1.5B`` → 1.5, ``70`` → 70.0 (billions); None if unreadable."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value) if value > 0 else None
+    text = str(value).strip().lower()
+    scale = {"b": 1.0, "m": 1e-3, "k": 1e-6, "t": 1e3}.get(text[-1:], None)
+    number = text[:-1] if scale is not None else text
+    try:
+        size = float(number) * (scale if scale is not None else 1.0)
+    except ValueError:
+        return None
+    return size if size > 0 else None
+
+
 class Backend(Strict):
     name: str = Field(pattern=NAME_PATTERN)
     endpoint: str | None = Field(default=None, pattern=r"^https?://[^/\s]+(/.*)?$")
@@ -117,11 +152,33 @@ class Backend(Strict):
         return self.cluster or self.name
 
 
+class Pricing(Strict):
+    """Per-million-token prices (vLLM-SR's ``pricing``), for cost-ordered escalation and selection."""
+
+    currency: str = "USD"
+    prompt_per_1m: float = Field(default=0.0, ge=0)
+    completion_per_1m: float = Field(default=0.0, ge=0)
+
+
 class ModelSpec(Strict):
     name: str = Field(min_length=1)
     backend: str
     served_model_id: str | None = None  # the id the backend knows; defaults to ``name``
     description: str = ""
+    # Declared facts a looper may order by: ``param_size`` like "8b", "135m" or 0.5 (billions).
+    param_size: str | float | None = None
+    pricing: Pricing | None = None
+
+    @field_validator("param_size")
+    @classmethod
+    def _size(cls, value: str | float | None) -> str | float | None:
+        if value is not None and parse_param_size(value) is None:
+            raise ValueError("expected a parameter count like 8b, 135m, 1.5B or a number of billions")
+        return value
+
+    @property
+    def param_billions(self) -> float | None:
+        return parse_param_size(self.param_size) if self.param_size is not None else None
 
     @property
     def served_id(self) -> str:
@@ -133,6 +190,9 @@ class ModelSpec(Strict):
 
 class SignalCommon(Strict):
     name: str = Field(min_length=1)
+    # What a failure (timeout, model error, overload) means: ``skip`` = the signal did not match;
+    # ``fail_closed`` = the request is refused with 503 (retryable), never treated as a match. Signals
+    # a guard (block / mask decision) reads always fail closed.
     on_error: Literal["skip", "fail_closed"] = "skip"
     timeout_ms: float = Field(default=500.0, gt=0)
     # A model-backed signal whose model cannot load stops start-up, unless it is optional (then it
@@ -140,7 +200,23 @@ class SignalCommon(Strict):
     optional: bool = False
 
 
-NonBlank = Annotated[str, StringConstraints(strip_whitespace=False, min_length=1, pattern=r"\S")]
+# Which messages a model-backed signal reads: the last user turn, every user turn, everything a model
+# reads as instructions or input (system, developer, user, tool results, tool definitions), or that
+# plus the assistant turns the client sends back.
+Scope = Literal["last_user", "all_user", "prompt", "all"]
+
+
+class ModelSignalCommon(SignalCommon):
+    """Model-backed signals scan text in model-sized windows, at most ``token_budget`` tokens per
+    request; longer input is scanned at its head and tail (``head_tail``) or refused with 413
+    (``refuse``), so memory and CPU per request stay bounded whatever the prompt length."""
+
+    # Routing signals read intent: the head and tail of the last user turn are enough.
+    token_budget: int = Field(default=512, ge=64, le=1_048_576)
+    over_budget: Literal["head_tail", "refuse"] = "head_tail"
+    # Tokens per window (default: the model's length, at most 254). A short attack at the end of a long
+    # window is diluted by the rest of it; smaller windows see it plainly at about the same cost.
+    window_tokens: int | None = Field(default=None, ge=16, le=510)
 
 
 class KeywordSignal(SignalCommon):
@@ -165,7 +241,7 @@ class LanguageSignal(SignalCommon):
     min_confidence: float = Field(default=0.0, ge=0, le=1)
 
 
-class EmbeddingSignal(SignalCommon):
+class EmbeddingSignal(ModelSignalCommon):
     candidates: list[str] = Field(min_length=1)
     threshold: float = Field(default=0.6, ge=-1, le=1)
     aggregation_method: Literal["max", "mean"] = "max"
@@ -178,7 +254,7 @@ class DomainCategory(Strict):
     examples: list[str] = Field(default_factory=list)
 
 
-class DomainSignal(SignalCommon):
+class DomainSignal(ModelSignalCommon):
     # Categories by description/examples (embedding nearest centroid) or a user classifier model dir.
     categories: list[DomainCategory] = Field(default_factory=list)
     classifier_model: str | None = None
@@ -192,24 +268,30 @@ class DomainSignal(SignalCommon):
         return self
 
 
-class ComplexitySignal(SignalCommon):
+class ComplexitySignal(ModelSignalCommon):
     hard: list[str] = Field(min_length=1)
     easy: list[str] = Field(min_length=1)
     margin: float = Field(default=0.0, ge=-1, le=1)
     model: str = "embedding"
 
 
-class JailbreakSignal(SignalCommon):
+class JailbreakSignal(ModelSignalCommon):
     threshold: float = Field(default=0.8, ge=0, le=1)
     model: str = "jailbreak"
-    scope: Literal["last_user", "all_user"] = "all_user"
+    scope: Scope = "prompt"
+    # A guard: what it cannot read whole, it refuses rather than waves through.
+    token_budget: int = Field(default=8192, ge=64, le=1_048_576)
+    over_budget: Literal["head_tail", "refuse"] = "refuse"
 
 
-class PIISignal(SignalCommon):
+class PIISignal(ModelSignalCommon):
     pii_types_allowed: list[str] = Field(default_factory=list)
     threshold: float = Field(default=0.5, ge=0, le=1)
     model: str = "pii"
     use_patterns: bool = True
+    scope: Scope = "all"
+    token_budget: int = Field(default=8192, ge=64, le=1_048_576)
+    over_budget: Literal["head_tail", "refuse"] = "refuse"
 
 
 class Signals(Strict):
@@ -271,42 +353,15 @@ RuleNode.model_rebuild()
 # --------------------------------------------------------------------------- algorithms and plugins
 
 
-class FusionTrace(Strict):
-    body: bool | None = None
-    headers: bool | None = None
-
-
-class FusionSettings(Strict):
-    """Every knob is optional so defaults → decision → request can be merged field by field."""
-
-    model: str | None = None
-    analysis_models: list[str] | None = None
-    max_concurrent: int | None = Field(default=None, gt=0)
-    max_completion_tokens: int | None = Field(default=None, gt=0)
-    temperature: float | None = Field(default=None, ge=0, le=2)
-    include_analysis: bool | None = None
-    include_intermediate_responses: bool | None = None
-    on_error: Literal["skip", "fail"] | None = None
-    analysis_template: str | None = None
-    synthesis_template: str | None = None
-    judge_prompt_version: str | None = None
-    min_successful_responses: int | None = Field(default=None, gt=0)
-    panel_timeout_seconds: float | None = Field(default=None, gt=0)
-    judge_timeout_seconds: float | None = Field(default=None, gt=0)
-    synthesis_timeout_seconds: float | None = Field(default=None, gt=0)
-    trace: FusionTrace | None = None
-
-
 class StaticAlgorithm(Strict):
     type: Literal["static"] = "static"
 
 
-class FusionAlgorithm(Strict):
-    type: Literal["fusion"]
-    fusion: FusionSettings = Field(default_factory=FusionSettings)
-
-
-Algorithm = Annotated[Union[StaticAlgorithm, FusionAlgorithm], Field(discriminator="type")]
+# ``static`` routes to a model; every other type is a looper algorithm from the registry.
+Algorithm = Annotated[
+    Union[(StaticAlgorithm, *(spec.config_model for spec in ALGORITHMS.values()))],  # type: ignore[valid-type]
+    Field(discriminator="type"),
+]
 
 
 class SystemPromptConfig(Strict):
@@ -377,6 +432,11 @@ class Decision(Strict):
     @property
     def is_looper(self) -> bool:
         return self.algorithm.type != "static"
+
+    @property
+    def algorithm_settings(self) -> BaseModel | None:
+        """The looper settings block (``algorithm.<type>``), None for a routing decision."""
+        return getattr(self.algorithm, self.algorithm.type) if self.is_looper else None
 
     def plugin(self, kind: type[BaseModel]) -> Any:
         return next((p for p in self.plugins if isinstance(p, kind)), None)

@@ -7,12 +7,33 @@ request runs only the signals some eligible decision references.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
 
 from router.config.schema import Backend, Config, Decision, ModelSpec
 from router.decisions import rules
+from router.looper.base import ModelFacts
+from router.looper.registry import ALGORITHMS
 from router.signals.base import Signal
 from router.signals.registry import build_signals
+
+
+class Entry(StrEnum):
+    AUTO = "auto"  # an auto alias: every decision is eligible
+    LOOPER = "looper"  # a looper slug (vllm-sr/fusion, vllm-sr/remom ...): that algorithm's decisions (and guards) only
+    PLUGIN = "plugin"  # a concrete model plus plugins[{id: <algorithm>}]: request-scoped looper
+    MODEL = "model"  # a concrete model: passthrough after the guards
+    INTERNAL = "internal"  # an authenticated looper sub-call: no classification, never deliberated again
+
+
+@dataclass(frozen=True, slots=True)
+class EntryChoice:
+    """How a request's ``model`` enters: which decisions are eligible, and the model or algorithm it named."""
+
+    entry: Entry
+    eligible: DecisionSet
+    algorithm: str | None = None
+    model: ModelSpec | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,11 +71,16 @@ class Policy:
     models: dict[str, ModelSpec]
     backends: dict[str, Backend]
     auto_names: frozenset[str]
-    fusion_slugs: frozenset[str]
+    # Direct looper slug (vllm-sr/fusion, vllm-sr/remom ...) → its algorithm.
+    slug_algorithms: dict[str, str]
     all_decisions: DecisionSet = field(init=False)
-    looper_decisions: DecisionSet = field(init=False)
     guard_decisions: DecisionSet = field(init=False)
+    # Per looper algorithm: its decisions plus the guards (a slug evaluates only those).
+    looper_sets: dict[str, DecisionSet] = field(init=False)
     served_aliases: dict[str, str] = field(init=False)
+    # Signals a guard (block / mask decision) reads: their failure refuses the request (503), never
+    # lets it through unchecked.
+    guard_signals: frozenset[str] = field(init=False)
 
     def __post_init__(self) -> None:
         ordered = sorted(self.config.routing.decisions, key=lambda d: -d.priority)  # stable: file order breaks ties
@@ -62,8 +88,12 @@ class Policy:
         # Guards (block / mask) stay eligible on every entry path: naming a concrete model or a Fusion
         # slug must not be a way around a jailbreak or PII policy.
         guards = [d for d in ordered if d.is_guard]
-        self.looper_decisions = self._set([d for d in ordered if d.is_looper or d.is_guard])
         self.guard_decisions = self._set(guards)
+        self.looper_sets = {
+            algorithm: self._set([d for d in ordered if d.algorithm.type == algorithm or d.is_guard])
+            for algorithm in set(self.slug_algorithms.values())
+        }
+        self.guard_signals = frozenset(s.key for s in self.guard_decisions.signals)
         # Clients may name a model by its served id too; config names win on clashes.
         self.served_aliases = {m.served_id: m.name for m in self.models.values() if m.served_id not in self.models}
 
@@ -79,6 +109,35 @@ class Policy:
                 if sig is not None:
                     needed[sig.key] = sig
         return DecisionSet([d for d in decisions if not d.is_mask], list(needed.values()), [d for d in decisions if d.is_mask])
+
+    @property
+    def fusion_slugs(self) -> frozenset[str]:
+        return frozenset(slug for slug, algorithm in self.slug_algorithms.items() if algorithm == "fusion")
+
+    @property
+    def reserved_names(self) -> frozenset[str]:
+        """Names that can never be a model: auto aliases and looper slugs."""
+        return self.auto_names | frozenset(self.slug_algorithms)
+
+    def facts(self, name: str) -> ModelFacts:
+        spec = self.models[name]
+        price = spec.pricing
+        return ModelFacts(name, spec.param_billions, price.prompt_per_1m if price else None,
+                          price.completion_per_1m if price else None)
+
+    def entry_for(self, name: str) -> EntryChoice | None:
+        """The entry path for a request's ``model`` (None: no such model). The pipeline and
+        ``fusion-router classify`` both ask here, so they cannot drift apart."""
+        if name in self.auto_names:
+            return EntryChoice(Entry.AUTO, self.all_decisions)
+        algorithm = self.slug_algorithms.get(name)
+        if algorithm is not None:
+            return EntryChoice(Entry.LOOPER, self.looper_sets[algorithm], algorithm=algorithm)
+        model = self.resolve_model(name)
+        if model is None:
+            return None
+        # Guards (block / mask decisions) apply to every entry path, a concrete model included.
+        return EntryChoice(Entry.MODEL, self.guard_decisions, model=model)
 
     def resolve_model(self, name: str) -> ModelSpec | None:
         spec = self.models.get(name)
@@ -109,6 +168,7 @@ class Policy:
 
 def compile_policy(config: Config, version: str = "0", runtime: Any = None) -> Policy:
     g = config.global_
+    looper = g.integrations.looper
     return Policy(
         config=config,
         version=version,
@@ -116,5 +176,5 @@ def compile_policy(config: Config, version: str = "0", runtime: Any = None) -> P
         models={m.name: m for m in config.models},
         backends={b.name: b for b in config.backends},
         auto_names=frozenset(g.router.auto_model_names),
-        fusion_slugs=frozenset(g.integrations.looper.fusion.model_names),
+        slug_algorithms={slug: name for name in ALGORITHMS for slug in looper.slugs(name)},
     )

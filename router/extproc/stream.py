@@ -18,7 +18,8 @@ from router._pb.envoy.extensions.filters.http.ext_proc.v3 import processing_mode
 from router.actions import Action, Respond, Route, Stream
 from router.extproc import headers as H
 from router.extproc import wire
-from router.extproc.pipeline import error_response, handle, response_headers
+from router.extproc.pipeline import handle
+from router.responses import error_response
 from router.observability import record
 from router.openai.errors import OpenAIError
 from router.openai.types import ModelCard, ModelList
@@ -143,15 +144,15 @@ class Phases:
         if state.method != "GET":
             return error_response(state, OpenAIError(405, f"Method {state.method} is not allowed on {MODELS_PATH}; use GET.", "method_not_allowed"))
         policy = state.policy
-        names = [*policy.config.global_.router.auto_model_names, *policy.config.global_.integrations.looper.fusion.model_names]
+        names = [*policy.config.global_.router.auto_model_names, *policy.slug_algorithms]
         names += [m.name for m in policy.config.models]
         if state.path != MODELS_PATH:
             wanted = state.path[len(MODELS_PATH) + 1 :]
             if wanted not in names:
                 return error_response(state, OpenAIError(404, f"The model `{wanted}` does not exist.", "model_not_found"))
-            return Respond(200, ModelCard(id=wanted).model_dump_json().encode(), response_headers(state))
+            return Respond(200, ModelCard(id=wanted).model_dump_json().encode(), state.response_headers())
         body = ModelList(data=[ModelCard(id=n) for n in names]).model_dump_json().encode()
-        return Respond(200, body, response_headers(state))
+        return Respond(200, body, state.response_headers())
 
     def _client_internal_headers(self, keep: set[str]) -> list[str]:
         # Client-supplied x-vsr-* headers never reach a backend (a forged routing or looper marker).

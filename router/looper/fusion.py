@@ -1,263 +1,471 @@
-"""Fusion: a panel answers in parallel, a judge analyses agreement and gaps, one synthesis call answers."""
+"""Fusion: a panel answers in parallel, a judge analyses agreement and gaps, one synthesis call answers.
+
+Adaptive Fusion adds an optional ``gate``: a named cheap model answers first, and when its confidence
+clears the threshold that answer is returned (one call instead of N + 2); otherwise the full panel runs
+and the gate's answer stands in for that model's panel answer instead of calling it again.
+"""
 
 from __future__ import annotations
 
-import asyncio
-import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import orjson
-import structlog
+from pydantic import Field, model_validator
 
-from router.extproc import headers as H
-from router.looper.analysis import parse_analysis
-from router.looper.base import Looper, LooperRun, Outcome
-from router.looper.client import CallResult, UpstreamError
-from router.looper.templates import render
-from router.observability import record
+from router import headers as H
+from router.config.base import Strict
+from router.looper.analysis import Analysis, parse_analysis
+from router.looper.base import Answer, CallResult, Looper
+from router.looper.errors import StageFailure, UpstreamError
+from router.looper.messages import final_body, original_text, subcall_body, user_prompt
+from router.looper.panel import Member, fan_out
+from router.looper.spec import AlgorithmSpec
+from router.looper.scoring import METHOD_THRESHOLDS, Score, from_logprobs
+from router.looper.verify import verify
+from router.looper.templates import ANALYSIS_TEMPLATE, PROMPT_VERSION, SYNTHESIS_TEMPLATE, render
+from router.looper.trace import LooperTrace, TraceModel, TraceSettings
 from router.openai.errors import OpenAIError
 from router.openai.types import Usage
 
-log = structlog.get_logger("router.fusion")
-
-# Request fields that belong to the client's final answer only, or to the router.
-_NOT_FOR_SUBCALLS = ("tools", "tool_choice", "parallel_tool_calls", "stream", "stream_options", "plugins", "n",
-                     "response_format", "functions", "function_call")
+OnError = Literal["skip", "fail"]
+ConfidenceMethod = Literal["avg_logprob", "margin", "hybrid", "self_verify"]
 
 
-@dataclass(slots=True)
-class Ledger:
-    """What was actually called, for the trace, the usage sum and the iteration count."""
+class HybridWeights(Strict):
+    logprob_weight: float = Field(default=0.5, ge=0, le=1)
+    margin_weight: float = Field(default=0.5, ge=0, le=1)
 
-    usage: Usage = field(default_factory=Usage)
-    calls: int = 0
-    responses: list[CallResult] = field(default_factory=list)
-    failed: list[dict[str, str]] = field(default_factory=list)
-    stage_ms: dict[str, float] = field(default_factory=dict)
-    analysis_status: str = "not_run"
-    stage_usage: dict[str, Usage] = field(default_factory=dict)
-
-    def add(self, result: CallResult, stage: str) -> None:
-        self.usage = self.usage + result.usage
-        self.stage_usage[stage] = self.stage_usage.get(stage, Usage()) + result.usage
+    @model_validator(mode="after")
+    def _sum_to_one(self) -> HybridWeights:
+        if abs(self.logprob_weight + self.margin_weight - 1.0) > 1e-6:
+            raise ValueError("logprob_weight + margin_weight must sum to 1")
+        return self
 
 
-def text_history(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The conversation as plain text turns: panel and judge calls get no tools, but must still see
-    earlier tool calls and their results for multi-turn agent loops."""
-    out: list[dict[str, Any]] = []
-    for msg in messages:
-        role = msg.get("role")
-        content = msg.get("content")
-        if isinstance(content, list):
-            content = "\n".join(p.get("text", "") for p in content if isinstance(p, dict) and p.get("text"))
-        content = content or ""
-        if role == "assistant" and msg.get("tool_calls"):
-            calls = "; ".join(
-                f"{(c.get('function') or {}).get('name')}({(c.get('function') or {}).get('arguments')})" for c in msg["tool_calls"]
-            )
-            out.append({"role": "assistant", "content": (content + "\n" if content else "") + f"[called tools: {calls}]"})
-        elif role in ("tool", "function"):
-            out.append({"role": "user", "content": f"[tool result {msg.get('tool_call_id') or msg.get('name') or ''}]: {content}"})
-        elif role == "developer":
-            out.append({"role": "system", "content": content})
-        else:
-            out.append({"role": role, "content": content})
-    return out
+class AnalysisOverride(Strict):
+    """Per-panel-member knobs (the reference's ``analysis_overrides``)."""
+
+    model: str = Field(min_length=1)
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    max_completion_tokens: int | None = Field(default=None, gt=0)
 
 
-def original_text(messages: list[dict[str, Any]]) -> str:
-    lines = []
-    for msg in text_history(messages):
-        lines.append(f"{msg['role']}: {msg['content']}")
-    return "\n".join(lines)
+class GateSettings(Strict):
+    """Adaptive Fusion: a cheap model answers first; a confident answer is returned without the panel."""
+
+    model: str = Field(min_length=1)
+    confidence_method: ConfidenceMethod = "hybrid"
+    threshold: float | None = Field(default=None, gt=0, le=1)  # omitted: the method's default
+    hybrid_weights: HybridWeights | None = None
+    top_logprobs: int = Field(default=2, ge=1, le=20)
+    # A backend that returns no logprobs: ask the gate model to rate its own answer, or run the panel.
+    missing_logprobs: Literal["self_verify", "fuse"] = "self_verify"
+    timeout_seconds: float | None = Field(default=None, ge=0.1, le=3600)
+
+    @property
+    def effective_threshold(self) -> float:
+        return self.threshold if self.threshold is not None else METHOD_THRESHOLDS[self.confidence_method]
+
+
+class FusionSettings(Strict):
+    """Every knob is optional so defaults → decision → request can be merged field by field."""
+
+    model: str | None = None
+    analysis_models: list[str] | None = None
+    max_concurrent: int | None = Field(default=None, gt=0)
+    max_completion_tokens: int | None = Field(default=None, gt=0)
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    include_analysis: bool | None = None
+    include_intermediate_responses: bool | None = None
+    on_error: OnError | None = None
+    analysis_template: str | None = None
+    synthesis_template: str | None = None
+    judge_prompt_version: str | None = None
+    # The judge starts once this many panel members answered (default: the whole panel); with fewer
+    # answers in the end, Fusion goes on with what it has and the trace says so.
+    min_successful_responses: int | None = Field(default=None, gt=0)
+    cancel_stragglers: bool | None = None  # after min_successful_responses answered (default true)
+    # The panel's budget; ``round_timeout_seconds`` is the reference's name for it.
+    round_timeout_seconds: float | None = Field(default=None, ge=0.1, le=3600)
+    panel_timeout_seconds: float | None = Field(default=None, ge=0.1, le=3600)
+    judge_timeout_seconds: float | None = Field(default=None, ge=0.1, le=3600)
+    synthesis_timeout_seconds: float | None = Field(default=None, ge=0.1, le=3600)
+    analysis_overrides: list[AnalysisOverride] | None = None
+    gate: GateSettings | None = None
+    trace: TraceSettings | None = None
+
+
+DEFAULTS = FusionSettings(
+    include_analysis=True,
+    include_intermediate_responses=True,
+    on_error="skip",
+    analysis_template=ANALYSIS_TEMPLATE,
+    synthesis_template=SYNTHESIS_TEMPLATE,
+    judge_prompt_version=PROMPT_VERSION,
+    cancel_stragglers=True,
+)
+
+
+class FusionPlugin(FusionSettings):
+    """``plugins[{id: "fusion", ...}]`` on a request: every decision knob, under OpenRouter's names,
+    plus OpenRouter's own plugin fields."""
+
+    id: Literal["fusion", "openrouter:fusion"]
+    enabled: bool = True
+    preset: str | None = None
+    analysis_models: list[str] | None = Field(default=None, min_length=1, max_length=8)  # OpenRouter's bound
+    # Accepted for OpenRouter compatibility; this gateway has no server-side web tools to bound.
+    max_tool_calls: int | None = Field(default=None, ge=0)
+    reasoning: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class FusionParams:
+    judge: str
+    panel: tuple[str, ...]
+    max_concurrent: int
+    max_completion_tokens: int | None
+    temperature: float | None
+    include_analysis: bool
+    include_intermediate_responses: bool
+    on_error: str
+    analysis_template: str
+    synthesis_template: str
+    prompt_version: str
+    min_successful: int
+    cancel_stragglers: bool
+    panel_timeout: float
+    judge_timeout: float
+    synthesis_timeout: float
+    trace_body: bool
+    trace_headers: bool
+    overrides: dict[str, AnalysisOverride] = field(default_factory=dict)
+    gate: GateSettings | None = None
+    gate_timeout: float = 0.0
+
+    @property
+    def primary(self) -> str:
+        """The model named in ``x-vsr-selected-model`` while the run starts."""
+        return self.judge
+
+
+def _name(lookup: Any, name: str, what: str) -> str:
+    spec = lookup.resolve_model(name)
+    if spec is None:
+        raise OpenAIError(400, f"Unknown Fusion {what} model {name!r}.", "invalid_plugin")
+    return str(spec.name)
+
+
+def resolve(merged: FusionSettings, ctx: Any) -> FusionParams:
+    panel = [_name(ctx.lookup, m, "panel") for m in (merged.analysis_models or list(ctx.candidates))]
+    if not panel:
+        raise OpenAIError(400, "Fusion needs a panel: set analysis_models.", "fusion_no_panel")
+    judge = _name(ctx.lookup, merged.model or ctx.fallback_model or panel[0], "judge")
+    trace = merged.trace or TraceSettings()
+    timeout = ctx.default_timeout
+    gate = merged.gate
+    if gate is not None:
+        gate = gate.model_copy(update={"model": _name(ctx.lookup, gate.model, "gate")})
+    return FusionParams(
+        judge=judge,
+        panel=tuple(panel),
+        max_concurrent=merged.max_concurrent or len(panel),
+        max_completion_tokens=merged.max_completion_tokens,
+        temperature=merged.temperature,
+        include_analysis=bool(merged.include_analysis),
+        include_intermediate_responses=bool(merged.include_intermediate_responses),
+        on_error=merged.on_error or "skip",
+        analysis_template=merged.analysis_template or ANALYSIS_TEMPLATE,
+        synthesis_template=merged.synthesis_template or SYNTHESIS_TEMPLATE,
+        prompt_version=merged.judge_prompt_version or PROMPT_VERSION,
+        min_successful=min(merged.min_successful_responses or len(panel), len(panel)),
+        cancel_stragglers=merged.cancel_stragglers is not False,
+        panel_timeout=merged.round_timeout_seconds or merged.panel_timeout_seconds or timeout,
+        judge_timeout=merged.judge_timeout_seconds or timeout,
+        synthesis_timeout=merged.synthesis_timeout_seconds or timeout,
+        trace_body=ctx.trace_body if trace.body is None else trace.body,
+        trace_headers=ctx.trace_headers if trace.headers is None else trace.headers,
+        overrides={_name(ctx.lookup, o.model, "analysis_overrides"): o for o in merged.analysis_overrides or []},
+        gate=gate,
+        gate_timeout=(gate.timeout_seconds if gate and gate.timeout_seconds else timeout),
+    )
+
+
+def check(settings: FusionSettings, ctx: Any) -> Iterator[str]:
+    """Config cross-checks (paths relative to ``algorithm.fusion``)."""
+
+    def known(where: str, name: str | None, what: str) -> Iterator[str]:
+        if name is not None and name not in ctx.models:
+            hint = f" ({name!r} is a routing alias or looper slug and can never be a {what} model)" if name in ctx.reserved else ""
+            yield f"{where}: unknown {what} model {name!r}{hint}"
+
+    yield from known("model", settings.model, "judge")
+    for j, m in enumerate(settings.analysis_models or []):
+        yield from known(f"analysis_models[{j}]", m, "panel")
+    for j, o in enumerate(settings.analysis_overrides or []):
+        yield from known(f"analysis_overrides[{j}].model", o.model, "panel")
+    if settings.gate is not None:
+        yield from known("gate.model", settings.gate.model, "gate")
+    if not (settings.analysis_models or ctx.model_refs):
+        yield "analysis_models: a Fusion decision needs a panel (analysis_models or modelRefs)"
+
+
+def plugin_models(plugin: FusionPlugin) -> list[tuple[str, str]]:
+    names = [("model", plugin.model)] if plugin.model else []
+    names += [(f"analysis_models[{j}]", m) for j, m in enumerate(plugin.analysis_models or [])]
+    names += [(f"analysis_overrides[{j}].model", o.model) for j, o in enumerate(plugin.analysis_overrides or [])]
+    if plugin.gate is not None:
+        names.append(("gate.model", plugin.gate.model))
+    return names
+
+
+# --------------------------------------------------------------------------- trace
+
+
+class PanelResponse(TraceModel):
+    model: str
+    content: str
+    latency_ms: float
+    usage: Usage
+    from_gate: bool = False
+
+
+class GateTrace(TraceModel):
+    model: str
+    method: str
+    confidence: float | None
+    threshold: float
+    passed: bool
+    reason: str = ""
+    calls_saved: int = 0  # calls the full panel would have made and did not
+    tokens_saved_estimate: int | None = None  # against the running mean of this decision's fused runs
+
+
+class Quorum(TraceModel):
+    wanted: int
+    got: int
+
+
+class FusionTrace(LooperTrace):
+    judge_model: str
+    analysis_models: list[str]
+    prompt_version: str
+    analysis_status: str
+    analysis: Analysis | None = None
+    analysis_raw: str | None = None
+    responses: list[PanelResponse] | None = None
+    cancelled_models: list[str] = Field(default_factory=list)
+    quorum: Quorum | None = None
+    gate: GateTrace | None = None
+
+
+# --------------------------------------------------------------------------- the algorithm
 
 
 class Fusion(Looper):
     name = "fusion"
 
-    async def run(self, run: LooperRun) -> Outcome:
-        p = run.params
-        ledger = Ledger()
-        started = time.perf_counter()
-        base = {k: v for k, v in run.raw.items() if k not in _NOT_FOR_SUBCALLS}
-        base["messages"] = text_history(run.raw.get("messages") or [])
-        if p.max_completion_tokens is not None:
-            base.pop("max_tokens", None)
-            base["max_completion_tokens"] = p.max_completion_tokens
-        if p.temperature is not None:
-            base["temperature"] = p.temperature
+    def __init__(self, run: Any):
+        super().__init__(run)
+        self.params: FusionParams = run.params
+        self.responses: list[CallResult] = []
+        self.from_gate: str | None = None
+        self.cancelled: list[str] = []
+        self.analysis: Analysis | None = None
+        self.analysis_raw: str | None = None
+        self.analysis_status = "not_run"
+        self.gate: GateTrace | None = None
+        self.outcome = "fused"
 
-        try:
-            await run.say(f"fusion: panel of {len(p.panel)} started ({', '.join(p.panel)})")
-            await self._panel(run, base, ledger)
-            t0 = time.perf_counter()
-            original = original_text(run.raw.get("messages") or [])
-            responses = "\n\n".join(f"[{r.model}]\n{r.content}" for r in ledger.responses)
-            await run.say(f"fusion: panel done ({len(ledger.responses)} answered, {len(ledger.failed)} failed); judge {p.judge} analysing")
-            analysis_text, analysis_status, analysis_obj = await self._judge(run, base, original, responses, ledger)
-            ledger.analysis_status = analysis_status
-            ledger.stage_ms["judge"] = (time.perf_counter() - t0) * 1000
-            await run.say(f"fusion: analysis {analysis_status}; synthesis by {p.judge}")
-            t0 = time.perf_counter()
-            final = await self._synthesize(run, original, responses, analysis_text, ledger)
-            ledger.stage_ms["synthesis"] = (time.perf_counter() - t0) * 1000
-        except _Failure as failure:
-            ledger.stage_ms["total"] = (time.perf_counter() - started) * 1000
-            trace = self._trace(run, ledger, None, ledger.analysis_status, None)
-            trace["error"] = {"stage": failure.stage, "reason": failure.reason, "message": failure.message}
-            err = OpenAIError(failure.status, failure.message, failure.reason, type="upstream_error", extra={"fusion": trace})
-            log.warning("fusion_failed", request_id=run.request_id, decision=run.decision, stage=failure.stage, reason=failure.reason)
-            record.fusion_done(run.decision, trace, failure.reason)
-            return Outcome(None, [], "error", ledger.usage, trace, self._headers(run, ledger, failure.reason), err)
-
-        ledger.stage_ms["total"] = (time.perf_counter() - started) * 1000
-        trace = self._trace(run, ledger, analysis_obj, analysis_status, analysis_text)
-        record.fusion_done(run.decision, trace, "ok")
-        log.info(
-            "fusion_done",
-            request_id=run.request_id,
-            decision=run.decision,
-            judge=p.judge,
-            panel_ok=len(ledger.responses),
-            panel_failed=len(ledger.failed),
-            analysis=analysis_status,
-            iterations=ledger.calls,
-            latency_ms=round(ledger.stage_ms["total"], 3),
-        )
+    async def execute(self) -> Answer:
+        p, run = self.params, self.run
+        base = subcall_body(run.raw, max_completion_tokens=p.max_completion_tokens, temperature=p.temperature)
+        gate_answer: CallResult | None = None
+        if p.gate is not None:
+            gated, gate_answer = await self._gate(p.gate)
+            if gated is not None:
+                return gated
+        await run.say(f"fusion: panel of {len(p.panel)} started ({', '.join(p.panel)})")
+        with run.ledger.stage("panel"):
+            await self._panel(base, gate_answer)
+        original = original_text(run.raw.get("messages") or [])
+        responses = "\n\n".join(f"[{r.model}]\n{r.content}" for r in self.responses)
+        await run.say(f"fusion: panel done ({len(self.responses)} answered); judge {p.judge} analysing")
+        with run.ledger.stage("judge"):
+            analysis_text = await self._judge(base, original, responses)
+        await run.say(f"fusion: analysis {self.analysis_status}; synthesis by {p.judge}")
+        with run.ledger.stage("synthesis"):
+            final = await self._synthesize(original, responses, analysis_text)
         finish = "tool_calls" if final.tool_calls else (final.finish_reason or "stop")
-        return Outcome(final.content or (None if final.tool_calls else ""), final.tool_calls, finish, ledger.usage, trace,
-                       self._headers(run, ledger, analysis_status))
+        return Answer(final.content or (None if final.tool_calls else ""), final.tool_calls, finish, self.outcome,
+                      streamed=run.streaming)
 
-    async def _panel(self, run: LooperRun, base: dict[str, Any], ledger: Ledger) -> None:
-        p = run.params
-        gate = asyncio.Semaphore(p.max_concurrent)
-        started = time.perf_counter()
+    # -- gate ------------------------------------------------------------------------------------
 
-        async def one(name: str) -> CallResult:
-            async with gate:
-                ledger.calls += 1
-                return await run.call(name, base, p.panel_timeout)
-
-        tasks = {asyncio.create_task(one(name)): name for name in p.panel}
+    async def _gate(self, gate: GateSettings) -> tuple[Answer | None, CallResult | None]:
+        """The cheap model's answer, returned when confident; else (None, the answer to reuse)."""
+        p, run = self.params, self.run
+        tools = bool(run.raw.get("tools"))
+        # With tools the gate answers like a final call (it may call them); without, exactly like a
+        # panel member, so its answer can stand in for that member's.
+        body = (final_body(run.raw, None, max_completion_tokens=p.max_completion_tokens, temperature=p.temperature) if tools
+                else subcall_body(run.raw, max_completion_tokens=p.max_completion_tokens, temperature=p.temperature))
+        method = gate.confidence_method
+        if method != "self_verify":
+            body = {**body, "logprobs": True, "top_logprobs": gate.top_logprobs}
+        await run.say(f"fusion: gate {gate.model} answering first")
         try:
-            pending = set(tasks)
-            deadline = started + p.panel_timeout
-            while pending:
-                done, pending = await asyncio.wait(pending, timeout=max(0.0, deadline - time.perf_counter()), return_when=asyncio.FIRST_COMPLETED)
-                if not done:  # the stage budget ran out: whoever has not answered failed
-                    for task in pending:
-                        ledger.failed.append({"model": tasks[task], "reason": "timeout", "error": f"no answer within the panel budget of {p.panel_timeout:g}s"})
-                    break
-                for task in done:
-                    name = tasks[task]
-                    exc = task.exception()
-                    if exc is None:
-                        result = task.result()
-                        ledger.add(result, "panel")
-                        ledger.responses.append(result)
-                        await run.say(f"fusion: {name} answered in {result.latency_ms:.0f} ms")
-                        continue
-                    reason = exc.reason if isinstance(exc, UpstreamError) else "internal_error"
-                    ledger.failed.append({"model": name, "reason": reason, "error": str(exc)})
-                    await run.say(f"fusion: {name} failed ({reason})")
-                    if p.on_error == "fail":
-                        raise _Failure("panel", 502, "panel_model_failed", f"Fusion panel model {name} failed ({reason}): {exc}")
-        finally:
-            for task in tasks:
-                task.cancel()
-            ledger.stage_ms["panel"] = (time.perf_counter() - started) * 1000
-        # Keep the configured panel order in the trace, not the finishing order.
-        order = {name: i for i, name in enumerate(p.panel)}
-        ledger.responses.sort(key=lambda r: order[r.model])
-        if not ledger.responses:
-            raise _Failure("panel", 504 if all(f["reason"] == "timeout" for f in ledger.failed) else 502, "all_panels_failed",
-                           "Every Fusion panel model failed: " + "; ".join(f"{f['model']}: {f['reason']}" for f in ledger.failed))
-        if len(ledger.responses) < p.min_successful:
-            raise _Failure("panel", 502, "quorum_not_met",
-                           f"Only {len(ledger.responses)} of {len(p.panel)} panel models answered; the quorum is {p.min_successful}.")
+            with run.ledger.stage("gate"):
+                answer = await run.call(gate.model, body, p.gate_timeout, stage="gate")
+                score = await self._confidence(gate, answer)
+        except UpstreamError as exc:
+            self.gate = GateTrace(model=gate.model, method=method, confidence=None, threshold=gate.effective_threshold,
+                                  passed=False, reason=f"gate_failed:{exc.reason}")
+            return None, None
+        threshold = gate.effective_threshold
+        passed = score.value is not None and score.value >= threshold and (bool(answer.content) or bool(answer.tool_calls))
+        saved = len(p.panel) + 2 - run.ledger.calls if passed else 0
+        self.gate = GateTrace(model=gate.model, method=score.method, confidence=None if score.value is None else round(score.value, 4),
+                              threshold=threshold, passed=passed, reason=score.reason, calls_saved=max(saved, 0))
+        if passed:
+            self.outcome = "gated"
+            await run.say(f"fusion: gate {gate.model} confident ({score.value:.2f} >= {threshold:.2f}); no panel needed")
+            finish = "tool_calls" if answer.tool_calls else (answer.finish_reason or "stop")
+            return Answer(answer.content or (None if answer.tool_calls else ""), answer.tool_calls, finish, "gated"), answer
+        conf = "n/a" if score.value is None else f"{score.value:.2f}"
+        await run.say(f"fusion: gate {gate.model} not confident ({conf} < {threshold:.2f}); running the panel")
+        return None, (answer if not tools and answer.content else None)
 
-    async def _judge(self, run: LooperRun, base: dict[str, Any], original: str, responses: str, ledger: Ledger) -> tuple[str, str, Any]:
-        p = run.params
+    async def _confidence(self, gate: GateSettings, answer: CallResult) -> Score:
+        weights = gate.hybrid_weights or HybridWeights()
+        score = from_logprobs(answer.logprobs, gate.confidence_method, weights.logprob_weight) if gate.confidence_method != "self_verify" else None
+        if score is not None and (score.value is not None or gate.missing_logprobs == "fuse"):
+            return score
+        return await verify(self.run, gate.model, answer.content, self.params.gate_timeout, stage="gate",
+                            why=score.reason if score else "")
+
+    # -- panel -----------------------------------------------------------------------------------
+
+    async def _panel(self, base: dict[str, Any], reuse: CallResult | None) -> None:
+        p, run = self.params, self.run
+        members = []
+        for name in p.panel:
+            if reuse is not None and name == reuse.model and self.from_gate is None:
+                self.from_gate = name  # the gate's answer is this member's answer: no second call
+                continue
+            o = p.overrides.get(name)
+            body = base if o is None else subcall_body(
+                run.raw, max_completion_tokens=o.max_completion_tokens or p.max_completion_tokens,
+                temperature=o.temperature if o.temperature is not None else p.temperature)
+            members.append(Member(name, body))
+        enough = max(0, p.min_successful - (1 if self.from_gate else 0))
+        result = await fan_out(run, members, stage="panel", timeout=p.panel_timeout, max_concurrent=p.max_concurrent,
+                               enough=enough if enough < len(members) else None, cancel_stragglers=p.cancel_stragglers,
+                               on_error=p.on_error, label="fusion")
+        self.cancelled = [m.model for m in result.cancelled]
+        answers = {m.model: r for m, r in result.answers}
+        if reuse is not None and self.from_gate:
+            answers[self.from_gate] = reuse
+        self.responses = [answers[n] for n in p.panel if n in answers]  # configured order, not finishing order
+        if not self.responses:
+            failures = [f for f in run.ledger.failures if f.stage == "panel"]
+            timeouts = all(f.reason == "timeout" for f in failures)
+            raise StageFailure("panel", 504 if timeouts else 502, "all_panels_failed",
+                               "Every Fusion panel model failed: " + "; ".join(f"{f.model}: {f.reason}" for f in failures))
+
+    # -- judge and synthesis -----------------------------------------------------------------------
+
+    async def _judge(self, base: dict[str, Any], original: str, responses: str) -> str:
+        """The analysis text synthesis gets. A failed judge is recorded and synthesis works from the
+        raw panel answers (unless ``on_error: fail``)."""
+        p, run = self.params, self.run
         prompt = render(p.analysis_template, original=original, responses=responses)
-        body = {**base, "messages": [{"role": "user", "content": prompt}], "temperature": 0}
-        ledger.calls += 1
         try:
-            result = await run.call(p.judge, body, p.judge_timeout)
+            result = await run.call(p.judge, {**user_prompt(prompt, base), "temperature": 0}, p.judge_timeout, stage="judge")
         except UpstreamError as exc:
-            ledger.analysis_status = "judge_upstream_error"
-            raise _Failure("judge", 504 if exc.reason == "timeout" else 502, "judge_upstream_error",
-                           f"The Fusion judge {p.judge} failed ({exc.reason}): {exc}") from None
-        ledger.add(result, "judge")
+            self.analysis_status = "judge_invalid_response" if exc.reason == "invalid_response" else "judge_upstream_error"
+            if p.on_error == "fail":
+                raise StageFailure.from_upstream("judge", self.analysis_status, exc, f"The Fusion judge {p.judge}") from None
+            await run.say(f"fusion: judge failed ({exc.reason}); synthesizing from the panel answers")
+            return f"(no analysis: the judge failed with {exc.reason}; work from the panel answers directly)"
         parsed = parse_analysis(result.content)
+        self.analysis_status = parsed.status
         if parsed.analysis is not None:
-            text = orjson.dumps(parsed.analysis.model_dump(), option=orjson.OPT_INDENT_2).decode()
-            return text, "ok", parsed.analysis.model_dump()
+            self.analysis = parsed.analysis
+            return orjson.dumps(parsed.analysis.model_dump(), option=orjson.OPT_INDENT_2).decode()
         # Never hide a parse failure, and never drop the judge's words: synthesis still gets them.
-        return parsed.raw or "(the judge returned no analysis)", parsed.status, None
+        self.analysis_raw = parsed.raw
+        return parsed.raw or "(the judge returned no analysis)"
 
-    async def _synthesize(self, run: LooperRun, original: str, responses: str, analysis: str, ledger: Ledger) -> CallResult:
-        p = run.params
+    async def _synthesize(self, original: str, responses: str, analysis: str) -> CallResult:
+        p, run = self.params, self.run
         instructions = render(p.synthesis_template, original=original, responses=responses, analysis=analysis)
-        raw = run.raw
-        body = {k: v for k, v in raw.items() if k not in ("stream", "stream_options", "plugins", "n")}
         # The final call alone sees the client's tools, with the history in its native form.
-        body["messages"] = [{"role": "system", "content": instructions}, *(raw.get("messages") or [])]
-        if p.max_completion_tokens is not None:
-            body.pop("max_tokens", None)
-            body["max_completion_tokens"] = p.max_completion_tokens
-        if p.temperature is not None:
-            body["temperature"] = p.temperature
-        ledger.calls += 1
+        body = final_body(run.raw, instructions, max_completion_tokens=p.max_completion_tokens, temperature=p.temperature)
         try:
-            result = await run.call(p.judge, body, p.synthesis_timeout, stream=run.on_delta is not None)
+            return await run.call(p.judge, body, p.synthesis_timeout, stage="synthesis", stream=True)
         except UpstreamError as exc:
-            raise _Failure("synthesis", 504 if exc.reason == "timeout" else 502, "synthesis_failed",
-                           f"The Fusion synthesis call to {p.judge} failed ({exc.reason}): {exc}") from None
-        ledger.add(result, "synthesis")
-        return result
+            raise StageFailure.from_upstream("synthesis", "synthesis_failed", exc, f"The Fusion synthesis call to {p.judge}") from None
 
-    def _trace(self, run: LooperRun, ledger: Ledger, analysis: Any, status: str, analysis_text: str | None) -> dict[str, Any]:
-        p = run.params
-        trace: dict[str, Any] = {
-            "decision": run.decision,
-            "judge_model": p.judge,
-            "analysis_models": list(p.panel),
-            "answered_models": [r.model for r in ledger.responses],
-            "failed_models": ledger.failed,
-            "iterations": ledger.calls,
-            "prompt_version": p.prompt_version,
-            "analysis_status": status,
-            "latency_ms": {k: round(v, 3) for k, v in ledger.stage_ms.items()},
-            "usage": {k: v.model_dump() for k, v in ledger.stage_usage.items()},
-        }
+    # -- trace and headers -----------------------------------------------------------------------
+
+    def trace(self) -> FusionTrace:
+        p, ledger = self.params, self.run.ledger
+        answered = [r.model for r in self.responses]
+        common = LooperTrace.common(self.name, self.run.decision, ledger, self.outcome)
+        common["answered_models"] = answered  # Fusion's documented meaning: the panel members that answered
+        extra: dict[str, Any] = {"gate": self.gate} if self.gate is not None else {}
+        if self.outcome != "gated":
+            extra["quorum"] = Quorum(wanted=p.min_successful, got=len(answered))
+        trace = FusionTrace(
+            **common,
+            **extra,
+            judge_model=p.judge,
+            analysis_models=list(p.panel),
+            prompt_version=p.prompt_version,
+            analysis_status=self.analysis_status,
+            cancelled_models=self.cancelled,
+        )
         if p.include_analysis:
-            trace["analysis"] = analysis
-            if analysis is None and analysis_text is not None:
-                trace["analysis_raw"] = analysis_text
+            trace.analysis = self.analysis
+            if self.analysis_raw is not None:
+                trace.analysis_raw = self.analysis_raw
         if p.include_intermediate_responses:
-            trace["responses"] = [
-                {"model": r.model, "content": r.content, "latency_ms": round(r.latency_ms, 3), "usage": r.usage.model_dump()}
-                for r in ledger.responses
-            ]
+            trace.responses = [PanelResponse(model=r.model, content=r.content, latency_ms=round(r.latency_ms, 3), usage=r.usage,
+                                             from_gate=r.model == self.from_gate) for r in self.responses]
         return trace
 
-    def _headers(self, run: LooperRun, ledger: Ledger, status: str) -> dict[str, str]:
-        if not run.params.trace_headers:
-            return {}
-        ms = ledger.stage_ms
+    def headers(self) -> dict[str, str]:
+        ledger = self.run.ledger
         return {
-            H.FUSION_PANEL: ",".join(r.model for r in ledger.responses),
-            H.FUSION_JUDGE: run.params.judge,
-            H.FUSION_FAILED: ",".join(f"{f['model']}={f['reason']}" for f in ledger.failed),
+            H.FUSION_PANEL: ",".join(r.model for r in self.responses),
+            H.FUSION_JUDGE: self.params.judge,
+            H.FUSION_FAILED: ",".join(f"{f.model}={f.reason}" for f in ledger.failures),
             H.FUSION_ITERATIONS: str(ledger.calls),
-            H.FUSION_ANALYSIS: status,
-            H.FUSION_LATENCY: ",".join(f"{k}={v:.1f}" for k, v in ms.items()),
+            H.FUSION_ANALYSIS: self.analysis_status,
+            H.FUSION_LATENCY: ",".join(f"{k}={v:.1f}" for k, v in ledger.stage_ms.items()),
         }
 
 
-class _Failure(Exception):
-    def __init__(self, stage: str, status: int, reason: str, message: str):
-        super().__init__(message)
-        self.stage, self.status, self.reason, self.message = stage, status, reason, message
+def _plugin_candidates(plugin: FusionPlugin) -> list[str] | None:
+    return list(plugin.analysis_models) if plugin.analysis_models else None
+
+
+SPEC = AlgorithmSpec(
+    name="fusion",
+    summary="A panel answers in parallel, a judge analyses agreement and gaps, one synthesis call answers "
+    "(optionally gated by a cheap model's confidence).",
+    settings=FusionSettings,
+    defaults=DEFAULTS,
+    plugin=FusionPlugin,
+    plugin_ids=("fusion", "openrouter:fusion"),
+    default_slugs=("vllm-sr/fusion",),
+    looper=Fusion,
+    trace=FusionTrace,
+    resolve=resolve,
+    check=check,
+    plugin_models=plugin_models,
+    plugin_candidates=_plugin_candidates,
+)

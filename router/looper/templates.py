@@ -36,7 +36,7 @@ Panel answers:
 Judge analysis:
 {{analysis}}"""
 
-_PLACEHOLDER = re.compile(r"\{\{\s*(original|responses|analysis)\s*\}\}")
+_PLACEHOLDER = re.compile(r"\{\{\s*(\w+)\s*\}\}")
 
 
 def render(template: str, **values: str) -> str:

@@ -19,6 +19,7 @@ REQUEST_LATENCY = Histogram("fusion_router_decision_latency_ms", "Router process
 SIGNAL_LATENCY = Histogram("fusion_router_signal_latency_ms", "Per-signal evaluation latency (ms)", ["type", "name"], buckets=_MS)
 SIGNAL_MATCHES = Counter("fusion_router_signal_matches_total", "Signal evaluations by outcome", ["type", "name", "matched"])
 SIGNAL_ERRORS = Counter("fusion_router_signal_errors_total", "Signal failures handled by on_error", ["type", "name"])
+SHED = Counter("fusion_router_shed_total", "Requests refused with a retryable 503 because a check could not run in time", ["reason"])
 DECISION_EVAL = Histogram("fusion_router_signals_and_decision_ms", "Signals + rule evaluation per request (ms)", ["entry"], buckets=_MS)
 
 # Looper upstream calls.
@@ -32,6 +33,16 @@ FUSION_PANEL_FAILURES = Counter("fusion_router_fusion_panel_failures_total", "Fu
 FUSION_ANALYSIS = Counter("fusion_router_fusion_analysis_total", "Judge analysis outcomes", ["status"])
 FUSION_OUTCOMES = Counter("fusion_router_fusion_runs_total", "Fusion runs by outcome", ["decision", "outcome"])
 FUSION_QUORUM = Counter("fusion_router_fusion_quorum_failures_total", "Fusion runs that missed the panel quorum", ["decision"])
+
+# Every looper algorithm.
+LOOPER_RUNS = Counter("fusion_router_looper_runs_total", "Looper runs by algorithm and outcome", ["algorithm", "decision", "outcome"])
+LOOPER_CALLS = Histogram("fusion_router_looper_calls", "Model calls per looper run", ["algorithm"], buckets=(1, 2, 3, 4, 5, 6, 8, 10, 15, 20, 30))
+LOOPER_STAGE = Histogram("fusion_router_looper_stage_seconds", "Looper per-stage latency", ["algorithm", "stage"], buckets=_S)
+LOOPER_FAILURES = Counter("fusion_router_looper_call_failures_total", "Looper sub-call failures", ["algorithm", "model", "reason"])
+LOOPER_TOKENS = Counter("fusion_router_looper_tokens_total", "Tokens spent by looper runs (all calls)", ["algorithm", "direction"])
+FUSION_GATE = Counter("fusion_router_fusion_gate_total", "Adaptive Fusion: requests answered by the gate vs fused", ["decision", "result"])
+FUSION_GATE_SAVED_CALLS = Counter("fusion_router_fusion_gate_saved_calls_total", "Adaptive Fusion: model calls not made because the gate was confident", ["decision"])
+FUSION_GATE_SAVED_TOKENS = Counter("fusion_router_fusion_gate_saved_tokens_total", "Adaptive Fusion: tokens not spent (vs the running mean of fused runs)", ["decision"])
 
 # Classifier runtime.
 CLASSIFIER_BATCH = Histogram("fusion_router_classifier_batch_size", "Micro-batch sizes", ["model"], buckets=(1, 2, 4, 8, 16, 32, 64))

@@ -9,14 +9,17 @@ from __future__ import annotations
 
 import functools
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 from prometheus_client import REGISTRY
 
 from router.observability import metrics as M
-from router.signals.base import SignalResult
-from router.state import RequestState, ResponsePath
+
+if TYPE_CHECKING:
+    from router.looper.trace import LooperTrace
+    from router.signals.base import SignalResult
+    from router.state import RequestState
 
 log = structlog.get_logger("router.request")
 
@@ -28,24 +31,30 @@ def _child(metric: Any, *labels: str) -> Any:
 
 
 def request_done(state: RequestState) -> None:
-    """Called once per ext_proc stream when its action goes out (a streamed Fusion reply: when the
+    """Called once per ext_proc stream when its action goes out (a streamed looper reply: when the
     stream starts). Routed and blocked requests are logged where they are decided (``request_routed``,
-    ``request_blocked``); Fusion and error answers get their decision-point event here."""
-    path = str(state.response_path or ResponsePath.ERROR)
+    ``request_blocked``); looper and error answers get their decision-point event here."""
+    path = state.path_label
     model = state.model.name if state.model else "none"
-    entry = str(state.entry or "none")
+    entry = state.entry_label
     _child(M.REQUESTS, entry, state.decision_name, model, path).inc()
     _child(M.REQUEST_LATENCY, path).observe(state.elapsed_ms)
     if state.error_code:
         _child(M.ERRORS, state.error_code).inc()
-    if state.response_path is ResponsePath.FUSION:
-        log.info("request_fusion", request_id=state.request_id, entry=entry, decision=state.decision_name, model=model,
-                 stream=bool(state.request and state.request.stream), error=state.error_code,
-                 signals=state.matched_signal_keys(), signal_ms=round(state.signal_ms, 3),
+    if state.response_path == "looper":
+        log.info("request_looper", request_id=state.request_id, entry=entry, algorithm=state.algorithm,
+                 decision=state.decision_name, model=model, stream=bool(state.request and state.request.stream),
+                 error=state.error_code, signals=state.matched_signal_keys(), signal_ms=round(state.signal_ms, 3),
                  latency_ms=round(state.elapsed_ms, 3))
-    elif state.response_path is None or state.response_path is ResponsePath.ERROR:
+    elif state.response_path is None or state.response_path == "error":
         log.info("request_error", request_id=state.request_id, entry=entry, decision=state.decision_name,
                  error=state.error_code, path=state.path, latency_ms=round(state.elapsed_ms, 3))
+
+
+def shed(reason: str) -> None:
+    """A request refused with a retryable 503: ``queue_full`` / ``deadline`` (no classifier turn),
+    ``guard_unavailable`` / ``signal_unavailable`` (a check that must not be skipped failed)."""
+    _child(M.SHED, reason).inc()
 
 
 def stream_failed(code: str) -> None:
@@ -73,18 +82,56 @@ def upstream_call(model: str, outcome: str, seconds: float, first_token_s: float
         _child(M.TOKENS, model, "out").inc(completion_tokens)
 
 
-def fusion_done(decision: str, trace: dict[str, Any], outcome: str) -> None:
-    for stage, ms in trace.get("latency_ms", {}).items():
+def looper_done(algorithm: str, decision: str, trace: LooperTrace) -> None:
+    _child(M.LOOPER_RUNS, algorithm, decision, trace.outcome).inc()
+    _child(M.LOOPER_CALLS, algorithm).observe(trace.iterations)
+    for stage, ms in trace.latency_ms.items():
+        if stage != "total":
+            _child(M.LOOPER_STAGE, algorithm, stage).observe(ms / 1000)
+    for failed in trace.failed_models:
+        _child(M.LOOPER_FAILURES, algorithm, failed.model, failed.reason).inc()
+    prompt = sum(u.prompt_tokens for u in trace.usage.values())
+    completion = sum(u.completion_tokens for u in trace.usage.values())
+    if prompt:
+        _child(M.LOOPER_TOKENS, algorithm, "in").inc(prompt)
+    if completion:
+        _child(M.LOOPER_TOKENS, algorithm, "out").inc(completion)
+
+
+# Running mean of the tokens a fused (not gated) run of each decision spends: what a confident gate saves.
+_fused_tokens: dict[str, tuple[int, float]] = {}
+
+
+def fusion_done(decision: str, trace: Any) -> int | None:
+    """Fusion's own metrics (the chart's dashboard reads them). Returns the tokens a gated run saved
+    against the running mean of fused runs of the same decision (None when unknown)."""
+    for stage, ms in trace.latency_ms.items():
         if stage != "total":
             _child(M.FUSION_STAGE, stage).observe(ms / 1000)
-    for failed in trace.get("failed_models", []):
-        _child(M.FUSION_PANEL_FAILURES, failed["model"], failed["reason"]).inc()
-    status = trace.get("analysis_status")
-    if status and status != "not_run":
-        _child(M.FUSION_ANALYSIS, status).inc()
-    _child(M.FUSION_OUTCOMES, decision, outcome).inc()
-    if outcome == "quorum_not_met":
+    for failed in trace.failed_models:
+        _child(M.FUSION_PANEL_FAILURES, failed.model, failed.reason).inc()
+    if trace.analysis_status and trace.analysis_status != "not_run":
+        _child(M.FUSION_ANALYSIS, trace.analysis_status).inc()
+    _child(M.FUSION_OUTCOMES, decision, "ok" if trace.error is None else trace.outcome).inc()
+    if trace.quorum is not None and trace.quorum.got < trace.quorum.wanted:
         _child(M.FUSION_QUORUM, decision).inc()
+    tokens = sum(u.total_tokens for u in trace.usage.values())
+    if trace.gate is None:
+        return None
+    if not trace.gate.passed:
+        _child(M.FUSION_GATE, decision, "fused" if trace.error is None else "failed").inc()
+        if trace.error is None:
+            n, mean = _fused_tokens.get(decision, (0, 0.0))
+            _fused_tokens[decision] = (n + 1, mean + (tokens - mean) / (n + 1))
+        return None
+    _child(M.FUSION_GATE, decision, "gated").inc()
+    _child(M.FUSION_GATE_SAVED_CALLS, decision).inc(trace.gate.calls_saved)
+    n, mean = _fused_tokens.get(decision, (0, 0.0))
+    if not n:
+        return None
+    saved = max(0, int(mean - tokens))
+    _child(M.FUSION_GATE_SAVED_TOKENS, decision).inc(saved)
+    return saved
 
 
 def config_reloaded(ok: bool, version: int | None = None) -> None:

@@ -49,6 +49,18 @@ class ChatMessage(Open):
         return "\n".join(p.text for p in self.content if p.text)
 
 
+def _tool_text(tool: dict[str, Any]) -> str:
+    """A tool definition's human-readable parts: name, description and parameter descriptions."""
+    fn = tool.get("function") if isinstance(tool, dict) else None
+    if not isinstance(fn, dict):
+        return ""
+    parts = [str(fn.get("name") or ""), str(fn.get("description") or "")]
+    props = (fn.get("parameters") or {}).get("properties") if isinstance(fn.get("parameters"), dict) else None
+    if isinstance(props, dict):
+        parts += [str(v.get("description")) for v in props.values() if isinstance(v, dict) and v.get("description")]
+    return " ".join(p for p in parts if p)
+
+
 class StreamOptions(Open):
     include_usage: bool = False
 
@@ -83,6 +95,22 @@ class ChatCompletionRequest(Open):
     def user_texts(self) -> list[str]:
         return [m.text() for m in self.messages if m.role == "user"]
 
+    def role_texts(self) -> list[tuple[str, str]]:
+        """(role, text) for everything a model will read: every message's text parts, the arguments of
+        tool calls in assistant turns, and the tool definitions (role ``tools``), which a model reads
+        as instructions too."""
+        out: list[tuple[str, str]] = []
+        for m in self.messages:
+            text = m.text()
+            if m.tool_calls:
+                args = " ".join(f"{c.function.name or ''}({c.function.arguments or ''})" for c in m.tool_calls)
+                text = f"{text}\n{args}" if text else args
+            out.append((m.role, text))
+        described = [_tool_text(t) for t in self.tools or []]
+        if any(described):
+            out.append(("tools", "\n".join(d for d in described if d)))
+        return out
+
     @property
     def include_usage(self) -> bool:
         return bool(self.stream_options and self.stream_options.include_usage)
@@ -101,27 +129,75 @@ class Usage(BaseModel):
         )
 
 
+# --------------------------------------------------------------------------- what the router writes
+
+
+class OutFunctionCall(BaseModel):
+    name: str = ""
+    arguments: str = ""
+
+
+class OutToolCall(BaseModel):
+    id: str | None = None
+    type: Literal["function"] = "function"
+    function: OutFunctionCall
+
+
 class AssistantMessage(BaseModel):
-    model_config = ConfigDict(extra="allow")
     role: Literal["assistant"] = "assistant"
     content: str | None = None
-    tool_calls: list[ToolCall] | None = None
+    tool_calls: list[OutToolCall] | None = None
 
 
 class Choice(BaseModel):
-    model_config = ConfigDict(extra="allow")
     index: int = 0
     message: AssistantMessage
     finish_reason: str | None = "stop"
 
 
+def completion_id() -> str:
+    return f"chatcmpl-{uuid.uuid4().hex[:24]}"
+
+
 class ChatCompletion(BaseModel):
+    """A chat completion the router answers itself. A looper's trace rides along as a top-level
+    object named after the algorithm (``fusion``, ``confidence``, ...), set through ``extra``."""
+
     model_config = ConfigDict(extra="allow")
-    id: str = Field(default_factory=lambda: f"chatcmpl-{uuid.uuid4().hex[:24]}")
+    id: str = Field(default_factory=completion_id)
     object: Literal["chat.completion"] = "chat.completion"
     created: int = Field(default_factory=lambda: int(time.time()))
     model: str
     choices: list[Choice]
+    usage: Usage | None = None
+
+
+class ToolCallDelta(BaseModel):
+    index: int = 0
+    id: str | None = None
+    type: Literal["function"] | None = None
+    function: OutFunctionCall | None = None
+
+
+class ChunkDelta(BaseModel):
+    role: Literal["assistant"] | None = None
+    content: str | None = None
+    tool_calls: list[ToolCallDelta] | None = None
+
+
+class ChunkChoice(BaseModel):
+    index: int = 0
+    delta: ChunkDelta
+    finish_reason: str | None = None
+
+
+class ChatCompletionChunk(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    id: str
+    object: Literal["chat.completion.chunk"] = "chat.completion.chunk"
+    created: int
+    model: str
+    choices: list[ChunkChoice]
     usage: Usage | None = None
 
 

@@ -52,7 +52,8 @@ def message_text(message: Any) -> str:
 
 
 def build_answer(
-    body: dict[str, Any], *, served_model: str, backend: str, default_max_tokens: int, judge: JudgeKind | None
+    body: dict[str, Any], *, served_model: str, backend: str, default_max_tokens: int, judge: JudgeKind | None,
+    confidence: float = 0.9,
 ) -> Answer:
     messages: list[Any] = body.get("messages") or []
     prompt_tokens = sum(count_tokens(message_text(m)) for m in messages)
@@ -64,6 +65,11 @@ def build_answer(
     # carries the analysis in its system message, so it gets a normal answer.
     if judge and _role(last) == "user" and "consensus" in user_text.lower():
         content = _judge_content(tag, messages, judge)
+        return Answer(content, None, "stop", prompt_tokens, count_tokens(content))
+
+    # A self-verification prompt asks for a {"confidence": ...} verdict: give the model's configured one.
+    if _role(last) == "user" and '"confidence"' in user_text and "reason" in user_text:
+        content = orjson.dumps({"confidence": confidence, "reason": f"simulated verdict of {tag}"}).decode()
         return Answer(content, None, "stop", prompt_tokens, count_tokens(content))
 
     tool = _pick_tool(body, last)

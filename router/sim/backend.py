@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import random
 import socket
 import time
@@ -10,7 +11,7 @@ import uuid
 from collections import deque
 from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, cast
 
 import orjson
@@ -41,19 +42,24 @@ class BackendState:
     started: int = field(default_factory=lambda: int(time.time()))
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
 
-    def record(self, request: web.Request, body: Any) -> None:
-        self.log.append(
-            {
-                "method": request.method,
-                "path": request.path,
-                "headers": {k.lower(): v for k, v in request.headers.items()},
-                "body": body,
-                "time": time.time(),
-            }
-        )
+    def record(self, request: web.Request, body: Any) -> dict[str, Any]:
+        """Log a request as it arrives; the entry later says whether it ``completed`` or was
+        ``cancelled`` (the client went away), so tests prove cancellation by what the backend saw."""
+        entry = {
+            "method": request.method,
+            "path": request.path,
+            "headers": {k.lower(): v for k, v in request.headers.items()},
+            "body": body,
+            "time": time.time(),
+            "completed": False,
+            "cancelled": False,
+        }
+        self.log.append(entry)
+        return entry
 
 
 STATE = web.AppKey("sim_state", BackendState)
+ENTRY = web.RequestKey("sim_entry", dict)
 
 
 @dataclass(frozen=True)
@@ -90,6 +96,18 @@ def _overrides(request: web.Request, spec: SimBackendSpec) -> _Overrides:
 
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:
+    try:
+        response = await _chat_completions(request)
+    except (asyncio.CancelledError, ConnectionResetError):  # the client went away mid-answer
+        if ENTRY in request:
+            request[ENTRY]["cancelled"] = True
+        raise
+    if ENTRY in request:
+        request[ENTRY]["completed"] = True
+    return response
+
+
+async def _chat_completions(request: web.Request) -> web.StreamResponse:
     state = request.app[STATE]
     spec = state.spec
     headers = {"x-sim-backend": spec.name}
@@ -99,7 +117,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     except orjson.JSONDecodeError as exc:
         state.record(request, raw.decode("utf-8", "replace"))
         return error_response(400, f"request body is not valid JSON: {exc}", code="invalid_json", headers=headers)
-    state.record(request, body)
+    request[ENTRY] = state.record(request, body)
     if not isinstance(body, dict) or not isinstance(body.get("messages"), list):
         return error_response(400, "body must be an object with a `messages` list", headers=headers)
 
@@ -115,33 +133,111 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         return error_response(400, str(exc), headers=headers)
 
     mode = knobs.mode
+    targeted = _targeted(body, spec.fault_on)
+    if not targeted and mode in ("error", "hang", "drop_midstream"):
+        mode = "normal"
     if spec.fail_rate and mode != "error" and state.rng.random() < spec.fail_rate:
         mode = "error"
     await asyncio.sleep(knobs.latency_s)
     if mode == "error":
-        return error_response(knobs.fail_status, f"simulated failure from {spec.name}", headers=headers)
+        echo = f" (you sent {request.headers.get('authorization')})" if spec.echo_auth else ""
+        return error_response(knobs.fail_status, f"simulated failure from {spec.name}{echo}", headers=headers)
     if mode == "hang":
         # Never answers: a client that goes away cancels this handler; stop() ends it at once.
         await state.stopping.wait()
         _abort(request)
         return web.Response()
 
+    confidence = float(request.headers.get("x-sim-confidence", spec.model_confidence.get(served, spec.confidence)))
     answer = build_answer(
-        body, served_model=served, backend=spec.name, default_max_tokens=spec.max_tokens, judge=_JUDGE_KINDS.get(mode)
+        body, served_model=served, backend=spec.name, default_max_tokens=spec.max_tokens, judge=_JUDGE_KINDS.get(mode),
+        confidence=confidence,
     )
+    logprobs = _wants_logprobs(body) if spec.logprobs else None
+    if spec.answer_bytes and answer.content is not None and len(answer.content) < spec.answer_bytes:
+        answer = replace(answer, content=answer.content + " " + "x" * (spec.answer_bytes - len(answer.content) - 1))
+    if spec.malformed != "none" and targeted:
+        return await _malformed(request, headers, spec.malformed, bool(body.get("stream")), served)
     pace = 1 / spec.tokens_per_second if spec.tokens_per_second else 0.0
     completion_id = f"chatcmpl-{uuid.uuid4().hex}"
     drop = mode == "drop_midstream"
     if body.get("stream"):
         options = body.get("stream_options")
         include_usage = isinstance(options, dict) and bool(options.get("include_usage"))
-        chunks = _stream_chunks(answer, completion_id, served, include_usage)
+        chunks = _stream_chunks(answer, completion_id, served, include_usage, logprobs, confidence)
         return await _stream(request, headers, chunks, pace, drop)
     if drop:
         _abort(request)
         return web.Response()  # never sent: the connection is already gone
     await asyncio.sleep(answer.completion_tokens * pace)
-    return _json(_completion(answer, completion_id, served), headers=headers)
+    payload = _completion(answer, completion_id, served, logprobs, confidence)
+    if spec.write_chunk_bytes:
+        return await _write_in_pieces(request, headers, orjson.dumps(payload), spec.write_chunk_bytes)
+    return _json(payload, headers=headers)
+
+
+def _targeted(body: dict[str, Any], fault_on: str) -> bool:
+    if fault_on == "all":
+        return True
+    messages = [m for m in body.get("messages") or [] if isinstance(m, dict)]
+    last = messages[-1] if messages else {}
+    text = last.get("content") if isinstance(last.get("content"), str) else ""
+    if fault_on == "judge":
+        return last.get("role") == "user" and "consensus" in text.lower()
+    first = messages[0] if messages else {}
+    system = first.get("content") if first.get("role") == "system" and isinstance(first.get("content"), str) else ""
+    return "Panel answers:" in system or "Latest answers:" in system
+
+
+async def _write_in_pieces(request: web.Request, headers: dict[str, str], data: bytes, size: int) -> web.StreamResponse:
+    """A real server's large answer: several writes with pauses between them (what a single
+    ``read(n)`` on the client would cut short)."""
+    response = web.StreamResponse(headers={**headers, "Content-Type": "application/json"})
+    response.content_length = len(data)
+    await response.prepare(request)
+    for start in range(0, len(data), size):
+        await response.write(data[start : start + size])
+        await asyncio.sleep(0.005)
+    await response.write_eof()
+    return response
+
+
+_HUGE_LINE = 600 * 1024  # above aiohttp's default 64 KiB line limit and the old 512 KiB reader
+
+
+async def _malformed(request: web.Request, headers: dict[str, str], kind: str, stream: bool, model: str) -> web.StreamResponse:
+    """Answers a broken server might send, to prove the router rejects them as typed failures."""
+    base = {"id": "chatcmpl-broken", "object": "chat.completion", "created": int(time.time()), "model": model}
+    if kind == "not_json":
+        return web.Response(body=b"<html>upstream proxy error</html>", content_type="text/html", headers=headers)
+    if not stream:
+        if kind == "choices_strings":
+            return _json({**base, "choices": ["x"]}, headers=headers)
+        if kind == "usage_string":
+            return _json({**base, "choices": [{"index": 0, "message": {"role": "assistant", "content": "hi"}, "finish_reason": "stop"}],
+                          "usage": {"prompt_tokens": "lots", "completion_tokens": 1, "total_tokens": 2}}, headers=headers)
+        if kind == "huge_line":
+            content = "y" * _HUGE_LINE
+            return _json({**base, "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}]},
+                         headers=headers)
+        return _json({**base, "choices": [{"index": 0, "message": {"role": "assistant", "content": 7}, "finish_reason": "stop"}]},
+                     headers=headers)
+    response = web.StreamResponse(headers={**headers, "Content-Type": "text/event-stream"})
+    await response.prepare(request)
+    chunk = {**base, "object": "chat.completion.chunk"}
+    if kind == "huge_line":
+        event = {**chunk, "choices": [{"index": 0, "delta": {"content": "z" * _HUGE_LINE}, "finish_reason": None}]}
+    elif kind == "int_delta":
+        event = {**chunk, "choices": [{"index": 0, "delta": {"content": 42}, "finish_reason": None}]}
+    elif kind == "usage_string":
+        event = {**chunk, "choices": [], "usage": {"prompt_tokens": "lots"}}
+    else:
+        event = {**chunk, "choices": ["x"]}
+    await response.write(b"data: " + orjson.dumps(event) + b"\n\n")
+    await response.write(b"data: " + orjson.dumps({**chunk, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}) + b"\n\n")
+    await response.write(b"data: [DONE]\n\n")
+    await response.write_eof()
+    return response
 
 
 def _abort(request: web.Request) -> None:
@@ -154,7 +250,30 @@ def _usage(answer: Answer) -> dict[str, int]:
     return {"prompt_tokens": answer.prompt_tokens, "completion_tokens": answer.completion_tokens, "total_tokens": total}
 
 
-def _completion(answer: Answer, completion_id: str, model: str) -> dict[str, Any]:
+def _wants_logprobs(body: dict[str, Any]) -> int | None:
+    """How many alternatives per token the request asked for (0: logprobs only), None: no logprobs."""
+    if body.get("logprobs") is not True:
+        return None
+    top = body.get("top_logprobs")
+    return top if isinstance(top, int) and not isinstance(top, bool) and top >= 0 else 0
+
+
+def _token_logprobs(text: str, top: int | None, confidence: float) -> dict[str, Any] | None:
+    """OpenAI-shaped ``logprobs.content``: each token chosen with probability ``confidence``; the
+    runner-up is far behind, so the margin is about ``confidence`` too."""
+    if top is None:
+        return None
+    chosen = math.log(confidence)
+    tokens = []
+    for piece in _pieces(text):
+        alts = [{"token": piece, "logprob": chosen, "bytes": None}]
+        if top > 1:
+            alts.append({"token": "<alt>", "logprob": math.log(1e-6), "bytes": None})
+        tokens.append({"token": piece, "logprob": chosen, "bytes": None, "top_logprobs": alts[:top]})
+    return {"content": tokens}
+
+
+def _completion(answer: Answer, completion_id: str, model: str, top: int | None = None, confidence: float = 0.9) -> dict[str, Any]:
     message: dict[str, Any] = {"role": "assistant", "content": answer.content}
     if answer.tool_call:
         call = answer.tool_call
@@ -166,13 +285,14 @@ def _completion(answer: Answer, completion_id: str, model: str) -> dict[str, Any
         "object": "chat.completion",
         "created": int(time.time()),
         "model": model,
-        "choices": [{"index": 0, "message": message, "finish_reason": answer.finish_reason, "logprobs": None}],
+        "choices": [{"index": 0, "message": message, "finish_reason": answer.finish_reason,
+                     "logprobs": _token_logprobs(answer.content or "", top, confidence)}],
         "usage": _usage(answer),
     }
 
 
 def _stream_chunks(
-    answer: Answer, completion_id: str, model: str, include_usage: bool
+    answer: Answer, completion_id: str, model: str, include_usage: bool, top: int | None = None, confidence: float = 0.9
 ) -> Iterator[tuple[dict[str, Any], bool]]:
     """(chunk, paced) pairs: paced chunks carry one token's worth of output."""
     created = int(time.time())
@@ -198,7 +318,11 @@ def _stream_chunks(
     else:
         yield chunk({"role": "assistant", "content": ""}), False
         for piece in _pieces(answer.content or ""):
-            yield chunk({"content": piece}), True
+            out = chunk({"content": piece})
+            lp = _token_logprobs(piece, top, confidence)
+            if lp is not None:
+                out["choices"][0]["logprobs"] = lp
+            yield out, True
     yield chunk({}, answer.finish_reason), False
     if include_usage:
         yield {**chunk(None), "usage": _usage(answer)}, False

@@ -30,6 +30,20 @@ class SimBackendSpec(BaseModel):
     mode: Mode = "normal"
     strict_models: bool = False
     seed: int = Field(0, description="seeds the fail_rate RNG so failures repeat run to run")
+    # Token logprobs (when a request asks for them): every chosen token gets probability
+    # ``confidence`` (per model via ``model_confidence``), so avg_logprob, margin and hybrid scores
+    # all come out at about that value; self-verification prompts are answered with it too.
+    confidence: float = Field(0.9, gt=0, le=1)
+    model_confidence: dict[str, float] = Field(default_factory=dict)
+    logprobs: bool = Field(True, description="false: ignore logprobs requests, like servers that lack them")
+    # Which calls the fault modes (error, hang, drop_midstream, malformed) hit: every call, only
+    # looper judge calls (a prompt asking for "consensus"), or only final calls (a looper's
+    # synthesis, whose system message carries the panel's answers).
+    fault_on: Literal["all", "judge", "final"] = "all"
+    malformed: Literal["none", "choices_strings", "usage_string", "int_delta", "not_json", "huge_line"] = "none"
+    answer_bytes: int = Field(0, ge=0, description="pad the answer's content to this many bytes")
+    echo_auth: bool = Field(False, description="error texts quote the Authorization header, like careless providers")
+    write_chunk_bytes: int = Field(0, ge=0, description="send a non-streamed body in pieces of this size")
     request_log_size: int = Field(100, ge=0)
 
     @field_validator("models", mode="before")

@@ -31,7 +31,7 @@ EXTPROC_SERVICE = "envoy.service.ext_proc.v3.ExternalProcessor"
 UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", re.IGNORECASE)
 # Every label name the router's metrics may carry (bounded vocabularies; `le` is the histogram bucket).
 LABEL_NAMES = {"entry", "decision", "model", "response_path", "code", "type", "name", "matched", "outcome",
-               "direction", "stage", "reason", "status", "le"}
+               "direction", "stage", "reason", "status", "le", "algorithm", "result"}
 JUDGE_MAX_TOKENS = 40
 
 
@@ -305,11 +305,11 @@ def test_logs_one_event_per_decision_point_and_no_prompt_text(stack):
     assert "latency_ms" in routed[0] and "signals" in routed[0]
     blocked = by_id(ids["blocked"], "request_blocked")
     assert len(blocked) == 1 and blocked[0]["decision"] == "blocked_kw" and blocked[0]["signals"] == ["keyword:forbidden"]
-    fusion = by_id(ids["fusion"], "request_fusion")
+    fusion = by_id(ids["fusion"], "request_looper")
     assert len(fusion) == 1 and fusion[0]["decision"] == "fusion_quick" and fusion[0]["model"] == "m-judge"
     assert fusion[0]["signals"] == ["keyword:deliberate"] and "latency_ms" in fusion[0]
-    done = by_id(ids["fusion"], "fusion_done")
-    assert len(done) == 1 and done[0]["panel_failed"] == 1 and done[0]["judge"] == "m-judge"
+    done = by_id(ids["fusion"], "looper_done")
+    assert len(done) == 1 and done[0]["failed"] == 1 and done[0]["algorithm"] == "fusion" and done[0]["outcome"] == "fused"
     # The looper's sub-calls carry the client's request id, so one grep finds the whole Fusion run.
     subcalls = [e for e in by_id(ids["fusion"], "request_routed") if e["entry"] == "internal"]
     assert {e["model"] for e in subcalls} == {"m-fast", "m-fail", "m-judge"}
@@ -490,6 +490,6 @@ def test_sigterm_drains_a_streaming_fusion_request(tmp_path):
         assert chunks[-1]["choices"][0]["finish_reason"] == "stop"
         assert result["done_at"] - sent < grace
         events = [e["event"] for e in log_events(s)]
-        assert events.index("router_draining") < events.index("fusion_done") < events.index("router_drained") < events.index("router_stopped")
+        assert events.index("router_draining") < events.index("looper_done") < events.index("router_drained") < events.index("router_stopped")
     finally:
         s.stop()

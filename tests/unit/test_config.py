@@ -314,7 +314,7 @@ def test_fusion_slug_as_judge(tmp_path, base):
     _, err = problems_of(tmp_path, data)
     (problem,) = err.problems
     assert problem.startswith(f"{at(data, 'deep_research')}.algorithm.fusion.model: unknown judge model 'vllm-sr/fusion'")
-    assert "Fusion slug can never be a judge" in problem
+    assert "looper slug and can never be a judge model" in problem
 
 
 def test_fusion_slug_as_panel_model(tmp_path, base):
@@ -323,8 +323,8 @@ def test_fusion_slug_as_panel_model(tmp_path, base):
     _, err = problems_of(tmp_path, data)
     (problem,) = err.problems
     assert problem.startswith(
-        f"{at(data, 'deep_research')}.algorithm.fusion.analysis_models[1]: unknown model 'vllm-sr/fusion'")
-    assert "Fusion slug can never be a panel model" in problem
+        f"{at(data, 'deep_research')}.algorithm.fusion.analysis_models[1]: unknown panel model 'vllm-sr/fusion'")
+    assert "looper slug and can never be a panel model" in problem
 
 
 def test_plain_unknown_judge_does_not_mention_slugs(tmp_path, base):

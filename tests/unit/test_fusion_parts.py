@@ -9,12 +9,16 @@ import orjson
 import pytest
 
 from router.config import load_config
-from router.config.schema import FusionSettings, FusionTrace, ModelRef, RouterSettings, Routing
+from router.config.schema import Routing
 from router.decisions.policy import compile_policy
 from router.looper.analysis import parse_analysis
-from router.looper.fusion import original_text, text_history
-from router.looper.settings import DEFAULTS, merge, parse_plugin, resolve
+from router.looper.fusion import DEFAULTS, FusionSettings, resolve
+from router.looper.merge import merge
+from router.looper.messages import original_text, text_history
+from router.looper.plugins import parse_plugins
+from router.looper.spec import ResolveContext
 from router.looper.templates import ANALYSIS_TEMPLATE, PROMPT_VERSION, SYNTHESIS_TEMPLATE, render
+from router.looper.trace import TraceSettings
 from router.openai.errors import OpenAIError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -163,35 +167,37 @@ def test_builtin_templates_use_all_their_placeholders():
 def test_merge_layers_in_order_and_none_never_overrides():
     decision = FusionSettings(model="qwen3-32b", temperature=0.2, max_completion_tokens=256, include_analysis=True)
     request = FusionSettings(temperature=0.7, model=None, include_analysis=False)
-    merged = merge(DEFAULTS, decision, request)
+    merged = merge(FusionSettings, DEFAULTS, decision, request)
     assert merged.temperature == 0.7  # request beats decision
     assert merged.model == "qwen3-32b"  # request's None does not erase the decision's judge
     assert merged.max_completion_tokens == 256
     assert merged.include_analysis is False  # a falsy value is still a value
     assert merged.on_error == DEFAULTS.on_error and merged.analysis_template == DEFAULTS.analysis_template
-    assert merge(DEFAULTS, None, None) == DEFAULTS
+    assert merge(FusionSettings, DEFAULTS, None, None) == DEFAULTS
 
 
 def test_merge_does_not_mutate_layers():
     decision = FusionSettings(temperature=0.2)
     before = decision.model_copy()
-    merge(DEFAULTS, decision, FusionSettings(temperature=1.0))
+    merge(FusionSettings, DEFAULTS, decision, FusionSettings(temperature=1.0))
     assert decision == before and DEFAULTS.temperature is None
 
 
 # --------------------------------------------------------------------------- resolve
 
 
-def refs(*names: str) -> list[ModelRef]:
-    return [ModelRef(model=n) for n in names]
+def ctx(policy, candidates=(), timeout=42.0, fallback=None, trace_headers=True):
+    return ResolveContext(lookup=policy, candidates=list(candidates), weights={}, default_timeout=timeout, trace_body=True,
+                          trace_headers=trace_headers, facts=policy.facts, fallback_model=fallback)
 
 
 def test_resolve_defaults_from_model_refs(policy):
-    p = resolve(merge(DEFAULTS), refs("qwen3-8b", "qwen3-coder", "qwen3-32b"), policy, RouterSettings(), 42.0)
+    p = resolve(merge(FusionSettings, DEFAULTS), ctx(policy, ["qwen3-8b", "qwen3-coder", "qwen3-32b"]))
     assert p.panel == ("qwen3-8b", "qwen3-coder", "qwen3-32b")
     assert p.judge == "qwen3-8b"  # the first panel model
     assert p.max_concurrent == 3  # the panel size
-    assert p.min_successful == 1 and p.on_error == "skip"
+    assert p.min_successful == 3 and p.on_error == "skip"  # the judge waits for the whole panel by default
+    assert p.cancel_stragglers is True
     assert (p.panel_timeout, p.judge_timeout, p.synthesis_timeout) == (42.0, 42.0, 42.0)
     assert p.prompt_version == PROMPT_VERSION
     assert p.analysis_template == ANALYSIS_TEMPLATE and p.synthesis_template == SYNTHESIS_TEMPLATE
@@ -199,62 +205,83 @@ def test_resolve_defaults_from_model_refs(policy):
 
 
 def test_resolve_analysis_models_beat_model_refs(policy):
-    merged = merge(DEFAULTS, FusionSettings(analysis_models=["qwen2.5-math", "Qwen/Qwen3-8B"]))
-    p = resolve(merged, refs("qwen3-coder"), policy, RouterSettings(), 10.0)
+    merged = merge(FusionSettings, DEFAULTS, FusionSettings(analysis_models=["qwen2.5-math", "Qwen/Qwen3-8B"]))
+    p = resolve(merged, ctx(policy, ["qwen3-coder"], 10.0))
     assert p.panel == ("qwen2.5-math", "qwen3-8b")  # served ids resolve to config names
     assert p.judge == "qwen2.5-math" and p.max_concurrent == 2
 
 
 def test_resolve_judge_order(policy):
-    merged = merge(DEFAULTS, FusionSettings(analysis_models=["qwen3-8b", "qwen3-coder"]))
-    assert resolve(merged, [], policy, RouterSettings(), 1.0, fallback_judge="qwen3-32b").judge == "qwen3-32b"
-    explicit = merge(merged, FusionSettings(model="qwen2.5-math"))
-    assert resolve(explicit, [], policy, RouterSettings(), 1.0, fallback_judge="qwen3-32b").judge == "qwen2.5-math"
+    merged = merge(FusionSettings, DEFAULTS, FusionSettings(analysis_models=["qwen3-8b", "qwen3-coder"]))
+    assert resolve(merged, ctx(policy, fallback="qwen3-32b")).judge == "qwen3-32b"
+    explicit = merge(FusionSettings, merged, FusionSettings(model="qwen2.5-math"))
+    assert resolve(explicit, ctx(policy, fallback="qwen3-32b")).judge == "qwen2.5-math"
 
 
 def test_resolve_explicit_knobs(policy):
-    merged = merge(DEFAULTS, FusionSettings(
+    merged = merge(FusionSettings, DEFAULTS, FusionSettings(
         analysis_models=["qwen3-8b", "qwen3-coder"], max_concurrent=1, min_successful_responses=5,
         panel_timeout_seconds=3, judge_timeout_seconds=4, synthesis_timeout_seconds=5, on_error="fail",
-        trace=FusionTrace(body=False)))
-    p = resolve(merged, [], policy, RouterSettings(trace_in_headers=False), 99.0)
+        cancel_stragglers=False, trace=TraceSettings(body=False)))
+    p = resolve(merged, ctx(policy, timeout=99.0, trace_headers=False))
     assert p.max_concurrent == 1
-    assert p.min_successful == 2  # a quorum above the panel size is capped at the panel size
+    assert p.min_successful == 2  # capped at the panel size
+    assert p.cancel_stragglers is False
     assert (p.panel_timeout, p.judge_timeout, p.synthesis_timeout) == (3, 4, 5)
     assert p.on_error == "fail"
     assert p.trace_body is False and p.trace_headers is False
 
 
+def test_round_timeout_seconds_is_the_panel_budget(policy):
+    merged = merge(FusionSettings, DEFAULTS, FusionSettings(analysis_models=["qwen3-8b"], round_timeout_seconds=7,
+                                                            panel_timeout_seconds=3))
+    assert resolve(merged, ctx(policy)).panel_timeout == 7
+
+
+def test_stage_budgets_have_a_sane_lower_bound():
+    with pytest.raises(ValueError):
+        FusionSettings(panel_timeout_seconds=1e-9)
+
+
 def test_resolve_without_a_panel(policy):
     with pytest.raises(OpenAIError) as info:
-        resolve(merge(DEFAULTS), [], policy, RouterSettings(), 1.0)
+        resolve(merge(FusionSettings, DEFAULTS), ctx(policy))
     assert info.value.status == 400 and info.value.code == "fusion_no_panel"
 
 
-# --------------------------------------------------------------------------- parse_plugin
+# --------------------------------------------------------------------------- request plugins
 
 
 def test_parse_plugin_absent_or_other_ids(policy):
-    assert parse_plugin(None, policy) is None
-    assert parse_plugin([], policy) is None
-    assert parse_plugin([{"id": "web", "whatever": 1}, "not-a-dict"], policy) is None
+    assert parse_plugins(None, policy) is None
+    assert parse_plugins([], policy) is None
+    assert parse_plugins([{"id": "web", "whatever": 1}, "not-a-dict"], policy) is None
 
 
 def test_parse_plugin_disabled(policy):
-    assert parse_plugin([{"id": "fusion", "enabled": False, "analysis_models": ["qwen3-8b"]}], policy) is None
+    assert parse_plugins([{"id": "fusion", "enabled": False, "analysis_models": ["qwen3-8b"]}], policy) is None
 
 
 def test_parse_plugin_keeps_only_the_fields_set(policy):
-    s = parse_plugin([{"id": "openrouter:fusion", "analysis_models": ["qwen3-8b", "qwen3-coder"], "temperature": 0.4,
-                       "max_tool_calls": 2, "preset": "x"}], policy)
+    o = parse_plugins([{"id": "openrouter:fusion", "analysis_models": ["qwen3-8b", "qwen3-coder"], "temperature": 0.4,
+                        "max_tool_calls": 2, "preset": "x"}], policy)
+    assert o.algorithm == "fusion" and o.candidates == ["qwen3-8b", "qwen3-coder"]
+    s = o.settings
     assert isinstance(s, FusionSettings)
     assert s.analysis_models == ["qwen3-8b", "qwen3-coder"] and s.temperature == 0.4
     assert s.model is None and s.max_concurrent is None and s.include_analysis is None
 
 
+def test_parse_plugin_for_other_algorithms(policy):
+    o = parse_plugins([{"id": "confidence", "models": ["qwen3-8b", "qwen3-32b"], "threshold": 0.8}], policy)
+    assert o.algorithm == "confidence" and o.candidates == ["qwen3-8b", "qwen3-32b"] and o.settings.threshold == 0.8
+    o = parse_plugins([{"id": "remom", "breadth_schedule": [2], "models": ["qwen3-8b"]}], policy)
+    assert o.algorithm == "remom" and o.settings.breadth_schedule == [2]
+
+
 def test_parse_plugin_unknown_field(policy):
     with pytest.raises(OpenAIError) as info:
-        parse_plugin([{"id": "web"}, {"id": "fusion", "analysis_modells": ["qwen3-8b"]}], policy)
+        parse_plugins([{"id": "web"}, {"id": "fusion", "analysis_modells": ["qwen3-8b"]}], policy)
     err = info.value
     assert err.status == 400 and err.code == "invalid_plugin" and err.param == "plugins[1].analysis_modells"
     assert "plugins[1].analysis_modells" in err.message
@@ -262,15 +289,15 @@ def test_parse_plugin_unknown_field(policy):
 
 def test_parse_plugin_too_many_panel_models(policy):
     eight = ["qwen3-8b", "qwen3-coder", "qwen3-32b", "qwen2.5-math"] * 2
-    assert parse_plugin([{"id": "fusion", "analysis_models": eight}], policy).analysis_models == eight
+    assert parse_plugins([{"id": "fusion", "analysis_models": eight}], policy).settings.analysis_models == eight
     with pytest.raises(OpenAIError) as info:
-        parse_plugin([{"id": "fusion", "analysis_models": [*eight, "qwen3-8b"]}], policy)
+        parse_plugins([{"id": "fusion", "analysis_models": [*eight, "qwen3-8b"]}], policy)
     assert info.value.status == 400 and info.value.param == "plugins[0].analysis_models"
 
 
 def test_parse_plugin_empty_panel(policy):
     with pytest.raises(OpenAIError) as info:
-        parse_plugin([{"id": "fusion", "analysis_models": []}], policy)
+        parse_plugins([{"id": "fusion", "analysis_models": []}], policy)
     assert info.value.param == "plugins[0].analysis_models"
 
 
@@ -280,12 +307,14 @@ def test_parse_plugin_empty_panel(policy):
         ({"analysis_models": ["qwen3-8b", "vllm-sr/fusion"]}, "plugins[0].analysis_models[1]"),
         ({"analysis_models": ["MoM"]}, "plugins[0].analysis_models[0]"),
         ({"model": "vllm-sr/fusion"}, "plugins[0].model"),
+        ({"model": "vllm-sr/remom"}, "plugins[0].model"),
         ({"model": "qwen-unknown"}, "plugins[0].model"),
+        ({"gate": {"model": "qwen-unknown"}}, "plugins[0].gate.model"),
     ],
 )
 def test_parse_plugin_rejects_aliases_and_unknown_models(policy, plugin, param):
     with pytest.raises(OpenAIError) as info:
-        parse_plugin([{"id": "fusion", **plugin}], policy)
+        parse_plugins([{"id": "fusion", **plugin}], policy)
     assert info.value.status == 400 and info.value.code == "invalid_plugin" and info.value.param == param
 
 

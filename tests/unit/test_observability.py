@@ -28,7 +28,11 @@ from router.config.schema import TracingSettings
 from router.decisions.policy import compile_policy
 from router.extproc.server import SERVICE_NAME
 from router.observability import metrics as M
-from router.observability import record, tracing
+from router.looper.fusion import FusionTrace, GateTrace, Quorum
+from router.looper.trace import FailedModel, TraceError
+from router.observability import record
+from router.observability import tracing
+from router.openai.types import Usage
 from router.observability.admin import build_admin
 from router.observability.logging import REDACTED, configure_logging, redact_secrets
 from router.reload import POLL_ENV, ConfigWatcher, poll_interval
@@ -119,11 +123,11 @@ def test_request_done_counts_errors_by_code_and_labels_unknown_parts_safely():
     assert d("fusion_router_errors_total", code="blocked_test") == 1
 
 
-def test_request_done_logs_fusion_and_error_decision_points(logs):
+def test_request_done_logs_looper_and_error_decision_points(logs):
     p = policy()
     state = RequestState(policy=p, request_id="rid-1")
-    state.entry, state.decision, state.model = Entry.FUSION, p.config.routing.decisions[0], p.models["m1"]
-    state.response_path = ResponsePath.FUSION
+    state.entry, state.decision, state.model = Entry.LOOPER, p.config.routing.decisions[0], p.models["m1"]
+    state.response_path, state.algorithm = ResponsePath.LOOPER, "fusion"
     state.signals = {"keyword:kw": SignalResult("keyword", "kw", True)}
     record.request_done(state)
     err = RequestState(policy=p, request_id="rid-2", path="/v1/chat/completions")
@@ -133,8 +137,9 @@ def test_request_done_logs_fusion_and_error_decision_points(logs):
     routed.response_path = ResponsePath.ROUTED  # logged by the pipeline (request_routed), not here
     record.request_done(routed)
     lines = logs.lines()
-    fusion = next(e for e in lines if e["event"] == "request_fusion")
+    fusion = next(e for e in lines if e["event"] == "request_looper")
     assert fusion["request_id"] == "rid-1" and fusion["decision"] == "greet" and fusion["model"] == "m1"
+    assert fusion["algorithm"] == "fusion" and fusion["entry"] == "fusion"
     assert fusion["signals"] == ["keyword:kw"] and "latency_ms" in fusion
     error = next(e for e in lines if e["event"] == "request_error")
     assert error["request_id"] == "rid-2" and error["error"] == "invalid_json"
@@ -168,15 +173,20 @@ def test_upstream_call_ttft_only_when_streamed_and_tokens_by_direction():
     assert d("fusion_router_tokens_total", model="obs-m", direction="out") == 3
 
 
+def _fusion_trace(**kw: object) -> FusionTrace:
+    base = {"algorithm": "fusion", "decision": "obs_decision", "outcome": "fused", "iterations": 4, "answered_models": [],
+            "failed_models": [FailedModel(model="obs-p1", stage="panel", reason="http_503", error="x"),
+                              FailedModel(model="obs-p2", stage="panel", reason="timeout", error="y")],
+            "latency_ms": {"panel": 1500.0, "judge": 250.0, "synthesis": 750.0, "total": 2500.0},
+            "usage": {"panel": Usage(prompt_tokens=10, completion_tokens=5, total_tokens=15)},
+            "judge_model": "j", "analysis_models": ["obs-p1", "obs-p2", "obs-p3"], "prompt_version": "fusion-v1",
+            "analysis_status": "judge_not_valid_json", "quorum": Quorum(wanted=3, got=1)}
+    return FusionTrace(**{**base, **kw})
+
+
 def test_fusion_done_stages_failures_analysis_quorum():
     d = Delta()
-    trace = {
-        "latency_ms": {"panel": 1500.0, "judge": 250.0, "synthesis": 750.0, "total": 2500.0},
-        "failed_models": [{"model": "obs-p1", "reason": "http_503", "error": "x"},
-                          {"model": "obs-p2", "reason": "timeout", "error": "y"}],
-        "analysis_status": "judge_not_valid_json",
-    }
-    record.fusion_done("obs_decision", trace, "ok")
+    record.fusion_done("obs_decision", _fusion_trace())
     assert d("fusion_router_fusion_stage_seconds_count", stage="panel") == 1
     assert d("fusion_router_fusion_stage_seconds_sum", stage="panel") == pytest.approx(1.5)
     assert d("fusion_router_fusion_stage_seconds_count", stage="total") == 0
@@ -184,12 +194,39 @@ def test_fusion_done_stages_failures_analysis_quorum():
     assert d("fusion_router_fusion_panel_failures_total", model="obs-p2", reason="timeout") == 1
     assert d("fusion_router_fusion_analysis_total", status="judge_not_valid_json") == 1
     assert d("fusion_router_fusion_runs_total", decision="obs_decision", outcome="ok") == 1
-    # A run that never reached the judge counts no analysis; a missed quorum is counted on its own too.
-    record.fusion_done("obs_decision", {"latency_ms": {"panel": 10.0}, "failed_models": [], "analysis_status": "not_run"},
-                       "quorum_not_met")
-    assert d("fusion_router_fusion_analysis_total", status="not_run") == 0
+    # Fewer answers than min_successful_responses: Fusion went on, and the shortfall is counted.
     assert d("fusion_router_fusion_quorum_failures_total", decision="obs_decision") == 1
-    assert d("fusion_router_fusion_runs_total", decision="obs_decision", outcome="quorum_not_met") == 1
+    # A run that never reached the judge counts no analysis.
+    failed = _fusion_trace(analysis_status="not_run", outcome="all_panels_failed", quorum=Quorum(wanted=3, got=0),
+                           error=TraceError(stage="panel", reason="all_panels_failed", message="m"))
+    record.fusion_done("obs_decision", failed)
+    assert d("fusion_router_fusion_analysis_total", status="not_run") == 0
+    assert d("fusion_router_fusion_runs_total", decision="obs_decision", outcome="all_panels_failed") == 1
+
+
+def test_looper_done_counts_every_algorithm():
+    d = Delta()
+    record.looper_done("remom", "obs_remom", _fusion_trace(outcome="synthesized"))
+    assert d("fusion_router_looper_runs_total", algorithm="remom", decision="obs_remom", outcome="synthesized") == 1
+    assert d("fusion_router_looper_calls_count", algorithm="remom") == 1
+    assert d("fusion_router_looper_calls_sum", algorithm="remom") == 4
+    assert d("fusion_router_looper_stage_seconds_count", algorithm="remom", stage="judge") == 1
+    assert d("fusion_router_looper_call_failures_total", algorithm="remom", model="obs-p2", reason="timeout") == 1
+    assert d("fusion_router_looper_tokens_total", algorithm="remom", direction="in") == 10
+
+
+def test_gate_outcomes_and_savings_are_counted():
+    d = Delta()
+    gate = GateTrace(model="g", method="hybrid", confidence=0.4, threshold=0.8, passed=False)
+    fused = _fusion_trace(gate=gate, usage={"panel": Usage(total_tokens=1000)})
+    assert record.fusion_done("obs_gate", fused) is None
+    assert d("fusion_router_fusion_gate_total", decision="obs_gate", result="fused") == 1
+    gated = _fusion_trace(gate=gate.model_copy(update={"passed": True, "calls_saved": 4}), outcome="gated",
+                          usage={"gate": Usage(total_tokens=100)})
+    assert record.fusion_done("obs_gate", gated) == 900  # against the running mean of fused runs
+    assert d("fusion_router_fusion_gate_total", decision="obs_gate", result="gated") == 1
+    assert d("fusion_router_fusion_gate_saved_calls_total", decision="obs_gate") == 4
+    assert d("fusion_router_fusion_gate_saved_tokens_total", decision="obs_gate") == 900
 
 
 def test_config_and_drain_gauges():
@@ -218,7 +255,7 @@ def test_in_flight_reads_the_gauge():
 
 def test_metric_label_names_are_bounded():
     allowed = {"entry", "decision", "model", "response_path", "code", "type", "name", "matched", "outcome",
-               "direction", "stage", "reason", "status"}
+               "direction", "stage", "reason", "status", "algorithm", "result"}
     for obj in vars(M).values():
         if hasattr(obj, "_labelnames"):
             assert set(obj._labelnames) <= allowed, obj

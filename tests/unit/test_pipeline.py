@@ -304,7 +304,7 @@ async def test_models_list_is_answered_from_config(app, cfg):
     status, body, h = await one_immediate(app, [headers_msg(post(method="GET", path="/v1/models"), eos=True)])
     assert status == 200 and body["object"] == "list"
     ids = [m["id"] for m in body["data"]]
-    expected = [*cfg.global_.router.auto_model_names, *cfg.global_.integrations.looper.fusion.model_names,
+    expected = [*cfg.global_.router.auto_model_names, "vllm-sr/fusion", "vllm-sr/confidence", "vllm-sr/remom",
                 *(m.name for m in cfg.models)]
     assert ids == expected
     assert all(m["object"] == "model" for m in body["data"])
