@@ -107,6 +107,16 @@ def _cmd_up(args: argparse.Namespace) -> int:
                   workdir=Path(args.log_dir) if args.log_dir else None, quiet=bool(args.log_dir))
     if args.log_dir:
         Path(args.log_dir).mkdir(parents=True, exist_ok=True)
+    llm: list = []
+    if args.llm:  # real models (make run-llm): llama-server processes, stopped with the stack
+        from router.llamacpp import start_for_up, stop_servers
+
+        print(f"fusion-router up: loading the models of {args.llm} (logs in {stack.workdir})", flush=True)
+        try:
+            llm = start_for_up(Path(args.llm), cfg, Path(str(stack.workdir)), stack.procs)
+        except RuntimeError as exc:
+            print(f"fusion-router up: {exc}", file=sys.stderr)
+            return 1
     stop = False
 
     def _stop(*_: object) -> None:
@@ -119,8 +129,14 @@ def _cmd_up(args: argparse.Namespace) -> int:
         stack.start()
     except RuntimeError as exc:
         print(f"fusion-router up: {exc}", file=sys.stderr)
+        if llm:
+            stop_servers(llm)
         return 1
     url = stack.url
+    fusion_hint = "" if not llm else f"""  # Fusion on both models: panel, judge, synthesis (tens of seconds on 2 cores)
+  curl -s {url}/v1/chat/completions -H 'content-type: application/json' \\
+    -d '{{"model": "vllm-sr/auto", "messages": [{{"role": "user", "content": "Compare tea and coffee"}}]}}' | python3 -m json.tool
+"""
     print(f"""
 fusion-router is up.
   OpenAI endpoint : {url}/v1   (Envoy listener; the router answers on gRPC :{args.grpc_port})
@@ -133,7 +149,7 @@ fusion-router is up.
 Try:
   curl -s {url}/v1/chat/completions -H 'content-type: application/json' -H 'x-vsr-debug: 1' -D - \\
     -d '{{"model": "vllm-sr/auto", "messages": [{{"role": "user", "content": "Write a Python function that reverses a list"}}]}}'
-
+{fusion_hint}
 Press Ctrl-C to stop.""", flush=True)
     status = 0
     try:
@@ -151,6 +167,8 @@ Press Ctrl-C to stop.""", flush=True)
     finally:
         left = ", ".join(name for name, proc in stack.procs.items() if proc.poll() is None) or "nothing left running"
         stack.stop()
+        if llm:
+            stop_servers(llm)
         print(f"fusion-router: stopped ({left})", flush=True)
     return status
 
@@ -159,6 +177,13 @@ def _cmd_headers(args: argparse.Namespace) -> int:
     from router.extproc.headers import markdown_table
 
     sys.stdout.write(markdown_table())
+    return 0
+
+
+def _cmd_loopers(args: argparse.Namespace) -> int:
+    from router.looper.docs import markdown
+
+    sys.stdout.write(markdown())
     return 0
 
 
@@ -247,6 +272,8 @@ Each command has its own --help.""",
     p.add_argument("--workers", type=int, default=1, help="router processes, on gRPC ports grpc-port .. +N-1 (default 1)")
     p.add_argument("--log-dir", default=None,
                    help="write router.log, envoy.log and sim.log here instead of to this terminal")
+    p.add_argument("--llm", default=None, metavar="SERVERS_YAML",
+                   help="start the llama-server processes this file names (built by `make llm`; docs/llm.md)")
     p.set_defaults(func=_cmd_up)
 
     p = sub.add_parser("classify", help="print every configured signal's result and the winning decision as JSON")
@@ -257,6 +284,9 @@ Each command has its own --help.""",
 
     p = sub.add_parser("headers", help="print the x-vsr-* header registry as a Markdown table")
     p.set_defaults(func=_cmd_headers)
+
+    p = sub.add_parser("loopers", help="print every looper algorithm's knobs and trace schema as Markdown (docs/loopers.md)")
+    p.set_defaults(func=_cmd_loopers)
 
     from router.eval.command import add_parser as add_eval_parser  # the quality harness (docs/eval.md)
 

@@ -52,7 +52,7 @@ REGISTRY: tuple[HeaderSpec, ...] = (
     HeaderSpec(RESPONSE_PATH, "response", "`routed`, `fusion`, `blocked`, `error`, `models` or `internal`.", True),
     HeaderSpec(ENTRY_PATH, "response", "How the request entered: `auto`, `fusion`, `plugin`, `model` or `internal`.", True),
     HeaderSpec(MATCHED_SIGNALS, "response", "Matched signals as `type:name` list; only when the debug header is sent.", True),
-    HeaderSpec(DEBUG, "request", "Send `1` to get the matched signals back in `x-vsr-matched-signals`."),
+    HeaderSpec(DEBUG, "request", "Send `1` to get the matched signals back in `x-vsr-matched-signals`; honoured only when `global.router.allow_debug_header` is true."),
     HeaderSpec(LOOPER_TOKEN, "upstream", "Marks a looper sub-call; authenticated by a per-process secret, stripped when forged."),
     HeaderSpec(FUSION_PANEL, "response", "Fusion: panel models that answered (comma-separated)."),
     HeaderSpec(FUSION_JUDGE, "response", "Fusion: judge/synthesis model."),

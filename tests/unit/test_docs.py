@@ -35,3 +35,10 @@ def test_readme_config_examples_validate():
 def test_readme_starts_with_the_two_commands():
     head = (ROOT / "README.md").read_text().split("\n\n")[1]
     assert "make run" in head and "make test" in head
+
+
+def test_loopers_doc_is_generated_from_the_registry():
+    from router.looper.docs import BEGIN, markdown
+
+    text = (ROOT / "docs" / "loopers.md").read_text()
+    assert text[text.index(BEGIN):] == markdown(), "regenerate: fusion-router loopers (the part after the marker)"
