@@ -52,12 +52,20 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
+    from router.signals.runtime import missing_models
+
     status = 0
     for path in args.files:
         cfg = _load(path)
         if cfg is None:
             status = 2
             continue
+        if not args.skip_model_check:
+            problems = missing_models(cfg, Path(args.models_dir) if args.models_dir else None)
+            if problems:
+                print("\n".join(f"{path}: {p}" for p in problems), file=sys.stderr)
+                status = 2
+                continue
         print(f"{path}: ok ({len(cfg.models)} models, {len(cfg.routing.decisions)} decisions)")
     return status
 
@@ -233,8 +241,14 @@ Each command has its own --help.""",
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     p.set_defaults(func=_cmd_serve)
 
-    p = sub.add_parser("check-config", help="validate config files; errors name the file, field path and expectation")
+    p = sub.add_parser("check-config", help="validate config files; errors name the file, field path and expectation",
+                       description="Validate router configs: schema, cross-references, and that the classifier model "
+                       "directories the signals name exist (exit 2 on any problem).")
     p.add_argument("files", nargs="+")
+    p.add_argument("--models-dir", default=None, help="where the classifier models are (default: the config's "
+                   "global.classifiers.models_dir, $FUSION_ROUTER_MODELS_DIR, or ./models)")
+    p.add_argument("--skip-model-check", action="store_true",
+                   help="validate the config only (e.g. for an image whose models are baked in elsewhere)")
     p.set_defaults(func=_cmd_check)
 
     p = sub.add_parser("envoy-config", help="write a standalone Envoy bootstrap for a router config")

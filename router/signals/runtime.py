@@ -16,6 +16,31 @@ def models_dir(config: Config) -> Path:
     return Path(configured or os.environ.get("FUSION_ROUTER_MODELS_DIR") or "models")
 
 
+def missing_models(config: Config, root: Path | None = None) -> list[str]:
+    """``field.path: problem`` for every model directory a required model-backed signal names that
+    is not there (or lacks its files); optional signals may lack theirs."""
+    from classifiers.metadata import METADATA_FILE, MODEL_FILE, TOKENIZER_FILE
+
+    base = root or models_dir(config)
+    problems = []
+    for section in ML_SECTIONS:
+        for j, sig in enumerate(getattr(config.routing.signals, section)):
+            if sig.optional:
+                continue
+            names = [n for n in (getattr(sig, "model", None), getattr(sig, "classifier_model", None)) if n]
+            if section == "domains" and sig.classifier_model:
+                names = [sig.classifier_model]
+            for name in names:
+                path = Path(name) if Path(name).is_absolute() or "/" in name else base / name
+                lacking = [f for f in (MODEL_FILE, TOKENIZER_FILE, METADATA_FILE) if not (path / f).is_file()]
+                if not path.is_dir():
+                    problems.append(f"routing.signals.{section}[{j}].model: model directory {path} is missing (run `make models`, "
+                                    "set global.classifiers.models_dir, or mark the signal optional)")
+                elif lacking:
+                    problems.append(f"routing.signals.{section}[{j}].model: {path} lacks {', '.join(lacking)}")
+    return problems
+
+
 def needs_models(config: Config) -> bool:
     return any(getattr(config.routing.signals, s) for s in ML_SECTIONS)
 

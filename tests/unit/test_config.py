@@ -433,3 +433,23 @@ def test_check_config_cli_good_and_bad(tmp_path, base):
     assert res.returncode == 2
     assert f"{bad}: {at(data, 'coding')}.priorty: unknown key" in res.stderr
     assert f"{DEFAULT}: ok" in res.stdout  # the good file is still checked and reported
+
+
+def test_check_config_names_a_missing_model_directory(tmp_path, base):
+    data = copy.deepcopy(base)
+    data.setdefault("global", {})["classifiers"] = {"models_dir": str(tmp_path / "nowhere")}
+    path = write(tmp_path, data, "nomodels.yaml")
+    res = _check(path)
+    assert res.returncode == 2
+    assert f"{path}: routing.signals.jailbreak[0].model: model directory {tmp_path / 'nowhere' / 'jailbreak'} is missing" in res.stderr
+    skipped = subprocess.run([sys.executable, "-m", "router.cli", "check-config", "--skip-model-check", str(path)],
+                             cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert skipped.returncode == 0, skipped.stderr
+
+
+def test_guard_signals_cannot_skip_on_error(tmp_path, base):
+    data = copy.deepcopy(base)
+    data["routing"]["signals"]["jailbreak"][0]["on_error"] = "skip"
+    _, err = problems_of(tmp_path, data)
+    assert any(p.startswith("routing.signals.jailbreak[0].on_error: 'prompt_injection' is read by the guard 'block_jailbreak'")
+               for p in err.problems), err.problems
