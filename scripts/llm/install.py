@@ -268,7 +268,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"make llm: {exc}", file=sys.stderr)
         return 1
     manifest = {"lock_sha256": sha256_file(LOCK_FILE), "llama_server": str(binary), "models": models}
-    (llm / INSTALL_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
+    # Atomic: a test lane or `up --llm` reading it meanwhile sees the old file or the new one.
+    tmp = llm / f".{INSTALL_FILE}.{os.getpid()}"
+    tmp.write_text(json.dumps(manifest, indent=2) + "\n")
+    tmp.replace(llm / INSTALL_FILE)
     log(f"ready: {llm / INSTALL_FILE}")
     return 0
 
