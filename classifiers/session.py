@@ -65,6 +65,11 @@ def session_options(intra_op_threads: int | None = None) -> ort.SessionOptions:
     spin = "1" if os.environ.get("FUSION_ROUTER_ORT_SPIN") == "1" else "0"
     opts.add_session_config_entry("session.intra_op.allow_spinning", spin)
     opts.add_session_config_entry("session.inter_op.allow_spinning", spin)
+    # Memory patterns are planned (and kept) per input shape, and batches come in many shapes: measured
+    # on MiniLM-L6 int8 at 4 x 256 tokens, the peak above idle was 96 MB with patterns and 29 MB
+    # without (the arena then reuses its blocks); with neither arena nor patterns, 105 MB. Calls are
+    # capped in size (classifiers.base.MAX_ATTENTION_CELLS), so the arena stays bounded too.
+    opts.enable_mem_pattern = False
     return opts
 
 

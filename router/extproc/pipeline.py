@@ -54,7 +54,8 @@ async def handle(app: App, state: RequestState) -> Action:
 
 async def _handle(app: App, state: RequestState) -> Action:
     policy = state.policy
-    state.raw, state.request = parse_chat_body(bytes(state.body), policy.config.global_.router.max_json_depth)
+    state.raw, state.request = parse_chat_body(state.body, policy.config.global_.router.max_json_depth)
+    state.body = bytearray()  # parsed: the raw dict is the body from here on (a 16 MiB body is not kept twice)
     req = state.request
     if policy.config.global_.router.log_prompts:
         # Prompts are personal data: logged only when the operator turns this on, and only at debug.

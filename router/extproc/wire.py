@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 
 from router._pb.envoy.config.core.v3 import base_pb2 as core
 from router._pb.envoy.service.ext_proc.v3 import external_processor_pb2 as ep
@@ -51,14 +51,15 @@ def buffered_body_response(
     return ep.ProcessingResponse(request_body=ep.BodyResponse(response=common))
 
 
-def streamed_body_responses(body: bytes) -> list[ep.ProcessingResponse]:
-    pieces = [body[i : i + STREAM_CHUNK] for i in range(0, len(body), STREAM_CHUNK)] or [b""]
-    out = []
-    for i, piece in enumerate(pieces):
-        streamed = ep.StreamedBodyResponse(body=piece, end_of_stream=i == len(pieces) - 1)
+def streamed_body_responses(body: bytes) -> Iterator[ep.ProcessingResponse]:
+    """The body in ≤ 64 KiB pieces, built one at a time (a 16 MiB body is never held twice more)."""
+    view = memoryview(body)
+    starts = range(0, len(body), STREAM_CHUNK) if body else range(1)
+    last = starts[-1]
+    for start in starts:
+        streamed = ep.StreamedBodyResponse(body=bytes(view[start : start + STREAM_CHUNK]), end_of_stream=start == last)
         common = ep.CommonResponse(body_mutation=ep.BodyMutation(streamed_response=streamed))
-        out.append(ep.ProcessingResponse(request_body=ep.BodyResponse(response=common)))
-    return out
+        yield ep.ProcessingResponse(request_body=ep.BodyResponse(response=common))
 
 
 def immediate(status: int, body: bytes, headers: Mapping[str, str], details: str = "") -> ep.ProcessingResponse:

@@ -46,7 +46,7 @@ def _too_deep(limit: int) -> OpenAIError:
     return bad_request(f"The request body nests JSON deeper than {limit} levels, the gateway's limit.", "json_too_deep")
 
 
-def parse_chat_body(body: bytes, max_depth: int = DEFAULT_MAX_DEPTH) -> tuple[dict[str, Any], ChatCompletionRequest]:
+def parse_chat_body(body: bytes | bytearray, max_depth: int = DEFAULT_MAX_DEPTH) -> tuple[dict[str, Any], ChatCompletionRequest]:
     if not body.strip():
         raise bad_request("The request body is empty; expected a JSON chat-completions request.", "empty_body")
     try:
@@ -55,7 +55,7 @@ def parse_chat_body(body: bytes, max_depth: int = DEFAULT_MAX_DEPTH) -> tuple[di
         if "depth limit" in str(exc):
             raise _too_deep(max_depth) from None
         try:
-            body.decode("utf-8")
+            bytes(body).decode("utf-8")
         except UnicodeDecodeError:
             raise bad_request("The request body is not valid UTF-8.", "invalid_encoding") from None
         raise bad_request(f"The request body is not valid JSON: {exc}", "invalid_json") from None
