@@ -57,6 +57,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--no-upstream", action="store_true",
                    help="skip Fusion against a misbehaving backend (tests/fuzz/upstream.py; every entry x stream combination with --profile full)")
     p.add_argument("--json", type=Path, help="write the full report here")
+    p.add_argument("--markdown", type=Path, help="write the summary and violation checklist as Markdown (for docs/reliability.md)")
+    p.add_argument("--render", type=Path, metavar="REPORT_JSON", help="only turn an earlier --json report into --markdown")
     p.add_argument("-v", "--verbose", action="store_true", help="one line per case")
     return p.parse_args(argv)
 
@@ -96,6 +98,50 @@ def print_summary(report: Report) -> None:
     print(_table(["category", "invariant", "count", "example", "status", "detail"], rows))
 
 
+def markdown(d: dict, command: str) -> str:
+    """A run as a Markdown section for docs/reliability.md: summary, then one checklist row per
+    (category, invariant) with an example case, its request in short and what came back."""
+    repro = {r["id"]: r["repro"] for r in d["results"]}
+    cats = d["per_category"]
+    lines = [
+        f"### {d['started']}: `{command}`",
+        "",
+        (f"Commit `{d.get('commit', '?')}`, {d['body_mode']}, seed {d['seed']}, profile {d['profile']}: {d['cases']} cases, "
+         f"{d['cases_with_violations']} with violations ({d['violations']} violations), {d['restarts']} stack restarts, "
+         f"{d['wall_s']} s. Router RSS baseline {d['rss']['baseline_mb']} MB, highest peak {d['rss']['max_peak_mb']} MB. "
+         f"Load average at the end: {d.get('loadavg', '?')}."),
+        "",
+        "| category | cases | failing |",
+        "| --- | --- | --- |",
+        *[f"| {c} | {v['cases']} | {v['failing']} |" for c, v in sorted(cats.items())],
+        "",
+        "| category | invariant | count | example | got | request (short) | detail |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for g in d["groups"]:
+        ex = g["example"]
+        req = repro.get(ex["case_id"], ex["variant"])
+        lines.append(f"| {g['category']} | {g['invariant']} | {g['count']} | `{ex['case_id']}` {_md(ex['variant'], 60)} | "
+                     f"{ex['status']} {_md(ex['body'], 90)} | {_md(req, 200)} | {_md(ex['detail'], 140)} |")
+    return "\n".join(lines) + "\n"
+
+
+def _md(text: str, limit: int) -> str:
+    text = " ".join(str(text).split())
+    text = text if len(text) <= limit else text[: limit - 1] + "…"
+    return text.replace("|", "\\|").replace("`", "'")
+
+
+def _commit() -> str:
+    try:
+        import subprocess
+
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT, timeout=10, check=False)
+        return out.stdout.strip() or "?"
+    except OSError:
+        return "?"
+
+
 def _table(headers: list[str], rows: list[list[str]]) -> str:
     widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
     line = lambda cells: "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths)) + " |"
@@ -104,6 +150,13 @@ def _table(headers: list[str], rows: list[list[str]]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    command = "bench/fuzz.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    if args.render:
+        text = markdown(json.loads(args.render.read_text()), command)
+        if args.markdown:
+            args.markdown.write_text(text)
+        print(text)
+        return 0
     cases = select(args)
     workroot = Path(tempfile.mkdtemp(prefix="fusion-fuzz-"))
     print(f"fuzz: {len(cases)} cases, seed {args.seed}, profile {args.profile}; workdir {workroot}", flush=True)
@@ -137,9 +190,13 @@ def main(argv: list[str] | None = None) -> int:
                                        every_combination=args.profile == "full")
     report.wall_s = time.monotonic() - started
     print_summary(report)
+    d = report.as_dict() | {"commit": _commit(), "command": command}
     if args.json:
-        args.json.write_text(json.dumps(report.as_dict(), indent=2))
+        args.json.write_text(json.dumps(d, indent=2))
         print(f"\nreport: {args.json}")
+    if args.markdown:
+        args.markdown.write_text(markdown(d, command))
+        print(f"markdown: {args.markdown}")
     print("\ninvariants:\n" + "\n".join(f"  {k}: {v}" for k, v in INVARIANTS.items()))
     return 1 if report.violations else 0
 

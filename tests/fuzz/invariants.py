@@ -18,7 +18,8 @@ INVARIANTS: dict[str, str] = {
     "no_500": "never a 500 (an unexpected router error, or Envoy's reply when the router failed)",
     "no_response": "some HTTP response comes back (no reset, no hang past the case timeout)",
     "error_shape": "every non-2xx body is JSON {\"error\": {\"message\", \"type\", \"code\"}} with content-type application/json",
-    "ok_shape": "a 200 is a chat.completion (JSON) or an SSE stream that ends with [DONE] or an error event",
+    "ok_shape": "a 200 is a chat.completion (JSON) or an SSE stream that ends with [DONE] or an error event "
+                "(an error event only where the case also allows an error status)",
     "jailbreak_forwarded": "a jailbreak phrase never reaches a model (simulated backends' request logs)",
     "card_forwarded": "a Luhn-valid card number never reaches a model",
     "email_forwarded": "an email address never reaches a model unmasked (the default policy masks contact details)",
@@ -71,7 +72,8 @@ def check_reply(case: Case, reply: Reply, received: list[dict[str, Any]], *, sec
             if problem:
                 bad("error_shape", problem)
         if status == 200 and case.method == "POST" and case.expect & {200}:
-            problem = ok_shape_problem(reply, case.stream)
+            # Where only success is right, a stream that reports an error is no success either.
+            problem = ok_shape_problem(reply, error_event_ok=bool(case.expect - {200}))
             if problem:
                 bad("ok_shape", problem)
 
@@ -121,7 +123,7 @@ def error_shape_problem(reply: Reply) -> str | None:
     return None
 
 
-def ok_shape_problem(reply: Reply, stream: bool) -> str | None:
+def ok_shape_problem(reply: Reply, error_event_ok: bool = True) -> str | None:
     ctype = (reply.header("content-type") or "").split(";")[0].strip().lower()
     if ctype == "text/event-stream":
         if reply.error:
@@ -137,13 +139,13 @@ def ok_shape_problem(reply: Reply, stream: bool) -> str | None:
             except ValueError:
                 return f"an SSE event is not JSON: {data[:80]!r}"
             if isinstance(doc, dict) and "error" in doc:
-                return None  # a stream may end with an error event
+                if error_event_ok:
+                    return None  # a stream may end with an error event
+                return f"the stream reports an error: {json.dumps(doc.get('error'))[:160]}"
         if events[-1] != b"[DONE]":
             return "stream ends without [DONE] and without an error event"
         return None
-    if stream:
-        # A streamed request may still get one JSON completion when it was answered in one piece.
-        pass
+    # A streamed request may still get one JSON completion when it was answered in one piece.
     try:
         doc = json.loads(reply.body)
     except (ValueError, UnicodeDecodeError):

@@ -155,7 +155,10 @@ class Upstream:
             model = body.get("model", "m") if isinstance(body, dict) else "m"
             mode = self.mode if stage == self.stage else "normal"
             content = f"```json\n{json.dumps(_ANALYSIS)}\n```" if stage == "judge" else f"[{model}@{backend}] A fine answer."
-            return await _answer(request, mode, stream, str(model), content, request.headers.get("authorization", ""))
+            try:
+                return await _answer(request, mode, stream, str(model), content, request.headers.get("authorization", ""))
+            except ConnectionError:  # the router gave up on this answer half way: that is its call to make
+                return web.Response(status=499)
 
         return handle
 
