@@ -163,14 +163,18 @@ def main(argv: list[str] | None = None) -> int:
     report = new_report(args.seed, args.profile, args.body_mode, args.rss_growth_mb)
     started = time.monotonic()
 
+    done = 0
+
     def progress(r: CaseResult) -> None:
-        n = len(report.results)
+        nonlocal done
+        done += 1
+        n = done
         if args.verbose or r.violations:
             flag = ",".join(sorted({v.invariant for v in r.violations})) or "ok"
-            print(f"[{n}/{len(cases)}] {r.case.id} {r.case.variant[:70]} -> {r.status} ({r.elapsed_s:.2f}s, "
+            print(f"[{n}] {r.case.id} {r.case.variant[:70]} -> {r.status} ({r.elapsed_s:.2f}s, "
                   f"{r.rss_peak_mb:.0f} MB) {flag}", flush=True)
         elif n % 50 == 0:
-            print(f"[{n}/{len(cases)}] ...", flush=True)
+            print(f"[{n}] ...", flush=True)
 
     target = Target(workroot, load_default_config(), default_sims(), args.body_mode, args.rss_kill_mb)
     try:
