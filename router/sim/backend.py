@@ -53,6 +53,7 @@ class BackendState:
             "time": time.time(),
             "completed": False,
             "cancelled": False,
+            "usage": None,  # the usage this backend reported in its answer, once sent
         }
         self.log.append(entry)
         return entry
@@ -165,12 +166,15 @@ async def _chat_completions(request: web.Request) -> web.StreamResponse:
         options = body.get("stream_options")
         include_usage = isinstance(options, dict) and bool(options.get("include_usage"))
         chunks = _stream_chunks(answer, completion_id, served, include_usage, logprobs, confidence)
+        if include_usage and not drop:
+            request[ENTRY]["usage"] = _usage(answer)
         return await _stream(request, headers, chunks, pace, drop)
     if drop:
         _abort(request)
         return web.Response()  # never sent: the connection is already gone
     await asyncio.sleep(answer.completion_tokens * pace)
     payload = _completion(answer, completion_id, served, logprobs, confidence)
+    request[ENTRY]["usage"] = payload["usage"]
     if spec.write_chunk_bytes:
         return await _write_in_pieces(request, headers, orjson.dumps(payload), spec.write_chunk_bytes)
     return _json(payload, headers=headers)
