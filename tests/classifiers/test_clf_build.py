@@ -18,6 +18,11 @@ pytestmark = pytest.mark.models
 def test_lock_pins_every_input() -> None:
     pins = load_lock()
     assert {"minilm_onnx", "bert_vocab", "pii", "jailbreak_corpus"} <= set(pins)
+    # The jailbreak build reads benign code/docs from these sdists: train and held-out sources differ.
+    from classifiers.build.benign_corpus import FAMILY_SOURCES, SOURCES
+
+    assert set(SOURCES) <= set(pins)
+    assert not {pins[k].name for k in FAMILY_SOURCES["train"]} & {pins[k].name for k in FAMILY_SOURCES["heldout"]}
     for pin in pins.values():
         assert len(pin.sha256) == 64 and pin.members
         assert all(len(h) == 64 for h in pin.members.values())
@@ -39,7 +44,20 @@ def test_manifest_lists_files_with_hashes(embedding_dir: Path) -> None:
     for name in ("embedding", "pii", "jailbreak"):
         files = manifest["models"][name]["files"]
         assert {"model.onnx", "tokenizer.json", "metadata.json"} <= set(files)
-    assert manifest["models"]["jailbreak"]["metrics"]["test"]["accuracy"] >= 0.95
+    metrics = manifest["models"]["jailbreak"]["metrics"]
+    assert metrics["test"]["accuracy"] >= 0.955 and metrics["test"]["precision"] >= 0.99
+
+
+def test_jailbreak_metrics_cover_conversations(jailbreak_dir: Path) -> None:
+    """The held-out conversation evaluation recorded by the build, at the recommended setting."""
+    metrics = json.loads((jailbreak_dir / "metadata.json").read_text())["metrics"]
+    rec = metrics["recommended"]
+    t, size = str(rec["threshold"]), str(rec["window_tokens"])
+    held = metrics["conversation_heldout"]
+    assert held["false_positive_rate"][size]["all_windows"][t] <= 0.05
+    assert held["false_positive_rate"][size]["code"][t] <= 0.05
+    assert min(r[t] for r in held["recall_hidden"][size].values()) >= 0.4
+    assert metrics["dev"]["false_positive_rate"][t] <= 0.005
 
 
 def test_vocab_reader_keeps_backslash() -> None:
