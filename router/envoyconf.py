@@ -1,29 +1,54 @@
 """Generate a standalone Envoy bootstrap for a router config (``fusion-router envoy-config``).
 
-Built as data, not string templates, and checked by ``envoy --mode validate`` in the tests. The
-settings that matter for an LLM gateway (see docs/envoy.md) are named here once.
+Built from the typed messages of Envoy's config API (``envoy-data-plane``: a misspelt field or a wrong
+type fails here, not in Envoy), rendered to plain data by ``router.envoy_render`` and checked by
+``envoy --mode validate`` in the tests. The settings that matter for an LLM gateway (see docs/envoy.md)
+are named here once. The ``*_config``/``*_filter``/``*_policy`` functions return that plain data for the
+files written by hand around the generator (the chart, envoy/mesh), whose tests compare against them.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import ipaddress
+import warnings
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
 from router.config.schema import Backend, Config
+from router.envoy_render import to_data
 from router.extproc import auth
 from router.extproc import headers as H
 
-EXT_PROC_TYPE = "type.googleapis.com/envoy.extensions.filters.http.ext_proc.v3.ExternalProcessor"
-HCM_TYPE = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
-ROUTER_TYPE = "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"
-HTTP_OPTS_TYPE = "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
-TLS_TYPE = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext"
-HEADER_MUTATION_TYPE = "type.googleapis.com/envoy.extensions.filters.http.header_mutation.v3.HeaderMutation"
-CEL_FILTER_TYPE = "type.googleapis.com/envoy.extensions.access_loggers.filters.cel.v3.ExpressionFilter"
+with warnings.catch_warnings():
+    # envoy-data-plane 2.2.0's generated validators use a form pydantic 2.12 deprecated: 122 warnings per import.
+    warnings.simplefilter("ignore", DeprecationWarning)
+    from envoy_data_plane.envoy.config.accesslog import v3 as accesslog
+    from envoy_data_plane.envoy.config.bootstrap import v3 as boot
+    from envoy_data_plane.envoy.config.cluster import v3 as cluster
+    from envoy_data_plane.envoy.config.common.mutation_rules import v3 as mutation_rules
+    from envoy_data_plane.envoy.config.core import v3 as core
+    from envoy_data_plane.envoy.config.endpoint import v3 as endpoint
+    from envoy_data_plane.envoy.config.listener import v3 as listener
+    from envoy_data_plane.envoy.config.route import v3 as route
+    from envoy_data_plane.envoy.extensions.access_loggers.filters.cel import v3 as cel
+    from envoy_data_plane.envoy.extensions.filters.http.ext_proc import v3 as ep
+    from envoy_data_plane.envoy.extensions.filters.http.header_mutation import v3 as header_mutation
+    from envoy_data_plane.envoy.extensions.filters.http.router import v3 as http_router
+    from envoy_data_plane.envoy.extensions.filters.network.http_connection_manager import v3 as hcm
+    from envoy_data_plane.envoy.extensions.retry.host.previous_hosts import v3 as previous_hosts
+    from envoy_data_plane.envoy.extensions.transport_sockets.tls import v3 as tls
+    from envoy_data_plane.envoy.extensions.upstreams.http import v3 as upstream_http
+    from envoy_data_plane.google.protobuf import Any as AnyMessage
+    from envoy_data_plane.google.protobuf import Struct
+
 ROUTER_CLUSTER = "fusion_router"
 BIG = 100_000
+NO_TIMEOUT = dt.timedelta(0)
+LONG_IDLE = dt.timedelta(seconds=600)
+_OVERWRITE = core.HeaderValueOptionHeaderAppendAction.OVERWRITE_IF_EXISTS_OR_ADD
+_SEND, _SKIP = ep.ProcessingModeHeaderSendMode.SEND, ep.ProcessingModeHeaderSendMode.SKIP
 
 
 @dataclass(frozen=True)
@@ -40,13 +65,31 @@ class EnvoyPorts:
     router_workers: int = 1  # `serve --workers N`: ports router_port .. router_port + N - 1
 
 
-def _socket(host: str, port: int) -> dict[str, Any]:
-    return {"socket_address": {"address": host, "port_value": port}}
+def _address(host: str, port: int) -> core.Address:
+    return core.Address(socket_address=core.SocketAddress(address=host, port_value=port))
 
 
-def _circuit_breakers() -> dict[str, Any]:
+def _circuit_breakers() -> cluster.CircuitBreakers:
     # Every in-flight request holds one ext_proc stream; Envoy's default of 1024 would cap concurrency.
-    return {"thresholds": [{"max_connections": BIG, "max_pending_requests": BIG, "max_requests": BIG, "max_retries": 16}]}
+    return cluster.CircuitBreakers(thresholds=[cluster.CircuitBreakersThresholds(
+        max_connections=BIG, max_pending_requests=BIG, max_requests=BIG, max_retries=16)])
+
+
+def _header(key: str, value: str) -> core.HeaderValueOption:
+    return core.HeaderValueOption(header=core.HeaderValue(key=key, value=value), append_action=_OVERWRITE)
+
+
+def _load_assignment(name: str, addresses: list[core.Address]) -> endpoint.ClusterLoadAssignment:
+    return endpoint.ClusterLoadAssignment(cluster_name=name, endpoints=[endpoint.LocalityLbEndpoints(
+        lb_endpoints=[endpoint.LbEndpoint(endpoint=endpoint.Endpoint(address=a)) for a in addresses])])
+
+
+def _http_filter(name: str, typed_config: Any) -> hcm.HttpFilter:
+    return hcm.HttpFilter(name=name, typed_config=AnyMessage.pack(typed_config))
+
+
+def _router_filter() -> hcm.HttpFilter:
+    return _http_filter("envoy.filters.http.router", http_router.Router())
 
 
 # ------------------------------------------------------------------------------------------ local replies
@@ -104,43 +147,47 @@ LOCAL_REPLIES: tuple[LocalReply, ...] = (
 )
 
 
-def _cel(expression: str) -> dict[str, Any]:
-    return {"extension_filter": {"name": "envoy.access_loggers.extension_filters.cel",
-                                 "typed_config": {"@type": CEL_FILTER_TYPE, "expression": expression}}}
+def _cel(expression: str) -> accesslog.AccessLogFilter:
+    return accesslog.AccessLogFilter(extension_filter=accesslog.ExtensionFilter(
+        name="envoy.access_loggers.extension_filters.cel",
+        typed_config=AnyMessage.pack(cel.ExpressionFilter(expression=expression))))
 
 
-def _status_filter(op: str, status: int) -> dict[str, Any]:
+def _status_filter(op: accesslog.ComparisonFilterOp, status: int) -> accesslog.AccessLogFilter:
     # runtime_key is required by the API; nothing sets it, so the default applies.
-    return {"status_code_filter": {"comparison": {"op": op, "value": {
-        "default_value": status, "runtime_key": f"fusion_router.local_reply.status_{op.lower()}_{status}"}}}}
+    return accesslog.AccessLogFilter(status_code_filter=accesslog.StatusCodeFilter(comparison=accesslog.ComparisonFilter(
+        op=op, value=core.RuntimeUInt32(default_value=status,
+                                        runtime_key=f"fusion_router.local_reply.status_{op.name.lower()}_{status}"))))
 
 
-def _mapper(r: LocalReply) -> dict[str, Any]:
+def _mapper(r: LocalReply) -> hcm.ResponseMapper:
     if r.details_prefix:
         flt = _cel(f"response.code_details.startsWith('{r.details_prefix}')")
     elif r.flags:
-        flt = {"response_flag_filter": {"flags": list(r.flags)}}
+        flt = accesslog.AccessLogFilter(response_flag_filter=accesslog.ResponseFlagFilter(flags=list(r.flags)))
     elif r.status is not None:
-        flt = _status_filter("EQ", r.status)
+        flt = _status_filter(accesslog.ComparisonFilterOp.EQ, r.status)
     else:
         assert r.status_at_least is not None
-        flt = _status_filter("GE", r.status_at_least)
-    mapper: dict[str, Any] = {"filter": flt}
-    if r.rewrite_status:
-        mapper["status_code"] = r.rewrite_status
-    mapper["body_format_override"] = {"json_format": {"error": {
-        "message": r.message, "type": r.type, "code": r.code, "param": None}}}
-    if r.retry_after:
-        mapper["headers_to_add"] = [{"header": {"key": "retry-after", "value": "1"},
-                                     "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}]
-    return mapper
+        flt = _status_filter(accesslog.ComparisonFilterOp.GE, r.status_at_least)
+    body = Struct.from_dict({"error": {"message": r.message, "type": r.type, "code": r.code, "param": None}})
+    return hcm.ResponseMapper(
+        filter=flt,
+        status_code=r.rewrite_status,
+        body_format_override=core.SubstitutionFormatString(json_format=body),
+        headers_to_add=[_header("retry-after", "1")] if r.retry_after else [],
+    )
+
+
+def local_replies() -> hcm.LocalReplyConfig:
+    """The HttpConnectionManager ``local_reply_config`` of every listener clients call."""
+    h = H.RESPONSE_PATH
+    router_reply = hcm.ResponseMapper(filter=_cel(f"'{h}' in response.headers && !('{h}' in request.headers)"))
+    return hcm.LocalReplyConfig(mappers=[router_reply, *(_mapper(r) for r in LOCAL_REPLIES)])
 
 
 def local_reply_config() -> dict[str, Any]:
-    """The HttpConnectionManager ``local_reply_config`` of every listener clients call."""
-    h = H.RESPONSE_PATH
-    router_reply = {"filter": _cel(f"'{h}' in response.headers && !('{h}' in request.headers)")}
-    return {"mappers": [router_reply, *(_mapper(r) for r in LOCAL_REPLIES)]}
+    return to_data(local_replies())
 
 
 def client_stripped_headers(config: Config) -> list[str]:
@@ -150,85 +197,92 @@ def client_stripped_headers(config: Config) -> list[str]:
     return [config.global_.router.cluster_header, *H.RESPONSE_COPIED]
 
 
-def strip_filter(names: list[str]) -> dict[str, Any]:
+def strip_header_filter(names: list[str]) -> hcm.HttpFilter:
     """Runs before ext_proc, so the router, the route and the local-reply mappers only see our own copies."""
-    return {
-        "name": "envoy.filters.http.header_mutation",
-        "typed_config": {"@type": HEADER_MUTATION_TYPE,
-                         "mutations": {"request_mutations": [{"remove": n} for n in names]}},
-    }
+    return _http_filter("envoy.filters.http.header_mutation", header_mutation.HeaderMutation(
+        mutations=header_mutation.Mutations(request_mutations=[mutation_rules.HeaderMutation(remove=n) for n in names])))
 
 
-def grpc_retry_policy() -> dict[str, Any]:
+def strip_filter(names: list[str]) -> dict[str, Any]:
+    return to_data(strip_header_filter(names))
+
+
+def ext_proc_retries() -> core.RetryPolicy:
     """Open the ext_proc stream on another router worker when one refuses the connection (it died and is
     being restarted). Only failures before the worker saw the request: a request that kills a worker
     (say, an out-of-memory prompt) must not be replayed onto the next one."""
-    return {
-        "retry_on": "connect-failure,refused-stream",
-        "num_retries": 3,
-        "retry_back_off": {"base_interval": "0.05s", "max_interval": "0.5s"},
-        "retry_host_predicate": [{"name": "envoy.retry_host_predicates.previous_hosts", "typed_config": {
-            "@type": "type.googleapis.com/envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate"}}],
-        "host_selection_retry_max_attempts": 5,
-    }
+    return core.RetryPolicy(
+        retry_on="connect-failure,refused-stream",
+        num_retries=3,
+        retry_back_off=core.BackoffStrategy(base_interval=dt.timedelta(milliseconds=50),
+                                            max_interval=dt.timedelta(milliseconds=500)),
+        retry_host_predicate=[core.RetryPolicyRetryHostPredicate(
+            name="envoy.retry_host_predicates.previous_hosts",
+            typed_config=AnyMessage.pack(previous_hosts.PreviousHostsPredicate()))],
+        host_selection_retry_max_attempts=5,
+    )
+
+
+def grpc_retry_policy() -> dict[str, Any]:
+    return to_data(ext_proc_retries())
+
+
+def ext_proc_http_filter(*, failure_mode_allow: bool = False, body_mode: str = "FULL_DUPLEX_STREAMED",
+                         secret: str | None = None) -> hcm.HttpFilter:
+    try:
+        request_body_mode = ep.ProcessingModeBodySendMode[body_mode]
+    except KeyError:
+        raise ValueError(f"body_mode: {body_mode!r} is not an ext_proc body mode "
+                         f"({', '.join(m.name for m in ep.ProcessingModeBodySendMode)})") from None
+    # The router refuses Process streams without the secret (global.router.ext_proc_secret_*).
+    metadata = [] if secret is None else [core.HeaderValue(key=auth.METADATA_KEY, value=auth.metadata_value(secret))]
+    return _http_filter("envoy.filters.http.ext_proc", ep.ExternalProcessor(
+        grpc_service=core.GrpcService(envoy_grpc=core.GrpcServiceEnvoyGrpc(cluster_name=ROUTER_CLUSTER),
+                                      timeout=dt.timedelta(seconds=900), retry_policy=ext_proc_retries(),
+                                      initial_metadata=metadata),
+        failure_mode_allow=failure_mode_allow,
+        processing_mode=ep.ProcessingMode(
+            request_header_mode=_SEND,
+            response_header_mode=_SKIP,
+            # FULL_DUPLEX_STREAMED lets the router stream Fusion answers; BUFFERED also works.
+            request_body_mode=request_body_mode,
+            response_body_mode=ep.ProcessingModeBodySendMode.NONE,
+            request_trailer_mode=_SEND,
+            response_trailer_mode=_SKIP,
+        ),
+        allow_mode_override=True,
+        # The router sets an exact content-length for the rewritten body in FULL_DUPLEX mode, so
+        # backends get a plain body instead of a chunked one.
+        allow_content_length_header=True,
+        # The default 200 ms would cut every Fusion run short (504).
+        message_timeout=dt.timedelta(seconds=600),
+        max_message_timeout=dt.timedelta(seconds=900),
+    ))
 
 
 def ext_proc_filter(config: Config, *, failure_mode_allow: bool = False, body_mode: str = "FULL_DUPLEX_STREAMED",
                     secret: str | None = None) -> dict[str, Any]:
-    grpc_service: dict[str, Any] = {"envoy_grpc": {"cluster_name": ROUTER_CLUSTER}, "timeout": "900s",
-                                    "retry_policy": grpc_retry_policy()}
-    if secret is not None:
-        # The router refuses Process streams without it (global.router.ext_proc_secret_*).
-        grpc_service["initial_metadata"] = [{"key": auth.METADATA_KEY, "value": auth.metadata_value(secret)}]
-    return {
-        "name": "envoy.filters.http.ext_proc",
-        "typed_config": {
-            "@type": EXT_PROC_TYPE,
-            "grpc_service": grpc_service,
-            "failure_mode_allow": failure_mode_allow,
-            "processing_mode": {
-                "request_header_mode": "SEND",
-                "response_header_mode": "SKIP",
-                # FULL_DUPLEX_STREAMED lets the router stream Fusion answers; BUFFERED also works.
-                "request_body_mode": body_mode,
-                "response_body_mode": "NONE",
-                "request_trailer_mode": "SEND",
-                "response_trailer_mode": "SKIP",
-            },
-            "allow_mode_override": True,
-            # The router sets an exact content-length for the rewritten body in FULL_DUPLEX mode, so
-            # backends get a plain body instead of a chunked one.
-            "allow_content_length_header": True,
-            # The default 200 ms would cut every Fusion run short (504).
-            "message_timeout": "600s",
-            "max_message_timeout": "900s",
-        },
-    }
+    del config  # the filter's settings do not depend on the router config (kept for callers)
+    return to_data(ext_proc_http_filter(failure_mode_allow=failure_mode_allow, body_mode=body_mode, secret=secret))
 
 
-def _backend_cluster(b: Backend) -> dict[str, Any]:
+def _backend_cluster(b: Backend) -> cluster.Cluster:
     assert b.endpoint is not None
     url = urlsplit(b.endpoint)
-    tls = url.scheme == "https"
+    secure = url.scheme == "https"
     host = url.hostname or "127.0.0.1"
-    port = url.port or (443 if tls else 80)
-    cluster: dict[str, Any] = {
-        "name": b.name,
-        "type": "STATIC" if _is_ip(host) else "STRICT_DNS",
-        "connect_timeout": "5s",
-        "dns_lookup_family": "V4_PREFERRED",
-        "circuit_breakers": _circuit_breakers(),
-        "load_assignment": {
-            "cluster_name": b.name,
-            "endpoints": [{"lb_endpoints": [{"endpoint": {"address": _socket(host, port)}}]}],
-        },
-    }
-    if tls:
-        cluster["transport_socket"] = {
-            "name": "envoy.transport_sockets.tls",
-            "typed_config": {"@type": TLS_TYPE, "sni": host},
-        }
-    return cluster
+    port = url.port or (443 if secure else 80)
+    return cluster.Cluster(
+        name=b.name,
+        type=cluster.ClusterDiscoveryType.STATIC if _is_ip(host) else cluster.ClusterDiscoveryType.STRICT_DNS,
+        connect_timeout=dt.timedelta(seconds=5),
+        dns_lookup_family=cluster.ClusterDnsLookupFamily.V4_PREFERRED,
+        circuit_breakers=_circuit_breakers(),
+        load_assignment=_load_assignment(b.name, [_address(host, port)]),
+        transport_socket=core.TransportSocket(name="envoy.transport_sockets.tls",
+                                              typed_config=AnyMessage.pack(tls.UpstreamTlsContext(sni=host)))
+        if secure else None,
+    )
 
 
 def _is_ip(host: str) -> bool:
@@ -237,6 +291,86 @@ def _is_ip(host: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+def _router_cluster(ports: EnvoyPorts) -> cluster.Cluster:
+    workers = max(1, ports.router_workers)
+    http2 = core.Http2ProtocolOptions(initial_stream_window_size=16 * 1024 * 1024,
+                                      initial_connection_window_size=64 * 1024 * 1024)
+    return cluster.Cluster(
+        name=ROUTER_CLUSTER,
+        type=cluster.ClusterDiscoveryType.STATIC,
+        connect_timeout=dt.timedelta(seconds=2),
+        circuit_breakers=_circuit_breakers(),
+        typed_extension_protocol_options={"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": AnyMessage.pack(
+            upstream_http.HttpProtocolOptions(
+                explicit_http_config=upstream_http.HttpProtocolOptionsExplicitHttpConfig(http2_protocol_options=http2)))},
+        # Several router workers: Envoy spreads ext_proc streams over them (least outstanding first).
+        lb_policy=cluster.ClusterLbPolicy.LEAST_REQUEST,
+        health_checks=[router_health_check()] if ports.router_workers > 1 else [],
+        load_assignment=_load_assignment(ROUTER_CLUSTER, [_address(ports.router_host, ports.router_port + i)
+                                                          for i in range(workers)]),
+    )
+
+
+def envoy_bootstrap(
+    config: Config,
+    ports: EnvoyPorts = EnvoyPorts(),
+    *,
+    failure_mode_allow: bool = False,
+    body_mode: str = "FULL_DUPLEX_STREAMED",
+    ext_proc: bool = True,
+    default_cluster: str | None = None,
+    secret: str | None = None,
+) -> boot.Bootstrap:
+    """The typed bootstrap; ``build_envoy_config`` is its plain data (what Envoy reads as YAML)."""
+    router_cfg = config.global_.router
+    if not ext_proc and not default_cluster:
+        raise ValueError("build_envoy_config(ext_proc=False) needs default_cluster")
+    action = route.RouteAction(timeout=NO_TIMEOUT, idle_timeout=LONG_IDLE)
+    if ext_proc:
+        action.cluster_header = router_cfg.cluster_header
+    else:
+        action.cluster = default_cluster
+    main_route = route.Route(
+        match=route.RouteMatch(prefix="/"),
+        route=action,
+        # The routing header is Envoy's business; backends never see it.
+        request_headers_to_remove=[router_cfg.cluster_header],
+        # Copy the router's decision from the request onto the client's response; empty values are skipped.
+        response_headers_to_add=[_header(h, f"%REQ({h})%") for h in H.RESPONSE_COPIED],
+    )
+    filters = [strip_header_filter(client_stripped_headers(config)),
+               ext_proc_http_filter(failure_mode_allow=failure_mode_allow, body_mode=body_mode, secret=secret)] if ext_proc else []
+    manager = hcm.HttpConnectionManager(
+        stat_prefix="fusion_ingress",
+        codec_type=hcm.HttpConnectionManagerCodecType.AUTO,
+        stream_idle_timeout=LONG_IDLE,
+        request_timeout=NO_TIMEOUT,
+        local_reply_config=local_replies(),
+        route_config=route.RouteConfiguration(name="fusion_routes", virtual_hosts=[route.VirtualHost(
+            name="llm",
+            domains=["*"],
+            # BUFFERED bodies are capped by this buffer (1 MiB default → 413).
+            request_body_buffer_limit=router_cfg.max_body_bytes + 1024,
+            routes=[main_route],
+        )]),
+        http_filters=[*filters, _router_filter()],
+    )
+    listeners = [listener.Listener(
+        name="fusion_listener",
+        address=_address(ports.listen_host, ports.listen_port),
+        per_connection_buffer_limit_bytes=1024 * 1024,
+        filter_chains=[_hcm_chain(manager)],
+    )]
+    if ext_proc and ports.internal_port:
+        listeners.append(_internal_listener(config, ports.internal_port))
+    clusters = [_router_cluster(ports),
+                *(_backend_cluster(b) for b in config.backends if b.endpoint is not None and b.cluster is None)]
+    return boot.Bootstrap(
+        admin=boot.Admin(address=_address(ports.admin_host, ports.admin_port)),
+        static_resources=boot.BootstrapStaticResources(listeners=listeners, clusters=clusters),
+    )
 
 
 def build_envoy_config(
@@ -252,137 +386,55 @@ def build_envoy_config(
     """``ext_proc=False`` (benchmarks' Envoy-alone baseline) drops the ext_proc filter and sends every
     request to ``default_cluster`` instead of the cluster named by the router's routing header.
     ``secret``: the shared secret Envoy sends the router (None: none; then the router must not want one)."""
-    router_cfg = config.global_.router
-    if not ext_proc and not default_cluster:
-        raise ValueError("build_envoy_config(ext_proc=False) needs default_cluster")
-    target = {"cluster_header": router_cfg.cluster_header} if ext_proc else {"cluster": default_cluster}
-    route = {
-        "match": {"prefix": "/"},
-        "route": {**target, "timeout": "0s", "idle_timeout": "600s"},
-        # The routing header is Envoy's business; backends never see it.
-        "request_headers_to_remove": [router_cfg.cluster_header],
-        # Copy the router's decision from the request onto the client's response; empty values are skipped.
-        "response_headers_to_add": [
-            {"header": {"key": h, "value": f"%REQ({h})%"}, "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}
-            for h in H.RESPONSE_COPIED
-        ],
-    }
-    hcm = {
-        "@type": HCM_TYPE,
-        "stat_prefix": "fusion_ingress",
-        "codec_type": "AUTO",
-        "stream_idle_timeout": "600s",
-        "request_timeout": "0s",
-        "local_reply_config": local_reply_config(),
-        "route_config": {
-            "name": "fusion_routes",
-            "virtual_hosts": [
-                {
-                    "name": "llm",
-                    "domains": ["*"],
-                    # BUFFERED bodies are capped by this buffer (1 MiB default → 413).
-                    "request_body_buffer_limit": router_cfg.max_body_bytes + 1024,
-                    "routes": [route],
-                }
-            ],
-        },
-        "http_filters": [
-            *([strip_filter(client_stripped_headers(config)),
-               ext_proc_filter(config, failure_mode_allow=failure_mode_allow, body_mode=body_mode, secret=secret)]
-              if ext_proc else []),
-            {"name": "envoy.filters.http.router", "typed_config": {"@type": ROUTER_TYPE}},
-        ],
-    }
-    listeners = [
-        {
-            "name": "fusion_listener",
-            "address": _socket(ports.listen_host, ports.listen_port),
-            "per_connection_buffer_limit_bytes": 1024 * 1024,
-            "filter_chains": [{"filters": [{"name": "envoy.filters.network.http_connection_manager", "typed_config": hcm}]}],
-        }
-    ]
-    if ext_proc and ports.internal_port:
-        listeners.append(_internal_listener(config, ports.internal_port))
-    clusters = [
-        {
-            "name": ROUTER_CLUSTER,
-            "type": "STATIC",
-            "connect_timeout": "2s",
-            "circuit_breakers": _circuit_breakers(),
-            "typed_extension_protocol_options": {
-                "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
-                    "@type": HTTP_OPTS_TYPE,
-                    "explicit_http_config": {"http2_protocol_options": {
-                        "initial_stream_window_size": 16 * 1024 * 1024,
-                        "initial_connection_window_size": 64 * 1024 * 1024,
-                    }},
-                }
-            },
-            # Several router workers: Envoy spreads ext_proc streams over them (least outstanding first).
-            "lb_policy": "LEAST_REQUEST",
-            **({"health_checks": [_router_health_check()]} if ports.router_workers > 1 else {}),
-            "load_assignment": {
-                "cluster_name": ROUTER_CLUSTER,
-                "endpoints": [{"lb_endpoints": [
-                    {"endpoint": {"address": _socket(ports.router_host, ports.router_port + i)}}
-                    for i in range(max(1, ports.router_workers))
-                ]}],
-            },
-        }
-    ]
-    clusters += [_backend_cluster(b) for b in config.backends if b.endpoint is not None and b.cluster is None]
-    return {
-        "admin": {"address": _socket(ports.admin_host, ports.admin_port)},
-        "static_resources": {
-            "listeners": listeners,
-            "clusters": clusters,
-        },
-    }
+    return to_data(envoy_bootstrap(config, ports, failure_mode_allow=failure_mode_allow, body_mode=body_mode,
+                                   ext_proc=ext_proc, default_cluster=default_cluster, secret=secret))
+
+
+def _hcm_chain(manager: hcm.HttpConnectionManager) -> listener.FilterChain:
+    return listener.FilterChain(filters=[listener.Filter(name="envoy.filters.network.http_connection_manager",
+                                                         typed_config=AnyMessage.pack(manager))])
+
+
+def router_health_check() -> core.HealthCheck:
+    """With several workers, one that died (and is being restarted by `serve`) or drains is skipped until
+    it answers the gRPC health service again. Needs no secret: health is a separate service."""
+    return core.HealthCheck(
+        timeout=dt.timedelta(seconds=1),
+        interval=dt.timedelta(seconds=1),
+        unhealthy_threshold=1,
+        healthy_threshold=1,
+        grpc_health_check=core.HealthCheckGrpcHealthCheck(service_name="envoy.service.ext_proc.v3.ExternalProcessor"),
+    )
 
 
 def _router_health_check() -> dict[str, Any]:
-    """With several workers, one that died (and is being restarted by `serve`) or drains is skipped until
-    it answers the gRPC health service again. Needs no secret: health is a separate service."""
-    return {
-        "timeout": "1s",
-        "interval": "1s",
-        "unhealthy_threshold": 1,
-        "healthy_threshold": 1,
-        "grpc_health_check": {"service_name": "envoy.service.ext_proc.v3.ExternalProcessor"},
-    }
+    return to_data(router_health_check())
 
 
-def _internal_listener(config: Config, port: int) -> dict[str, Any]:
+def _internal_listener(config: Config, port: int) -> listener.Listener:
     """Looper sub-calls re-enter Envoy here: Envoy's clusters, retries and health checks apply, without a
     second ext_proc round trip (about 3 ms per call). Bound to loopback only: in a pod that is the
     router's own network namespace."""
     header = config.global_.router.cluster_header
-    hcm = {
-        "@type": HCM_TYPE,
-        "stat_prefix": "fusion_looper",
-        "codec_type": "AUTO",
-        "stream_idle_timeout": "600s",
-        "request_timeout": "0s",
-        "route_config": {
-            "name": "fusion_looper_routes",
-            "virtual_hosts": [{
-                "name": "looper",
-                "domains": ["*"],
-                "request_body_buffer_limit": config.global_.router.max_body_bytes + 1024,
-                "routes": [{
-                    "match": {"prefix": "/"},
-                    "route": {"cluster_header": header, "timeout": "0s", "idle_timeout": "600s"},
-                    "request_headers_to_remove": [header, H.LOOPER_TOKEN],
-                }],
-            }],
-        },
-        "http_filters": [{"name": "envoy.filters.http.router", "typed_config": {"@type": ROUTER_TYPE}}],
-    }
-    return {
-        "name": "fusion_looper_listener",
-        "address": _socket("127.0.0.1", port),
-        "filter_chains": [{"filters": [{"name": "envoy.filters.network.http_connection_manager", "typed_config": hcm}]}],
-    }
+    manager = hcm.HttpConnectionManager(
+        stat_prefix="fusion_looper",
+        codec_type=hcm.HttpConnectionManagerCodecType.AUTO,
+        stream_idle_timeout=LONG_IDLE,
+        request_timeout=NO_TIMEOUT,
+        route_config=route.RouteConfiguration(name="fusion_looper_routes", virtual_hosts=[route.VirtualHost(
+            name="looper",
+            domains=["*"],
+            request_body_buffer_limit=config.global_.router.max_body_bytes + 1024,
+            routes=[route.Route(
+                match=route.RouteMatch(prefix="/"),
+                route=route.RouteAction(cluster_header=header, timeout=NO_TIMEOUT, idle_timeout=LONG_IDLE),
+                request_headers_to_remove=[header, H.LOOPER_TOKEN],
+            )],
+        )]),
+        http_filters=[_router_filter()],
+    )
+    return listener.Listener(name="fusion_looper_listener", address=_address("127.0.0.1", port),
+                             filter_chains=[_hcm_chain(manager)])
 
 
 def main(argv: list[str] | None = None) -> int:
