@@ -14,6 +14,11 @@ the backends):
   (measured from the synthesis request's arrival at the sim, and by sending the identical synthesis
   request straight to the sim) = relay overhead (goal <= 5 ms);
 * concurrency: bursts of 16 concurrent Fusion requests, total time vs one request alone.
+
+Phase ``loopers`` (bench/looper_bench.py, bench/looper-bench.yaml): every looper algorithm's wall time
+against its critical path and its calls/tokens per request; adaptive Fusion at gate pass rates
+0 / 50 / 90 % against plain Fusion; confidence escalation against asking the large model directly;
+Fusion with one member 10x slower and ``min_successful_responses`` = panel - 1 against waiting for all.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ import aiohttp
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import looper_bench
 from common import (  # noqa: E402
     Cleanup,
     CpuMeter,
@@ -383,11 +389,19 @@ def main(argv: list[str] | None = None) -> int:
                     "(the main listener, ext_proc again with the looper marker) and/or direct (straight to backends)")
     ap.add_argument("--settle", type=float, default=15.0, help="wait up to this long for other work on the machine to calm down")
     ap.add_argument("--json", type=Path, help="also write the JSON result here")
+    ap.add_argument("--phases", default="overhead,loopers",
+                    help="overhead (Fusion orchestration overhead per looper mode) and/or loopers (every looper "
+                    "algorithm against its critical path and its baselines; bench/looper-bench.yaml)")
+    ap.add_argument("--looper-requests", type=int, default=40, help="requests per looper scenario (default 40)")
     ap.add_argument("--quick", action="store_true", help="smoke run: few requests")
     args = ap.parse_args(argv)
     if args.quick:
         args.requests, args.stream_requests, args.direct, args.warmup, args.bursts, args.settle = 8, 5, 5, 1, 2, 0
-    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+        args.looper_requests = 6
+    phases = [p.strip() for p in args.phases.split(",") if p.strip()]
+    if not phases or not set(phases) <= {"overhead", "loopers"}:
+        ap.error("--phases takes overhead and/or loopers")
+    modes = [m.strip() for m in args.modes.split(",") if m.strip()] if "overhead" in phases else []
     if not set(modes) <= {"envoy", "envoy-main", "direct"}:
         ap.error("--modes takes envoy, envoy-main and/or direct")
 
@@ -396,9 +410,12 @@ def main(argv: list[str] | None = None) -> int:
     wd = workdir("fusion-bench-")
     started = time.monotonic()
     base_cfg = with_ports(yaml.safe_load(CONFIG.read_text()))
+    looper_cfg = with_ports(yaml.safe_load(looper_bench.CONFIG.read_text()))
     results = []
+    loopers: dict[str, Any] = {}
     with Cleanup() as cleanup:
-        start_sims(cleanup, sim_specs(base_cfg, args.tps), wd)
+        specs = (sim_specs(base_cfg, args.tps) if modes else []) + (looper_bench.sim_specs(looper_cfg) if "loopers" in phases else [])
+        start_sims(cleanup, specs, wd)
         sims = {b["name"]: b["endpoint"] for b in base_cfg["backends"]}
         stacks: dict[str, Stack] = {}
         for mode in modes:
@@ -414,6 +431,14 @@ def main(argv: list[str] | None = None) -> int:
                                                envoy_admin_port=pick_port(), internal_port=pick_port(), workdir=wd / mode,
                                                quiet=True, log_format="json"))
             stacks[mode].start()
+        if "loopers" in phases:
+            path = wd / "looper-bench.yaml"
+            path.write_text(yaml.safe_dump(looper_cfg, sort_keys=False))
+            (wd / "loopers").mkdir()
+            stacks["loopers"] = cleanup.stack(Stack(path, listen_port=pick_port(), grpc_port=pick_port(), admin_port=pick_port(),
+                                                    envoy_admin_port=pick_port(), internal_port=pick_port(), workdir=wd / "loopers",
+                                                    quiet=True, log_format="json"))
+            stacks["loopers"].start()
         print(f"workdir {wd}; " + "; ".join(f"{m}: {st.url}" for m, st in stacks.items()), flush=True)
         if args.settle:
             share = wait_quiet(args.settle)
@@ -434,12 +459,26 @@ def main(argv: list[str] | None = None) -> int:
             results.append(res)
             print(f"  {mode}: done ({time.monotonic() - t0:.0f}s; other work on the machine meanwhile: "
                   f"{100 * res['background_cpu_share']:.0f}% of all cores)", flush=True)
+        if "loopers" in phases:
+            t0 = time.monotonic()
+            meter = CpuMeter({"bench processes": cleanup.pids})
+            meter.start()
+            looper_sims = {b["name"]: b["endpoint"] for b in looper_cfg["backends"]}
+            runs = runner(looper_bench.run_loopers(stacks["loopers"].url, looper_sims, looper_cfg, args.looper_requests,
+                                                   min(args.warmup, 2)))
+            cpu = meter.stop()
+            loopers = {"requests_per_scenario": args.looper_requests, "background_cpu_share": round(background_share(cpu), 3),
+                       "scenarios": looper_bench.summarize(runs)}
+            print(f"  loopers: done ({time.monotonic() - t0:.0f}s; other work on the machine meanwhile: "
+                  f"{100 * loopers['background_cpu_share']:.0f}% of all cores)", flush=True)
 
-    verdict = report(results, args)
+    verdict = report(results, args) if results else {}
+    if loopers:
+        looper_bench.report(loopers["scenarios"], args.looper_requests)
     print(f"\nbench-fusion took {time.monotonic() - started:.0f}s")
     blob = _round({"bench": "fusion", "machine": info, "goals": GOALS,
                    "settings": {k: v for k, v in vars(args).items() if k != "json"} | {"panel_ms": PANEL_MS, "judge_ms": JUDGE_MS},
-                   "results": results, "verdict": verdict})
+                   "results": results, "verdict": verdict, "loopers": loopers})
     blob["settings"]["json"] = str(args.json) if args.json else None
     print("\nJSON:")
     print(json.dumps(blob, default=str))
