@@ -52,12 +52,17 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
+    from router.config import read_config
     from router.signals.runtime import missing_models
 
     status = 0
     for path in args.files:
-        cfg = _load(path)
-        if cfg is None:
+        try:
+            cfg, report = read_config(path)
+        except ConfigError as err:
+            print(str(err), file=sys.stderr)
+            if args.summary and err.report is not None:
+                print("\n".join(f"{path}: {line}" for line in err.report.lines()))
             status = 2
             continue
         if not args.skip_model_check:
@@ -66,8 +71,36 @@ def _cmd_check(args: argparse.Namespace) -> int:
                 print("\n".join(f"{path}: {p}" for p in problems), file=sys.stderr)
                 status = 2
                 continue
-        print(f"{path}: ok ({len(cfg.models)} models, {len(cfg.routing.decisions)} decisions)")
+        for line in report.ignored:
+            print(f"{path}: warning: {line}", file=sys.stderr)
+        print(f"{path}: ok, read as {report.format} ({len(cfg.models)} models, {len(cfg.routing.decisions)} decisions"
+              f"{f', {len(report.ignored)} settings ignored' if report.ignored else ''})")
+        if args.summary:
+            print("\n".join(f"{path}: {line}" for line in report.lines()))
     return status
+
+
+def _cmd_convert(args: argparse.Namespace) -> int:
+    import yaml
+
+    from router.config import read_config
+
+    try:
+        cfg, report = read_config(args.file)
+    except ConfigError as err:
+        print(str(err), file=sys.stderr)
+        return 2
+    native = cfg.model_dump(mode="json", by_alias=True, exclude_defaults=True)
+    header = [f"# fusion-router layout of {args.file} (read as {report.format}), written by `fusion-router convert`."]
+    header += [f"# {line}" for line in report.ignored]
+    text = "\n".join(header) + "\n" + yaml.safe_dump(native, sort_keys=False, allow_unicode=True)
+    if args.output:
+        Path(args.output).write_text(text, encoding="utf-8")
+    else:
+        sys.stdout.write(text)
+    for line in report.ignored:
+        print(f"{args.file}: warning: {line}", file=sys.stderr)
+    return 0
 
 
 def _cmd_envoy_config(args: argparse.Namespace) -> int:
@@ -208,6 +241,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="""examples:
   fusion-router up --simulate                          # the demo: Envoy + router + simulated vLLM backends
   fusion-router check-config my.yaml                   # validate a policy before shipping it
+  fusion-router convert vsr-config.yaml                # a vLLM Semantic Router v0.3 config in this router's layout
   fusion-router classify --config my.yaml "Prove that sqrt(2) is irrational"
   fusion-router envoy-config my.yaml -o envoy.yaml     # a bootstrap for your own Envoy
   fusion-router serve --config my.yaml                 # the ext_proc server Envoy talks to
@@ -249,7 +283,16 @@ Each command has its own --help.""",
                    "global.classifiers.models_dir, $FUSION_ROUTER_MODELS_DIR, or ./models)")
     p.add_argument("--skip-model-check", action="store_true",
                    help="validate the config only (e.g. for an image whose models are baked in elsewhere)")
+    p.add_argument("--summary", action="store_true",
+                   help="also list which format was read and what is used, ignored and not supported")
     p.set_defaults(func=_cmd_check)
+
+    p = sub.add_parser("convert", help="write a config (either layout, e.g. vLLM-SR v0.3) in the router's own layout",
+                       description="Read a config in the router's layout or vLLM Semantic Router's v0.3 layout and write "
+                       "what the router understood, in its own layout (diff it against the original; docs/migration.md).")
+    p.add_argument("file")
+    p.add_argument("-o", "--output", help="file to write (default: stdout)")
+    p.set_defaults(func=_cmd_convert)
 
     p = sub.add_parser("envoy-config", help="write a standalone Envoy bootstrap for a router config")
     p.add_argument("config")

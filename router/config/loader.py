@@ -7,20 +7,39 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import structlog
 import yaml
 from pydantic import ValidationError
 
-from router.config.schema import SIGNAL_SECTIONS, Config, RuleLeaf, RuleNode
+from router.config import vsr
+from router.config.reference import (
+    UNSUPPORTED_LEAF_TYPES,
+    UNSUPPORTED_PLUGINS,
+    UNSUPPORTED_SIGNAL_SECTIONS,
+    not_supported,
+)
+from router.config.report import VSR_V03, ConfigReport
+from router.config.schema import (
+    SIGNAL_SECTIONS,
+    SIGNAL_TYPES,
+    Config,
+    RuleLeaf,
+    RuleNode,
+)
 from router.looper.registry import ALGORITHMS
 from router.looper.spec import CheckContext
 
+log = structlog.get_logger("router.config")
+
 
 class ConfigError(Exception):
-    """A config that cannot be used; ``problems`` holds one ``field.path: message`` line each."""
+    """A config that cannot be used; ``problems`` holds one ``field.path: message`` line each, and
+    ``report`` what the reader understood before it gave up (format, used, ignored, unsupported)."""
 
-    def __init__(self, source: str, problems: list[str]):
+    def __init__(self, source: str, problems: list[str], report: ConfigReport | None = None):
         self.source = source
         self.problems = problems
+        self.report = report
         super().__init__("\n".join(f"{source}: {p}" for p in problems))
 
 
@@ -69,6 +88,7 @@ def _cross_check(cfg: Config) -> Iterator[str]:
             yield f"backends[{i}].name: duplicate backend name {b.name!r}"
         seen.add(b.name)
     models: set[str] = set()
+    by_name = {m.name: m for m in cfg.models}
     for i, m in enumerate(cfg.models):
         if m.name in models:
             yield f"models[{i}].name: duplicate model name {m.name!r}"
@@ -94,17 +114,15 @@ def _cross_check(cfg: Config) -> Iterator[str]:
                     yield f"routing.signals.keywords[{j}].keywords[{k}]: invalid regular expression {pattern!r} ({exc})"
 
     declared: dict[str, set[str]] = {}
-    for leaf_type, section in SIGNAL_SECTIONS.items():
+    for t in SIGNAL_TYPES:
         names: set[str] = set()
-        for j, sig in enumerate(getattr(cfg.routing.signals, section)):
+        leaves: set[str] = set()
+        for j, sig in enumerate(getattr(cfg.routing.signals, t.section)):
             if sig.name in names:
-                yield f"routing.signals.{section}[{j}].name: duplicate signal name {sig.name!r}"
+                yield f"routing.signals.{t.section}[{j}].name: duplicate signal name {sig.name!r}"
             names.add(sig.name)
-        declared[leaf_type] = names
-    # A domain signal's leaves are its categories; complexity leaves are ``name:hard|easy``.
-    for sig in cfg.routing.signals.domains:
-        declared["domain"] |= {c.name for c in sig.categories} | {sig.name}
-    declared["complexity"] |= {f"{s.name}:{lvl}" for s in cfg.routing.signals.complexity for lvl in ("hard", "easy")}
+            leaves |= sig.leaf_names()  # a domain's categories, a complexity signal's ``name:level``
+        declared[t.leaf] = leaves
 
     yield from _check_guard_on_error(cfg)
 
@@ -117,6 +135,9 @@ def _cross_check(cfg: Config) -> Iterator[str]:
         for j, ref in enumerate(d.modelRefs):
             if ref.model not in models:
                 yield f"{at}.modelRefs[{j}].model: unknown model {ref.model!r} (expected one of {sorted(models)})"
+            elif ref.lora_name and by_name[ref.model].loras and ref.lora_name not in by_name[ref.model].loras:
+                yield (f"{at}.modelRefs[{j}].lora_name: {ref.lora_name!r} is not one of model {ref.model!r}'s loras "
+                       f"{by_name[ref.model].loras}")
         if not d.modelRefs and not d.is_looper and not d.is_guard:
             yield f"{at}.modelRefs: a routing decision needs at least one model"
         if d.rules is not None:
@@ -131,15 +152,11 @@ def _cross_check(cfg: Config) -> Iterator[str]:
 def _leaf_owners(cfg: Config) -> dict[str, tuple[str, int]]:
     """Rule leaf ``type:name`` → (signals section, index) of the signal that answers it."""
     owners: dict[str, tuple[str, int]] = {}
-    for leaf_type, section in SIGNAL_SECTIONS.items():
-        for j, sig in enumerate(getattr(cfg.routing.signals, section)):
-            owners[f"{leaf_type}:{sig.name}"] = (section, j)
-    for j, dom in enumerate(cfg.routing.signals.domains):
-        for cat in dom.categories:
-            owners.setdefault(f"domain:{cat.name}", ("domains", j))
-    for j, cx in enumerate(cfg.routing.signals.complexity):
-        for level in ("hard", "easy"):
-            owners[f"complexity:{cx.name}:{level}"] = ("complexity", j)
+    for t in SIGNAL_TYPES:
+        for j, sig in enumerate(getattr(cfg.routing.signals, t.section)):
+            owners[f"{t.leaf}:{sig.name}"] = (t.section, j)
+            for name in sorted(sig.leaf_names()):
+                owners.setdefault(f"{t.leaf}:{name}", (t.section, j))
     return owners
 
 
@@ -186,20 +203,82 @@ def _check_rule(rule: RuleNode | RuleLeaf, at: str, declared: dict[str, set[str]
         yield from _check_rule(cond, f"{at}.conditions[{k}]", declared)
 
 
-def parse_config(data: Any, source: str = "<config>") -> Config:
-    if not isinstance(data, dict):
-        raise ConfigError(source, [f"(top level): expected a mapping of sections, got {type(data).__name__}"])
+def _refuse_reference_features(data: dict[str, Any]) -> Iterator[str]:
+    """The router's own layout with vLLM-SR features it lacks: refused by name, not as unknown keys."""
+    routing = data.get("routing")
+    if not isinstance(routing, dict):
+        return
+    signals = routing.get("signals")
+    if isinstance(signals, dict):
+        for section in signals:
+            if section in UNSUPPORTED_SIGNAL_SECTIONS:
+                yield not_supported(f"{section} signals", UNSUPPORTED_SIGNAL_SECTIONS[section], f"routing.signals.{section}")
+    decisions = routing.get("decisions")
+    for i, d in enumerate(decisions if isinstance(decisions, list) else []):
+        if not isinstance(d, dict):
+            continue
+        for j, p in enumerate(d.get("plugins") or []):
+            kind = p.get("type") if isinstance(p, dict) else None
+            if kind in UNSUPPORTED_PLUGINS:
+                yield not_supported(f"the {kind} plugin", UNSUPPORTED_PLUGINS[kind], f"routing.decisions[{i}].plugins[{j}].type")
+        yield from _refuse_leaves(d.get("rules"), f"routing.decisions[{i}].rules")
+
+
+def _refuse_leaves(rule: Any, at: str) -> Iterator[str]:
+    if not isinstance(rule, dict):
+        return
+    kind = rule.get("type")
+    if isinstance(kind, str) and kind in UNSUPPORTED_LEAF_TYPES:
+        yield not_supported(f"{kind} signals", UNSUPPORTED_LEAF_TYPES[kind], f"{at}.type")
+    for k, cond in enumerate(rule.get("conditions") or []):
+        yield from _refuse_leaves(cond, f"{at}.conditions[{k}]")
+
+
+def _validate(data: dict[str, Any], source: str, report: ConfigReport) -> Config:
     try:
         cfg = Config.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(source, [f"{_path(e['loc'])}: {_describe(e)}" for e in exc.errors()]) from None
+        problems = []
+        for e in exc.errors():
+            if report.format == VSR_V03 and e["type"] == "extra_forbidden":
+                key = e["loc"][-1] if e["loc"] else "?"
+                problems.append(not_supported(f"`{key}`", "a vLLM-SR setting fusion-router does not implement", _path(e["loc"])))
+            else:
+                problems.append(f"{_path(e['loc'])}: {_describe(e)}")
+        raise ConfigError(source, problems, report) from None
     problems = list(_cross_check(cfg))
     if problems:
-        raise ConfigError(source, problems)
+        raise ConfigError(source, problems, report)
     return cfg
 
 
-def load_config(path: str | Path) -> Config:
+def read_config_data(data: Any, source: str = "<config>") -> tuple[Config, ConfigReport]:
+    """The config and the reader's report. Reads the router's own layout or vLLM-SR's v0.3 layout
+    (``vsr.is_v03``); raises ConfigError naming every problem (each unsupported feature included)."""
+    report = ConfigReport()
+    if not isinstance(data, dict):
+        raise ConfigError(source, [f"(top level): expected a mapping of sections, got {type(data).__name__}"], report)
+    if vsr.is_v03(data):
+        native = vsr.read_v03(data, report)
+        if report.unsupported:
+            raise ConfigError(source, list(report.unsupported), report)
+    else:
+        native = data
+        for line in _refuse_reference_features(data):
+            report.refuse(line)
+        if report.unsupported:
+            raise ConfigError(source, list(report.unsupported), report)
+    return _validate(native, source, report), report
+
+
+def parse_config(data: Any, source: str = "<config>") -> Config:
+    cfg, report = read_config_data(data, source)
+    for line in report.ignored:
+        log.warning("config_setting_ignored", source=source, setting=line)
+    return cfg
+
+
+def _read_yaml(path: str | Path) -> Any:
     source = str(path)
     try:
         text = Path(path).read_text(encoding="utf-8")
@@ -208,9 +287,17 @@ def load_config(path: str | Path) -> Config:
     except UnicodeDecodeError:
         raise ConfigError(source, ["file is not UTF-8 text"]) from None
     try:
-        data = yaml.safe_load(text)
+        return yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
         raise ConfigError(source, [f"{where}invalid YAML: {getattr(exc, 'problem', exc)}"]) from None
-    return parse_config(data, source)
+
+
+def read_config(path: str | Path) -> tuple[Config, ConfigReport]:
+    """A config file and what the reader made of it (no warnings logged: the caller shows the report)."""
+    return read_config_data(_read_yaml(path), str(path))
+
+
+def load_config(path: str | Path) -> Config:
+    return parse_config(_read_yaml(path), str(path))

@@ -9,11 +9,20 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, Discriminator, Field, Tag, create_model, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    Discriminator,
+    Field,
+    Tag,
+    create_model,
+    field_validator,
+    model_validator,
+)
 
-from router.config.base import NAME_PATTERN, NonBlank, Strict
+from router.config.base import NAME_PATTERN, Strict
+from router.config.reference import UNSUPPORTED_ALGORITHMS
 from router.looper.registry import ALGORITHMS
-
 
 # --------------------------------------------------------------------------- global
 
@@ -61,6 +70,20 @@ class LooperIntegrationBase(Strict):
     connect_timeout_seconds: float = Field(default=5.0, ge=0.01, le=600)
     max_response_bytes: int = Field(default=8 * 1024 * 1024, gt=0)
     max_connections: int = Field(default=256, gt=0)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _megabytes(cls, data: Any) -> Any:
+        # vLLM-SR's ``max_response_bytes_mb``: the same cap in MiB.
+        if isinstance(data, dict) and "max_response_bytes_mb" in data:
+            data = dict(data)
+            mb = data.pop("max_response_bytes_mb")
+            if "max_response_bytes" in data:
+                raise ValueError("set max_response_bytes or max_response_bytes_mb, not both")
+            if not isinstance(mb, (int, float)) or isinstance(mb, bool) or mb <= 0:
+                raise ValueError(f"max_response_bytes_mb: expected a positive number of MiB (got {mb!r})")
+            data["max_response_bytes"] = int(mb * 1024 * 1024)
+        return data
 
     def slugs(self, algorithm: str) -> list[str]:
         return list(getattr(self, algorithm).model_names)
@@ -160,6 +183,15 @@ class Pricing(Strict):
     completion_per_1m: float = Field(default=0.0, ge=0)
 
 
+class ReasoningFamily(Strict):
+    """How a model's backend is told to think (vLLM-SR's ``reasoning_families``): a chat-template kwarg
+    (``chat_template_kwargs.<parameter>: true/false``, e.g. Qwen3's ``enable_thinking``) or an effort
+    field (``<parameter>: <effort>``, e.g. ``reasoning_effort``; a dotted name nests)."""
+
+    type: Literal["chat_template_kwargs", "reasoning_effort", "top_level_reasoning_effort"]
+    parameter: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)*$")
+
+
 class ModelSpec(Strict):
     name: str = Field(min_length=1)
     backend: str
@@ -168,6 +200,9 @@ class ModelSpec(Strict):
     # Declared facts a looper may order by: ``param_size`` like "8b", "135m" or 0.5 (billions).
     param_size: str | float | None = None
     pricing: Pricing | None = None
+    reasoning_family: ReasoningFamily | None = None
+    # LoRA adapters the backend serves on top of this model (modelRefs[].lora_name picks one).
+    loras: list[str] = Field(default_factory=list)
 
     @field_validator("param_size")
     @classmethod
@@ -187,142 +222,39 @@ class ModelSpec(Strict):
 
 # --------------------------------------------------------------------------- signals
 
+# The specs and the one table of signal types live in router/config/signals.py; the names are
+# re-exported here for the modules that import them from the schema.
+from router.config.signals import (  # noqa: F401 - re-exported for the modules that import them from here
+    LEAF_TYPES,
+    SIGNAL_SECTIONS,
+    SIGNAL_TYPES,
+    ComplexitySignal,
+    ContextSignal,
+    DomainCategory,
+    DomainSignal,
+    EmbeddingSignal,
+    JailbreakSignal,
+    KeywordSignal,
+    LanguageSignal,
+    ModelSignalCommon,
+    PIISignal,
+    Scope,
+    SignalCommon,
+)
 
-class SignalCommon(Strict):
-    name: str = Field(min_length=1)
-    # What a failure (timeout, model error, overload) means: ``skip`` = the signal did not match;
-    # ``fail_closed`` = the request is refused with 503 (retryable), never treated as a match. Signals
-    # a guard (block / mask decision) reads always fail closed.
-    on_error: Literal["skip", "fail_closed"] = "skip"
-    timeout_ms: float = Field(default=500.0, gt=0)
-    # A model-backed signal whose model cannot load stops start-up, unless it is optional (then it
-    # reports an error on every request and its on_error policy decides).
-    optional: bool = False
-
-
-# Which messages a model-backed signal reads: the last user turn, every user turn, everything a model
-# reads as instructions or input (system, developer, user, tool results, tool definitions), or that
-# plus the assistant turns the client sends back.
-Scope = Literal["last_user", "all_user", "prompt", "all"]
-
-
-class ModelSignalCommon(SignalCommon):
-    """Model-backed signals scan text in model-sized windows, at most ``token_budget`` tokens per
-    request; longer input is scanned at its head and tail (``head_tail``) or refused with 413
-    (``refuse``), so memory and CPU per request stay bounded whatever the prompt length."""
-
-    # Routing signals read intent: the head and tail of the last user turn are enough.
-    token_budget: int = Field(default=512, ge=64, le=1_048_576)
-    over_budget: Literal["head_tail", "refuse"] = "head_tail"
-    # Tokens per window (default: the model's length, at most 254). A short attack at the end of a long
-    # window is diluted by the rest of it; smaller windows see it plainly at about the same cost.
-    window_tokens: int | None = Field(default=None, ge=16, le=510)
-
-
-class KeywordSignal(SignalCommon):
-    operator: Literal["any", "all", "none", "OR", "AND", "NOR"] = "any"
-    keywords: list[NonBlank] = Field(min_length=1)
-    method: Literal["word", "regex", "substring"] = "word"
-    case_sensitive: bool = False
-
-    @field_validator("operator")
-    @classmethod
-    def _normalise_operator(cls, value: str) -> str:
-        return {"OR": "any", "AND": "all", "NOR": "none"}.get(value, value)
-
-
-class ContextSignal(SignalCommon):
-    min_tokens: int = Field(default=0, ge=0)
-    max_tokens: int | None = Field(default=None, gt=0)
-
-
-class LanguageSignal(SignalCommon):
-    languages: list[str] = Field(min_length=1, description="ISO 639-1 codes, e.g. en, fr, zh")
-    min_confidence: float = Field(default=0.0, ge=0, le=1)
-
-
-class EmbeddingSignal(ModelSignalCommon):
-    candidates: list[str] = Field(min_length=1)
-    threshold: float = Field(default=0.6, ge=-1, le=1)
-    aggregation_method: Literal["max", "mean"] = "max"
-    model: str = "embedding"
-
-
-class DomainCategory(Strict):
-    name: str = Field(min_length=1)
-    description: str = ""
-    examples: list[str] = Field(default_factory=list)
-
-
-class DomainSignal(ModelSignalCommon):
-    # Categories by description/examples (embedding nearest centroid) or a user classifier model dir.
-    categories: list[DomainCategory] = Field(default_factory=list)
-    classifier_model: str | None = None
-    threshold: float = Field(default=0.3, ge=0, le=1)
-    model: str = "embedding"
-
-    @model_validator(mode="after")
-    def _needs_categories(self) -> DomainSignal:
-        if not self.categories and not self.classifier_model:
-            raise ValueError("a domain signal needs `categories` or `classifier_model`")
-        return self
-
-
-class ComplexitySignal(ModelSignalCommon):
-    hard: list[str] = Field(min_length=1)
-    easy: list[str] = Field(min_length=1)
-    margin: float = Field(default=0.0, ge=-1, le=1)
-    model: str = "embedding"
-
-
-class JailbreakSignal(ModelSignalCommon):
-    threshold: float = Field(default=0.8, ge=0, le=1)
-    model: str = "jailbreak"
-    scope: Scope = "prompt"
-    # A guard: what it cannot read whole, it refuses rather than waves through.
-    token_budget: int = Field(default=8192, ge=64, le=1_048_576)
-    over_budget: Literal["head_tail", "refuse"] = "refuse"
-
-
-class PIISignal(ModelSignalCommon):
-    pii_types_allowed: list[str] = Field(default_factory=list)
-    threshold: float = Field(default=0.5, ge=0, le=1)
-    model: str = "pii"
-    use_patterns: bool = True
-    scope: Scope = "all"
-    token_budget: int = Field(default=8192, ge=64, le=1_048_576)
-    over_budget: Literal["head_tail", "refuse"] = "refuse"
-
-
-class Signals(Strict):
-    keywords: list[KeywordSignal] = Field(default_factory=list)
-    context: list[ContextSignal] = Field(default_factory=list)
-    language: list[LanguageSignal] = Field(default_factory=list)
-    embeddings: list[EmbeddingSignal] = Field(default_factory=list)
-    domains: list[DomainSignal] = Field(default_factory=list)
-    complexity: list[ComplexitySignal] = Field(default_factory=list)
-    jailbreak: list[JailbreakSignal] = Field(default_factory=list)
-    pii: list[PIISignal] = Field(default_factory=list)
-
-
-# Leaf ``type`` → the ``routing.signals`` section that declares it.
-SIGNAL_SECTIONS: dict[str, str] = {
-    "keyword": "keywords",
-    "context": "context",
-    "language": "language",
-    "embedding": "embeddings",
-    "domain": "domains",
-    "complexity": "complexity",
-    "jailbreak": "jailbreak",
-    "pii": "pii",
-}
+# ``routing.signals``: one list per row of the signal-type table.
+Signals = create_model(
+    "Signals",
+    __base__=Strict,
+    **{t.section: (list[t.spec], Field(default_factory=list)) for t in SIGNAL_TYPES},  # type: ignore[valid-type]
+)
 
 
 # --------------------------------------------------------------------------- rules
 
 
 class RuleLeaf(Strict):
-    type: Literal["keyword", "context", "language", "embedding", "domain", "complexity", "jailbreak", "pii"]
+    type: Literal[LEAF_TYPES]  # type: ignore[valid-type]  # the leaf types of the signal-type table
     name: str = Field(min_length=1)
 
 
@@ -335,6 +267,17 @@ class RuleNode(Strict):
         if self.operator == "NOT" and len(self.conditions) != 1:
             raise ValueError("NOT takes exactly one condition")
         return self
+
+
+def _catch_all(value: Any) -> Any:
+    """A decision's rules that are omitted, ``{}`` or an AND/OR with no conditions (vLLM-SR's
+    ``{operator: AND, conditions: []}``) always match: a catch-all. Only at the top: an empty
+    condition list deeper in a tree is an error, never silently "true"."""
+    if isinstance(value, dict) and (not value or (set(value) <= {"operator", "conditions"}
+                                                  and value.get("operator", "AND") in ("AND", "OR")
+                                                  and value.get("conditions") in ([], None))):
+        return None
+    return value
 
 
 def _rule_kind(value: Any) -> str:
@@ -357,14 +300,25 @@ class StaticAlgorithm(Strict):
     type: Literal["static"] = "static"
 
 
+def _known_algorithm(value: Any) -> Any:
+    """Algorithms vLLM-SR has and this router does not are refused by name, not as a bad tag."""
+    kind = value.get("type") if isinstance(value, dict) else None
+    if isinstance(kind, str) and kind != "static" and kind not in ALGORITHMS and kind in UNSUPPORTED_ALGORITHMS:
+        raise ValueError(f"algorithm type {kind!r} is not supported by fusion-router ({UNSUPPORTED_ALGORITHMS[kind]}); "
+                         f"supported: {['static', *ALGORITHMS]}")
+    return value
+
+
 # ``static`` routes to a model; every other type is a looper algorithm from the registry.
 Algorithm = Annotated[
     Union[(StaticAlgorithm, *(spec.config_model for spec in ALGORITHMS.values()))],  # type: ignore[valid-type]
     Field(discriminator="type"),
+    BeforeValidator(_known_algorithm),
 ]
 
 
 class SystemPromptConfig(Strict):
+    enabled: bool = True  # a disabled plugin is kept in the file and does nothing
     system_prompt: str
     mode: Literal["insert", "replace"] = "insert"
 
@@ -380,8 +334,22 @@ class HeaderPair(Strict):
 
 
 class HeaderMutationConfig(Strict):
+    """Headers on the request to the model. ``add`` and ``update`` (vLLM-SR's name) both set the header,
+    replacing a value the client sent; ``remove`` and ``delete`` (vLLM-SR's name) drop it."""
+
+    enabled: bool = True
     add: list[HeaderPair] = Field(default_factory=list)
+    update: list[HeaderPair] = Field(default_factory=list)
     remove: list[str] = Field(default_factory=list)
+    delete: list[str] = Field(default_factory=list)
+
+    @property
+    def to_set(self) -> dict[str, str]:
+        return {h.name.lower(): h.value for h in [*self.add, *self.update]}
+
+    @property
+    def to_remove(self) -> list[str]:
+        return [h.lower() for h in [*self.remove, *self.delete]]
 
 
 class HeaderMutationPlugin(Strict):
@@ -390,6 +358,7 @@ class HeaderMutationPlugin(Strict):
 
 
 class BlockConfig(Strict):
+    enabled: bool = True
     status: int = Field(default=403, ge=400, le=599)
     message: str = "This request was blocked by the gateway's policy."
     code: str = "request_blocked"
@@ -401,6 +370,7 @@ class BlockPlugin(Strict):
 
 
 class PIIMaskConfig(Strict):
+    enabled: bool = True
     replacement: str = "[{label}]"
 
 
@@ -415,16 +385,28 @@ Plugin = Annotated[
 
 
 class ModelRef(Strict):
+    """A decision's candidate model. ``use_reasoning``, ``reasoning_effort`` and ``lora_name`` change the
+    request the model gets when the decision routes to it (docs/migration.md#modelrefs):
+    thinking on/off and the effort in the syntax of the model's ``reasoning_family``, and the LoRA
+    adapter's name as the body's ``model`` (how vLLM serves an adapter)."""
+
     model: str
     weight: float = Field(default=1.0, gt=0)
-    use_reasoning: bool = False
+    use_reasoning: bool | None = None  # None: the client's request decides
+    reasoning_effort: str | None = Field(default=None, pattern=r"^[a-z_]+$")
+    lora_name: str | None = Field(default=None, min_length=1)
+
+
+# Decision names may hold inner spaces (vLLM-SR's "computer science"); they travel in header values.
+DECISION_NAME_PATTERN = r"^[A-Za-z0-9](?:[A-Za-z0-9_.\- ]*[A-Za-z0-9_.\-])?$"
 
 
 class Decision(Strict):
-    name: str = Field(pattern=NAME_PATTERN)
+    name: str = Field(pattern=DECISION_NAME_PATTERN)
     description: str = ""
     priority: int = 0
-    rules: Rule | None = None  # None: always matches (a catch-all route)
+    # None (or omitted, ``{}``, an AND/OR with no conditions): always matches, a catch-all route.
+    rules: Annotated[Rule | None, BeforeValidator(_catch_all)] = None
     modelRefs: list[ModelRef] = Field(default_factory=list)
     algorithm: Algorithm = Field(default_factory=StaticAlgorithm)
     plugins: list[Plugin] = Field(default_factory=list)
@@ -438,8 +420,13 @@ class Decision(Strict):
         """The looper settings block (``algorithm.<type>``), None for a routing decision."""
         return getattr(self.algorithm, self.algorithm.type) if self.is_looper else None
 
+    @property
+    def active_plugins(self) -> list[Any]:
+        """The plugins that act: ``configuration.enabled: false`` keeps one in the file, inert."""
+        return [p for p in self.plugins if p.configuration.enabled]
+
     def plugin(self, kind: type[BaseModel]) -> Any:
-        return next((p for p in self.plugins if isinstance(p, kind)), None)
+        return next((p for p in self.active_plugins if isinstance(p, kind)), None)
 
     @property
     def plugin_block(self) -> BlockPlugin | None:
@@ -447,7 +434,7 @@ class Decision(Strict):
 
     @property
     def is_guard(self) -> bool:
-        return any(isinstance(p, (BlockPlugin, PIIMaskPlugin)) for p in self.plugins)
+        return any(isinstance(p, (BlockPlugin, PIIMaskPlugin)) for p in self.active_plugins)
 
     @property
     def is_mask(self) -> bool:

@@ -15,7 +15,7 @@ import structlog
 from router.actions import Action, Respond, Route
 from router.config.schema import ModelSpec
 from router.decisions.masking import apply_masking
-from router.decisions.plugins import apply_route_plugins
+from router.decisions.plugins import apply_model_ref, apply_route_plugins, model_ref_for
 from router.decisions.policy import DecisionSet, EntryChoice
 from router.looper.plugins import parse_plugins
 from router.observability import record, tracing
@@ -250,6 +250,8 @@ def route_to(app: App, state: RequestState, model: ModelSpec) -> Route:
     set_headers = {policy.config.global_.router.cluster_header: backend.cluster_name}
     remove: list[str] = []
     apply_route_plugins(state.decision, raw, set_headers, remove)
+    # The decision's modelRef: LoRA adapter as the served name, thinking on/off, reasoning effort.
+    apply_model_ref(raw, model_ref_for(state.decision, model), model)
     key = app.api_key(backend)
     if key:
         set_headers["authorization"] = f"Bearer {key}"

@@ -133,8 +133,9 @@ class Signal(ABC):
         return self.evaluate_now(ctx)
 
     def leaf_keys(self) -> set[str]:
-        """Every rule leaf (``type:name``) this signal can satisfy."""
-        return {self.key}
+        """Every rule leaf (``type:name``) this signal can satisfy: what its spec declares (the config
+        loader checks rules against the same list)."""
+        return {f"{self.type}:{name}" for name in self.spec.leaf_names()}
 
     async def start(self) -> None:  # noqa: B027 - optional hook: load models, warm up
         """Prepare (load models, warm up) before serving."""

@@ -1,4 +1,4 @@
-"""Embedding signal: cosine similarity of the prompt to candidate phrases (max or mean) vs a threshold."""
+"""Embedding signal: cosine similarity of the prompt to candidate phrases (max, mean or any) vs a threshold."""
 
 from __future__ import annotations
 
@@ -24,7 +24,8 @@ class EmbeddingSignal(ModelSignal):
         assert self._candidates is not None
         vec, truncated = await self.embed_prompt(ctx, self.spec.model)
         sims = self._candidates @ vec  # vectors are L2-normalised: dot = cosine
-        score = float(sims.max() if self.spec.aggregation_method == "max" else sims.mean())
+        # ``any`` (some candidate reaches the threshold) is ``max`` reaching it.
+        score = float(sims.mean() if self.spec.aggregation_method == "mean" else sims.max())
         best = int(sims.argmax())
         detail = {"score": round(score, 4), "best_candidate": self.spec.candidates[best]}
         if truncated:

@@ -7,6 +7,16 @@ import re
 from router.config.schema import KeywordSignal as KeywordSpec
 from router.signals.base import Signal, SignalContext, SignalResult
 
+# Scripts written without spaces between words: a keyword edge in one of these needs no word boundary
+# (「機械学習」 inside 「機械学習とは」 is still the keyword).
+_UNSPACED = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\u0e00-\u0e7f]")
+
+
+def _word(keyword: str) -> str:
+    left = "" if _UNSPACED.match(keyword[:1]) else r"(?<!\w)"
+    right = "" if _UNSPACED.match(keyword[-1:]) else r"(?!\w)"
+    return f"{left}{re.escape(keyword)}{right}"
+
 
 class KeywordSignal(Signal):
     type = "keyword"
@@ -19,7 +29,7 @@ class KeywordSignal(Signal):
             sources = list(spec.keywords)
         elif spec.method == "word":
             # \b fails next to non-word characters ("c++"), so bound by "not a word char" instead.
-            sources = [rf"(?<!\w){re.escape(k)}(?!\w)" for k in spec.keywords]
+            sources = [_word(k) for k in spec.keywords]
         else:
             sources = [re.escape(k) for k in spec.keywords]
         self._patterns = [re.compile(s, flags) for s in sources]

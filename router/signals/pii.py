@@ -9,6 +9,7 @@ import re
 from typing import Any
 
 from router.config.schema import PIISignal as PIISpec
+from router.signals import pii_labels
 from router.signals.base import SignalContext, SignalResult
 from router.signals.ml import ModelSignal, scan_detail
 
@@ -63,7 +64,8 @@ class PIISignal(ModelSignal):
 
     def __init__(self, spec: PIISpec, runtime: Any):
         super().__init__(spec, runtime)
-        self._allowed = {t.upper() for t in spec.pii_types_allowed}
+        # Router labels and vLLM-SR's (EMAIL_ADDRESS → EMAIL, PERSON → GIVEN_NAME + SURNAME, ...).
+        self._allowed = set(pii_labels.expand(spec.pii_types_allowed))
 
     @property
     def scope(self) -> str:

@@ -7,8 +7,9 @@ from pathlib import Path
 from typing import Any
 
 from router.config.schema import Config
+from router.config.signals import ML_SECTIONS
 
-ML_SECTIONS = ("embeddings", "domains", "complexity", "jailbreak", "pii")
+__all__ = ["ML_SECTIONS", "build_runtime", "missing_models", "models_dir", "needs_models"]
 
 
 def models_dir(config: Config) -> Path:
@@ -27,10 +28,7 @@ def missing_models(config: Config, root: Path | None = None) -> list[str]:
         for j, sig in enumerate(getattr(config.routing.signals, section)):
             if sig.optional:
                 continue
-            names = [n for n in (getattr(sig, "model", None), getattr(sig, "classifier_model", None)) if n]
-            if section == "domains" and sig.classifier_model:
-                names = [sig.classifier_model]
-            for name in names:
+            for name in sig.model_names():
                 path = Path(name) if Path(name).is_absolute() or "/" in name else base / name
                 lacking = [f for f in (MODEL_FILE, TOKENIZER_FILE, METADATA_FILE) if not (path / f).is_file()]
                 if not path.is_dir():

@@ -427,7 +427,7 @@ def test_check_config_cli_good_and_bad(tmp_path, base):
     good = _check(DEFAULT)
     assert good.returncode == 0, good.stderr
     counts = f"({len(base['models'])} models, {len(base['routing']['decisions'])} decisions)"
-    assert f"{DEFAULT}: ok {counts}" in good.stdout
+    assert f"{DEFAULT}: ok, read as fusion-router {counts}" in good.stdout
 
     res = _check(DEFAULT, bad)
     assert res.returncode == 2
