@@ -83,11 +83,13 @@ soak: install
 
 # The quality harness on the local real models (docs/eval.md): starts llama-server (built by `make llm`),
 # the router and Envoy on free ports, runs the suite, writes docs/eval/{report.md,report.json,chart.png}.
-# Resumable: rerun to continue an interrupted run. EVAL_ARGS adds flags, e.g. EVAL_ARGS="--limit 5".
-EVAL_LIMIT ?= 25
-eval: install
+# Resumable: rerun to continue an interrupted run; with the committed docs/eval/results.jsonl it only
+# rebuilds the report. EVAL_LIMIT=100 runs every item; EVAL_ARGS adds flags, e.g. EVAL_ARGS="--rescore".
+EVAL_LIMIT ?= 15
+EVAL_OUT ?= docs/eval
+eval: install llm
 	$(BIN)/python -m router.eval.local_stack --suite router/eval/data/suites/local-llm.yaml \
-		--limit $(EVAL_LIMIT) --out docs/eval --title "fusion-router eval: local llama.cpp models (CPU)" $(EVAL_ARGS)
+		--limit $(EVAL_LIMIT) --out $(EVAL_OUT) --title "fusion-router eval: local llama.cpp models (CPU)" $(EVAL_ARGS)
 
 chart-test: $(STAMP)
 	bash scripts/chart_test.sh

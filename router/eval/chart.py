@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Any
 
 from router.eval.report import Report
 
@@ -38,8 +39,8 @@ def draw(report: Report, path: Path) -> Path | None:
                 break
         else:
             clusters.append((s.tokens, q.mean * 100, [label]))
-    for x, y, labels in clusters:
-        ax.annotate("\n".join(labels), (x, y), textcoords="offset points", xytext=(7, 4), fontsize=8)
+    notes = [ax.annotate("\n".join(labels), (x, y), textcoords="offset points", xytext=(7, 4), fontsize=8)
+             for x, y, labels in sorted(clusters, key=lambda c: -c[1])]
     ax.set_xscale("log")
     ax.set_xlabel("tokens per answer (prompt + completion, all calls; log scale)")
     ax.set_ylabel("quality, % (95% bootstrap CI)")
@@ -55,7 +56,25 @@ def draw(report: Report, path: Path) -> Path | None:
     lo, hi = ax.get_xlim()
     ax.set_xlim(lo, hi * 2.5)
     fig.tight_layout()
+    _separate(fig, notes)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)
     plt.close(fig)
     return path
+
+
+def _separate(fig: Any, notes: list[Any]) -> None:
+    """Move labels down (highest point first) until no two overlap on the canvas."""
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    placed: list[Any] = []
+    for note in notes:
+        for _ in range(40):
+            box = note.get_window_extent(renderer)
+            clash = next((b for b in placed if box.overlaps(b)), None)
+            if clash is None:
+                break
+            dx, dy = note.xyann
+            # points per pixel: 72 / dpi; move just below the label it ran into
+            note.xyann = (dx, dy - (box.y1 - clash.y0 + 2) * 72 / fig.dpi)
+        placed.append(note.get_window_extent(renderer))

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import signal
 import sys
+import threading
 from pathlib import Path
 
 from router.eval.configs import (
@@ -15,7 +17,7 @@ from router.eval.configs import (
     describe,
     load_suite,
 )
-from router.eval.dataset import DatasetError, load_datasets
+from router.eval.dataset import DatasetError, Item, load_datasets
 from router.eval.report import build_report, markdown
 from router.eval.results import ResultStore, current, warn
 from router.eval.stats import DEFAULT_RESAMPLES, DEFAULT_SEED
@@ -70,6 +72,8 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:  # t
     p.add_argument("--seed", type=int, default=DEFAULT_SEED, help=f"bootstrap seed (default {DEFAULT_SEED})")
     p.add_argument("--title", default="fusion-router eval", help="report and chart title")
     p.add_argument("--report-only", action="store_true", help="only rebuild the report from results.jsonl")
+    p.add_argument("--rescore", action="store_true",
+                   help="score the stored answers again with the current scorers first (no model calls)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--no-chart", action="store_true", help="skip the PNG (no matplotlib needed)")
     p.set_defaults(func=run_command)
@@ -105,24 +109,62 @@ def build_suite(args: argparse.Namespace) -> EvalSuite:
     return built
 
 
+def prepare(args: argparse.Namespace) -> tuple[EvalSuite, list[Item]]:
+    """The suite and items of a command line; ConfigurationError/DatasetError name what is wrong."""
+    suite = build_suite(args)
+    datasets = args.data or suite.datasets or [str(DATA_DIR / name) for name in DEFAULT_DATASETS]
+    slices = {s.strip() for s in args.slices.split(",") if s.strip()} if args.slices else None
+    items = load_datasets(datasets, limit=args.limit, slices=slices)
+    if not items:
+        raise DatasetError("no items left after --slices/--limit")
+    return suite, items
+
+
+def interruptible() -> None:
+    """Ctrl-C and SIGTERM both end the run the same way: finished answers kept, report written.
+
+    A job started in the background by a non-interactive shell inherits SIGINT ignored; the default
+    handler is put back so ``kill -INT`` works there too."""
+    def _terminate(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGTERM, _terminate)
+
+
+def rescore(store: ResultStore, items: list[Item]) -> int:
+    """Score every stored answer of these items again; the file keeps one line per pair."""
+    from router.eval.scoring import rescored
+
+    by_id = {i.id: i for i in items}
+    records = store.load()
+    changed = 0
+    for key, record in records.items():
+        item = by_id.get(record.item_id)
+        if item is not None:
+            new = rescored(item, record)
+            changed += new != record
+            records[key] = new
+    store.rewrite(records.values())
+    return changed
+
+
 def run_command(args: argparse.Namespace) -> int:
     from router.observability.logging import configure_logging
 
     configure_logging("console", "warning")
+    interruptible()
     try:
-        suite = build_suite(args)
-        datasets = args.data or suite.datasets or [str(DATA_DIR / name) for name in DEFAULT_DATASETS]
-        slices = {s.strip() for s in args.slices.split(",") if s.strip()} if args.slices else None
-        items = load_datasets(datasets, limit=args.limit, slices=slices)
+        suite, items = prepare(args)
     except (ConfigurationError, DatasetError) as exc:
         print(f"fusion-router eval: {exc}", file=sys.stderr)
-        return 2
-    if not items:
-        print("fusion-router eval: no items left after --slices/--limit", file=sys.stderr)
         return 2
     out = Path(args.out)
     store = ResultStore(out / "results.jsonl")
     interrupted = False
+    if args.rescore:
+        print(f"fusion-router eval: {rescore(store, items)} stored answers changed when scored again", file=sys.stderr)
     if not args.report_only:
         try:  # the openai client is the eval extra's; the router itself does not need it
             from router.eval.runner import Runner
@@ -136,9 +178,10 @@ def run_command(args: argparse.Namespace) -> int:
         except ConfigurationError as exc:
             print(f"fusion-router eval: {exc}", file=sys.stderr)
             return 2
-        except KeyboardInterrupt:  # a second Ctrl-C while cancelling: records on disk are still whole
+        except KeyboardInterrupt:  # SIGTERM, or a second Ctrl-C while cancelling: records on disk are whole
             outcome = None
             interrupted = True
+            print("fusion-router eval: interrupted - rerun the same command to resume", file=sys.stderr)
         if outcome is not None:
             interrupted = outcome.interrupted
             for message in outcome.warnings:

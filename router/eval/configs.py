@@ -60,9 +60,11 @@ class EvalConfiguration(EndpointSpec):
         return self
 
     def fingerprint(self, suite: EvalSuite) -> str:
-        """What makes a result reusable: the request this configuration sends and where to."""
+        """What makes a result reusable: the request this configuration sends (and its own endpoint,
+        when it names one). The run's endpoint is left out on purpose: a local stack restarted on other
+        ports must resume; a different server deserves a different ``--out``."""
         key = {
-            "model": self.model, "extra_body": self.extra_body, "endpoint": self.endpoint or suite.endpoint,
+            "model": self.model, "extra_body": self.extra_body, "endpoint": self.endpoint,
             "max_tokens": self.max_tokens or suite.max_tokens,
             "temperature": suite.temperature if self.temperature is None else self.temperature,
         }

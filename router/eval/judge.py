@@ -42,9 +42,9 @@ def judge_messages(item: Item, answer: str) -> list[dict[str, str]]:
     lines += ["Answer to grade:", answer.strip() or "(empty answer)", "",
               "For each criterion decide whether the answer meets it (true) or not (false):"]
     lines += [f"- {c.id}: {c.text}" for c in item.rubric]
-    example = ", ".join(f'"{c.id}": {"true" if n % 2 == 0 else "false"}' for n, c in enumerate(item.rubric[:2]))
-    lines += ["", ("Reply with one JSON object that maps every criterion id to true or false, "
-                   f"for example {{{example}}}. No other text.")]
+    # No example verdict with values: a small judge copies the example instead of grading.
+    keys = ", ".join(f'"{c.id}"' for c in item.rubric)
+    lines += ["", f"Reply with one JSON object with exactly the keys {keys}, each set to true or false. No other text."]
     return [{"role": "system", "content": _SYSTEM}, {"role": "user", "content": "\n".join(lines)}]
 
 

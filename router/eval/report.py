@@ -57,6 +57,8 @@ class ConfigurationSummary(BaseModel):
     problems: dict[str, int] = Field(default_factory=dict, description="error / unscored reasons and counts")
     judge_pattern_agreement: float | None = Field(
         None, description="share of rubric criteria where the judge and the criteria patterns agree")
+    pattern_open_score: float | None = Field(
+        None, description="mean rubric score of the open items by the criteria patterns (a judge-free cross-check)")
 
     @property
     def tokens(self) -> float | None:
@@ -143,6 +145,7 @@ def _summary(config: EvalConfiguration, items: list[Item], records: dict[str, Re
         latency_p50_ms=percentile(latencies, 50), latency_p95_ms=percentile(latencies, 95),
         graders=dict(graders), problems=dict(problems.most_common()),
         judge_pattern_agreement=agree / total if total else None,
+        pattern_open_score=mean(r.pattern_score for r in answered if r.pattern_score is not None),
     )
 
 
@@ -230,4 +233,7 @@ def markdown(report: Report) -> str:
     if agreement:
         lines += ["", "Judge vs rubric patterns, share of criteria where they agree: "
                   + ", ".join(f"{n} {a * 100:.0f}%" for n, a in agreement) + "."]
+        by_pattern = [(s.name, s.pattern_open_score) for s in report.configurations if s.pattern_open_score is not None]
+        lines += ["", "Open items scored by the rubric patterns instead of the judge (no CI): "
+                  + ", ".join(f"{n} {v * 100:.1f}%" for n, v in by_pattern) + "."]
     return "\n".join(lines) + "\n"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
@@ -77,6 +78,14 @@ class ResultStore:
                     continue
                 latest[record.key] = record
         return latest
+
+    def rewrite(self, records: Iterable[ResultRecord]) -> None:
+        """Replace the file with these records (written beside it, then renamed over it)."""
+        tmp = self.path.with_suffix(".jsonl.tmp")
+        with tmp.open("w", encoding="utf-8") as f:
+            for record in records:
+                f.write(record.model_dump_json() + "\n")
+        tmp.replace(self.path)
 
     def append(self, record: ResultRecord) -> None:
         # One short line per finished answer, flushed at once: an interrupt loses nothing finished.

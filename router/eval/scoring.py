@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 
 from router.eval.dataset import LETTERS, Criterion, Item
+from router.eval.results import ResultRecord
 
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
 _NON_WORD = re.compile(r"[^0-9a-z]+")
@@ -65,8 +66,9 @@ def extract_choice(reply: str, choices: list[str]) -> str | None:
     """The option letter a reply picks, or None.
 
     In order: "answer is (B)", a reply that starts with the letter ("B", "B.", "(B) ..."), a single
-    letter standing alone, and finally the text of exactly one option (small models often answer with
-    the option's words instead of its letter)."""
+    letter standing alone, and finally, for a short reply, the text of exactly one option (small
+    models often answer with the option's words instead of its letter). A reply that walks through
+    the options ("A. Africa: ...", "B. ...") without committing to one picks nothing."""
     reply = visible(reply)
     letters = LETTERS[: len(choices)] if choices else "ABCD"
     cls = f"[{letters}]"
@@ -82,15 +84,37 @@ def extract_choice(reply: str, choices: list[str]) -> str | None:
     found = re.match(rf"\s*(?:option\s*)?{label}", reply, re.MULTILINE)
     if found:
         return found.group(1)
-    alone = set(re.findall(label, reply, re.MULTILINE))
-    if len(alone) == 1:
-        return alone.pop()
-    if choices:
+    picked = set()
+    walked = False
+    for match in re.finditer(label, reply, re.MULTILINE):
+        if _introduces_option(reply, match, choices):
+            walked = True  # "A. <option A's text>" inside a reply: going through the list, not answering
+        else:
+            picked.add(match.group(1))
+    if len(picked) == 1:
+        return picked.pop()
+    if choices and not picked and not walked:
         said = normalise(reply)
-        hits = [LETTERS[i] for i, text in enumerate(choices) if normalise(text) and _has_words(said, normalise(text))]
-        if len(hits) == 1:
-            return hits[0]
+        longest = max(len(normalise(text).split()) for text in choices)
+        if len(said.split()) <= longest + 8:
+            hits = [LETTERS[i] for i, text in enumerate(choices)
+                    if normalise(text) and _has_words(said, normalise(text))]
+            if len(hits) == 1:
+                return hits[0]
     return None
+
+
+def _introduces_option(reply: str, match: re.Match[str], choices: list[str]) -> bool:
+    """Whether the label starts a line and is followed by the start of its own option's text."""
+    line_start = reply.rfind("\n", 0, match.start()) + 1
+    if reply[line_start : match.start()].strip():
+        return False
+    index = LETTERS.index(match.group(1))
+    if not choices or index >= len(choices):
+        return False
+    head = " ".join(normalise(choices[index]).split()[:3])
+    after = normalise(reply[match.end() : match.end() + 200])
+    return bool(head) and (after + " ").startswith(head + " ")
 
 
 def _has_words(haystack: str, needle: str) -> bool:
@@ -134,3 +158,22 @@ def pattern_verdicts(criteria: list[Criterion], reply: str) -> dict[str, bool] |
         return None
     text = visible(reply)
     return {c.id: re.search(c.pattern, text, re.IGNORECASE) is not None for c in criteria if c.pattern is not None}
+
+
+def rescored(item: Item, record: ResultRecord) -> ResultRecord:
+    """A record scored again from its stored answer with today's scorers (no model call).
+
+    Closed items get a new score; open items a new pattern score (and a new score when the patterns
+    were the grader). Judge verdicts are kept as they are; failed calls stay failed."""
+    if record.status == "error" or record.content is None:
+        return record
+    if item.scorer != "rubric":
+        closed = score_closed(item, record.content)
+        return record.model_copy(update={"status": "scored", "score": 1.0 if closed.correct else 0.0,
+                                         "grader": "match", "extracted": closed.extracted})
+    verdicts = pattern_verdicts(item.rubric, record.content)
+    pattern = rubric_score(item.rubric, verdicts) if verdicts is not None else None
+    update: dict[str, object] = {"pattern_score": pattern}
+    if record.grader == "pattern" and pattern is not None:
+        update.update(status="scored", score=pattern, error=None)
+    return record.model_copy(update=update)

@@ -31,7 +31,8 @@ def _files(tmp_path: Path, url: str) -> tuple[Path, Path]:
     return data, suite
 
 
-async def test_ctrl_c_keeps_finished_answers_and_a_rerun_resumes(tmp_path: Path) -> None:
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM])
+async def test_ctrl_c_keeps_finished_answers_and_a_rerun_resumes(tmp_path: Path, stop: signal.Signals) -> None:
     fake = await FakeOpenAI({i["prompt"]: f"It is {i['answer']}." for i in ITEMS}, slow_seconds=60).start()
     try:
         data, suite = _files(tmp_path, fake.url)
@@ -44,7 +45,7 @@ async def test_ctrl_c_keeps_finished_answers_and_a_rerun_resumes(tmp_path: Path)
                 break
             await asyncio.sleep(0.01)
         assert len(fake.asked("slow")) == 4
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(stop)
         _, err = await asyncio.wait_for(proc.communicate(), 60)
         assert proc.returncode == 130, err.decode()
         assert "interrupted - rerun the same command to resume" in err.decode()

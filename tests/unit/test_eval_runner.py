@@ -163,3 +163,19 @@ async def test_report_compares_with_best_solo_and_draws_chart(fake: FakeOpenAI, 
 
     png = draw(report, tmp_path / "chart.png")
     assert png is not None and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+async def test_rescore_applies_todays_scorers_to_stored_answers(fake: FakeOpenAI, tmp_path: Path) -> None:
+    from router.eval.command import rescore
+
+    path = tmp_path / "results.jsonl"
+    suite = _suite(fake, ORACLE)
+    await _run(suite, path)
+    store = ResultStore(path)
+    records = store.load()
+    # pretend an older scorer got these wrong
+    store.rewrite(r.model_copy(update={"score": 0.0, "extracted": None}) for r in records.values())
+    assert rescore(ResultStore(path), ITEMS) == 4  # three closed items and the pattern-graded open one
+    again = ResultStore(path).load()
+    assert {k: r.score for k, r in again.items()} == {k: r.score for k, r in records.items()}
+    assert len(path.read_text().splitlines()) == 4  # one line per pair after a rewrite

@@ -20,6 +20,12 @@ CHOICES = ["Paris", "Rome", "Berlin", "Madrid"]
     ("Paris or Rome, hard to say", None), ("I have no idea", None), ("Either (A) or (B)", None),
     ("B. Rome, not A.", "B"),
     ("<think>maybe A</think>\nC", "C"),
+    # walking through the options (cut off by max_tokens) is not an answer
+    ("Let's analyze each option:\n\nA. Paris: the capital of France\nB. Rome is", None),
+    ("Let's analyze each option:\n\nA. Paris is in France.", None),
+    ("I think B. Rome", "B"),
+    # the option-text fallback is for short replies, not essays that mention an option
+    ("Madrid is lovely in spring and has many museums, parks and restaurants worth a visit", None),
 ])
 def test_choice_letter_extraction(reply: str, letter: str | None) -> None:
     assert extract_choice(reply, CHOICES) == letter
