@@ -118,3 +118,17 @@ def test_missing_key_variable_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("EVAL_TEST_KEY", "sk-test")
     assert suite.api_key_for(config) == "sk-test"
     assert EvalSuite().api_key_for(config) == "unused"  # local endpoints need no key
+
+
+def test_suite_examples_in_the_docs_and_the_bundled_suite_validate() -> None:
+    import re
+
+    import yaml
+
+    root = Path(__file__).resolve().parents[2]
+    blocks = re.findall(r"```yaml\n(.*?)```", (root / "docs" / "eval.md").read_text(), re.DOTALL)
+    assert blocks
+    for block in blocks:
+        EvalSuite.model_validate(yaml.safe_load(block))
+    suite = load_suite(DATA_DIR / "suites" / "local-llm.yaml")
+    assert all(Path(d).exists() for d in suite.datasets) and suite.judge is not None
