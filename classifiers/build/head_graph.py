@@ -37,8 +37,13 @@ class LinearHead:
 
 
 def _tfidf_logit(head: LinearHead, ids: str, tag: str) -> list[onnx.NodeProto]:
-    """Nodes from 2-D ``ids`` (-1 = padding) to the TF-IDF block's logit ``P+z_t{tag}`` [rows, 1]."""
-    q = P + tag
+    """Nodes from 2-D ``ids`` (-1 = padding) to the TF-IDF block's logit ``P+z_t{tag}`` [rows, 1].
+
+    sklearn's row is x = sublinear(tf) * idf, L2-normalised, so the logit is (s . (idf * w)) / |s * idf|
+    with s = sublinear(tf) = min(tf, 1) + log(max(tf, 1)) (0 where tf = 0, else 1 + log tf). Written
+    this way every op over the [rows, n-grams] tensor is a single pass: that tensor is the head's cost.
+    """
+    q = P + "tfidf" + tag + "/"  # names of its own: nothing else in the graph starts with this
     pool = list(head.unigrams) + [t for bg in head.bigrams for t in bg]
     return [
         helper.make_node(
@@ -48,19 +53,16 @@ def _tfidf_logit(head: LinearHead, ids: str, tag: str) -> list[onnx.NodeProto]:
             ngram_indexes=list(head.unigram_index) + list(head.bigram_index),
             pool_int64s=pool,
         ),
-        # sklearn's sublinear_tf: 1 + log(tf) where tf > 0, then idf, then L2 norm per row.
-        helper.make_node("Greater", [q + "tf", P + "zero"], [q + "present"]),
-        helper.make_node("Max", [q + "tf", P + "one"], [q + "tf1"]),
-        helper.make_node("Log", [q + "tf1"], [q + "logtf"]),
-        helper.make_node("Add", [q + "logtf", P + "one"], [q + "sub0"]),
-        helper.make_node("Where", [q + "present", q + "sub0", P + "zero"], [q + "sub"]),
-        helper.make_node("Mul", [q + "sub", P + "idf"], [q + "x"]),
-        helper.make_node("Mul", [q + "x", q + "x"], [q + "x_sq"]),
-        helper.make_node("ReduceSum", [q + "x_sq", P + "axis1"], [q + "x_ss"], keepdims=1),
+        helper.make_node("Min", [q + "tf", P + "one"], [q + "tf_min1"]),
+        helper.make_node("Max", [q + "tf", P + "one"], [q + "tf_max1"]),
+        helper.make_node("Log", [q + "tf_max1"], [q + "logtf"]),
+        helper.make_node("Add", [q + "tf_min1", q + "logtf"], [q + "sl"]),
+        helper.make_node("MatMul", [q + "sl", P + "idf_w"], [q + "num"]),
+        helper.make_node("Mul", [q + "sl", q + "sl"], [q + "s_sq"]),
+        helper.make_node("MatMul", [q + "s_sq", P + "idf_sq"], [q + "x_ss"]),
         helper.make_node("Sqrt", [q + "x_ss"], [q + "x_n0"]),
         helper.make_node("Max", [q + "x_n0", P + "eps_norm"], [q + "x_n"]),
-        helper.make_node("Div", [q + "x", q + "x_n"], [q + "tfidf"]),
-        helper.make_node("MatMul", [q + "tfidf", P + "w_tfidf"], [P + "z_t" + tag]),
+        helper.make_node("Div", [q + "num", q + "x_n"], [P + "z_t" + tag]),
     ]
 
 
@@ -158,10 +160,10 @@ def compose(encoder: onnx.ModelProto, head: LinearHead, hidden_output: str = "la
         numpy_helper.from_array(np.array(1e-9, dtype=np.float32), P + "eps_cnt"),
         numpy_helper.from_array(np.array(1e-12, dtype=np.float32), P + "eps_norm"),
         numpy_helper.from_array(np.array(1.0, dtype=np.float32), P + "one"),
-        numpy_helper.from_array(np.array(0.0, dtype=np.float32), P + "zero"),
         numpy_helper.from_array(np.array(-1, dtype=np.int64), P + "minus1"),
-        numpy_helper.from_array(head.idf.astype(np.float32), P + "idf"),
-        numpy_helper.from_array(head.coef_tfidf.astype(np.float32).reshape(n_feat, 1), P + "w_tfidf"),
+        numpy_helper.from_array((head.idf.astype(np.float64) * head.coef_tfidf).astype(np.float32).reshape(n_feat, 1),
+                                P + "idf_w"),
+        numpy_helper.from_array((head.idf.astype(np.float64) ** 2).astype(np.float32).reshape(n_feat, 1), P + "idf_sq"),
         numpy_helper.from_array(head.coef_emb.astype(np.float32).reshape(-1, 1), P + "w_emb"),
         numpy_helper.from_array(np.array([head.intercept], dtype=np.float32), P + "b"),
     ]

@@ -40,12 +40,15 @@ LABELS = ["benign", "jailbreak"]
 # (embedding weight relative to the L2-normed TF-IDF block, inverse L2 strength C) tried, in order.
 GRID = ((1.0, 10.0), (2.0, 10.0), (0.5, 10.0))
 CORPUS_WEIGHT = 1.0  # weight of s-labs rows relative to the added windows (3.0 measured no better)
-MIN_DF = 2
+MIN_DF = 1
 SEED = 1729
 # Dev set (train sources, validation-split attacks): picks the head and the threshold.
-DEV_BENIGN = {"code": 80, "prose": 80, "system": 100, "tools": 30, "tool_result": 50, "chat": 60, "code_question": 30}
+DEV_BENIGN = {"code": 150, "prose": 150, "system": 300, "tools": 100, "tool_result": 150, "chat": 150,
+              "code_question": 60}
 DEV_POSITIVES, DEV_PAIRED = 300, 120
-DEV_MAX_FP = 0.005  # the recommended threshold keeps dev false alarms per window at or below this
+# The recommended threshold keeps dev false alarms on conversation text at or below one per 1,000
+# windows: a request of 8k tokens is ~37 windows of 254 tokens, so that is ~4 % of such requests at most.
+DEV_MAX_FP = 0.001
 THRESHOLDS = (0.5, 0.7, 0.8, 0.85, 0.9, 0.95, 0.97, 0.98, 0.99)
 RECOMMENDED_WINDOW = 254
 
@@ -109,17 +112,20 @@ def _load_rows(path: Path, names: list[str]) -> dict[str, sw.Rows]:
 
 
 def cached_rows(encoder: Any, texts: dict[str, list[str]], cache: Path, key: str) -> dict[str, sw.Rows]:
-    """Encoder rows (whole windows + sub-windows) of every text set, cached per build key and texts."""
-    digest = hashlib.sha256("\u0001".join(f"{n}\u0002" + "\u0000".join(t) for n, t in texts.items()).encode())
-    path = cache / "features" / f"jailbreak-rows-{key}-{digest.hexdigest()[:12]}.npz"
-    if path.is_file():
-        return _load_rows(path, list(texts))
+    """Encoder rows (whole windows + sub-windows) of every text set, cached per build key and set content."""
+    out = {}
     t0 = time.perf_counter()
-    rows = {name: sw.encode_rows(encoder, t) for name, t in texts.items()}
-    _save_rows(path, rows)
+    for name, ts in texts.items():
+        digest = hashlib.sha256("\u0000".join(ts).encode()).hexdigest()[:12]
+        path = cache / "features" / f"jailbreak-rows-{key}-{name}-{digest}.npz"
+        if path.is_file():
+            out[name] = _load_rows(path, [name])[name]
+            continue
+        out[name] = sw.encode_rows(encoder, ts)
+        _save_rows(path, {name: out[name]})
     log.info("jailbreak_texts_encoded", texts=sum(len(t) for t in texts.values()),
-             tokens=int(sum(r.length.sum() for r in rows.values())), seconds=round(time.perf_counter() - t0, 1))
-    return rows
+             tokens=int(sum(r.length.sum() for r in out.values())), seconds=round(time.perf_counter() - t0, 1))
+    return out
 
 
 def _rate(flags: list[bool]) -> float:
@@ -219,15 +225,18 @@ def build_jailbreak(
         z = clf.decision_function(sp.hstack([tfidf[name], sp.csr_matrix(rows[name].emb * w)]).tocsr())
         return 1.0 / (1.0 + np.exp(-sw.text_max(z, rows[name], len(rows[name].length))))
 
+    # The threshold is set on the conversation text of the dev set (code, docs, system prompts, tools,
+    # chat); the s-labs hard negatives hidden in it ("paired") are the validation split's business.
+    dev_y = np.array(dev.y)
+    dev_conv = (dev_y == 0) & np.array([k != "paired" for k in dev.kinds])
+
     def dev_threshold(p_dev: np.ndarray) -> tuple[float, float, float]:
         """The lowest threshold whose dev false-alarm rate is at most DEV_MAX_FP; its FP and recall."""
-        y = np.array(dev.y)
         for t in THRESHOLDS:
-            fp = float((p_dev[y == 0] >= t).mean())
-            if fp <= DEV_MAX_FP:
-                return t, fp, float((p_dev[y == 1] >= t).mean())
-        t = THRESHOLDS[-1]
-        return t, float((p_dev[y == 0] >= t).mean()), float((p_dev[y == 1] >= t).mean())
+            fp = float((p_dev[dev_conv] >= t).mean())
+            if fp <= DEV_MAX_FP or t == THRESHOLDS[-1]:
+                return t, fp, float((p_dev[dev_y == 1] >= t).mean())
+        raise AssertionError("unreachable")
 
     grid = []
     best: tuple[float, float, float, Any, float] | None = None
@@ -292,7 +301,7 @@ def build_jailbreak(
             "sub_windows": {"tokens": sw.SUB_TOKENS, "stride": sw.SUB_STRIDE},
             "selected": {"emb_weight": w, "C": c},
             "selection": "max validation accuracy + dev recall at the lowest threshold with dev false alarms "
-            f"<= {DEV_MAX_FP}",
+            f"on conversation text <= {DEV_MAX_FP}",
             "grid": grid,
             "corpus_weight": CORPUS_WEIGHT,
             "seed": SEED,
@@ -332,7 +341,6 @@ def build_jailbreak(
         raise RuntimeError(f"exported jailbreak model disagrees with the trained head on long windows: {drift}")
     conv = conversation_report(evs, dict(zip(eval_texts, p_eval.tolist())))
     dev_p = text_probs(clf, "dev", w)
-    dev_y = np.array(dev.y)
     meta["metrics"] = {
         "test": result["test"],
         "validation": result["validation"],
@@ -341,10 +349,14 @@ def build_jailbreak(
         "threshold": 0.5,
         "recommended": {"threshold": threshold, "window_tokens": RECOMMENDED_WINDOW,
                         "why": f"lowest threshold with at most {DEV_MAX_FP:.1%} false alarms per window on the dev "
-                        "set (train sources); the held-out numbers below were not used to choose it"},
-        "dev": {"false_positive_rate": {str(t): round(float((dev_p[dev_y == 0] >= t).mean()), 4) for t in THRESHOLDS},
+                        "set's conversation text (train sources); the held-out numbers below were not used to "
+                        "choose it"},
+        "dev": {"false_positive_rate": {str(t): round(float((dev_p[dev_conv] >= t).mean()), 4) for t in THRESHOLDS},
+                "false_positive_rate_paired": {str(t): round(float((dev_p[(dev_y == 0) & ~dev_conv] >= t).mean()), 4)
+                                               for t in THRESHOLDS},
                 "recall_hidden": {str(t): round(float((dev_p[dev_y == 1] >= t).mean()), 4) for t in THRESHOLDS},
-                "windows": {"benign": int((dev_y == 0).sum()), "hidden_attacks": int((dev_y == 1).sum())}},
+                "windows": {"benign": int(dev_conv.sum()), "paired": int(((dev_y == 0) & ~dev_conv).sum()),
+                            "hidden_attacks": int((dev_y == 1).sum())}},
         "conversation_heldout": {
             "sources": {"benign": "code and docs of " + ", ".join(
                 f"{pins[k].name}=={pins[k].version}" for k in bc.FAMILY_SOURCES["heldout"])
