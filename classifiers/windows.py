@@ -55,9 +55,21 @@ def _align_back(text: str, pos: int, floor: int) -> int:
     return pos
 
 
+# A token never stands for more characters than this: a wordpiece vocabulary turns a whitespace-free
+# megabyte (base64, a pasted blob, a hostile "word") into one [UNK] per chunk, which would let it slip
+# past the token budget and make windows of megabytes. Counted in slices of this size, it cannot.
+MAX_TOKEN_CHARS = 32
+
+
 def _offsets(tokenizer: Tokenizer, text: str, base: int) -> list[tuple[int, int]]:
     enc = tokenizer.encode(text, add_special_tokens=False)
-    return [(base + s, base + e) for s, e in enc.offsets if e > s]
+    out: list[tuple[int, int]] = []
+    for s, e in enc.offsets:
+        if e - s > MAX_TOKEN_CHARS:
+            out += [(base + k, base + min(k + MAX_TOKEN_CHARS, e)) for k in range(s, e, MAX_TOKEN_CHARS)]
+        elif e > s:
+            out.append((base + s, base + e))
+    return out
 
 
 def _head_offsets(tokenizer: Tokenizer, text: str, limit: int) -> tuple[list[tuple[int, int]], bool]:

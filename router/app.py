@@ -31,6 +31,7 @@ class App:
     last_reload_error: str | None = None
     looper_endpoint: str | None = None  # overrides the config's looper endpoint (local stacks on other ports)
     _admission: Admission | None = None
+    allow_debug_header: bool = False  # serve --allow-debug-header: the simulated demo, whatever the config says
     _admission_key: tuple[int, int, float] | None = None
 
     def __post_init__(self) -> None:

@@ -142,9 +142,11 @@ def _cmd_up(args: argparse.Namespace) -> int:
     if cfg is None:
         return 2
     sims = sim_specs_for(cfg, latency_ms=args.sim_latency_ms, tps=args.sim_tps, mode="judge_json") if args.simulate else []
+    # The simulated demo shows its reasoning (x-vsr-debug) whatever the config says; nothing real is behind it.
+    demo = ["--allow-debug-header"] if args.simulate else []
     stack = Stack(Path(args.config), listen_port=args.port, grpc_port=args.grpc_port, admin_port=args.admin_port,
                   envoy_admin_port=args.envoy_admin_port, internal_port=args.internal_port, sim_specs=sims,
-                  workers=args.workers, log_format="console",
+                  workers=args.workers, log_format="console", router_args=demo,
                   workdir=Path(args.log_dir) if args.log_dir else None, quiet=bool(args.log_dir))
     if args.log_dir:
         Path(args.log_dir).mkdir(parents=True, exist_ok=True)
@@ -271,6 +273,9 @@ Each command has its own --help.""",
                    "(overrides global.router.ext_proc_secret_env/_file)")
     p.add_argument("--ext-proc-secret-file", default=None, metavar="PATH",
                    help="the same, with the secret read from this file")
+    p.add_argument("--allow-debug-header", action="store_true",
+                   help="honour the debug header (x-vsr-debug) whatever global.router.allow_debug_header says "
+                   "(`up --simulate` sets it for the demo; never on a gateway real clients reach)")
     p.add_argument("--log-format", choices=["json", "console"], default="json")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     p.set_defaults(func=_cmd_serve)

@@ -190,6 +190,7 @@ async def serve(config: Config, args: argparse.Namespace) -> int:
     runtime = build_runtime(config)
     app = App.from_config(config, args.config, runtime)
     app.looper_endpoint = args.looper_endpoint
+    app.allow_debug_header = bool(getattr(args, "allow_debug_header", False))
     app.looper_secret = looper_secret
     try:
         await app.start()

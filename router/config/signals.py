@@ -194,7 +194,9 @@ class ComplexitySignal(ModelSignalCommon):
 class JailbreakSignal(ModelSignalCommon):
     threshold: float = Field(default=0.8, ge=0, le=1)
     model: str = "jailbreak"
-    scope: Scope = "prompt"
+    # Every message, assistant turns included: a client writes those too (a fabricated "assistant"
+    # turn that instructs the model is an old injection trick).
+    scope: Scope = "all"
     # A guard: what it cannot read whole, it refuses rather than waves through.
     token_budget: int = Field(default=8192, ge=64, le=1_048_576)
     over_budget: Literal["head_tail", "refuse"] = "refuse"

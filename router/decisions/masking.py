@@ -47,6 +47,26 @@ def apply_masking(decision: Decision | None, results: Iterable[SignalResult], ra
             if isinstance(fn, dict) and isinstance(fn.get("arguments"), str):
                 fn["arguments"], n = _mask(fn["arguments"], entities, replacement)
                 count += n
+    # Tool definitions reach the model too: their descriptions (at any depth of the parameter schema).
+    for tool in raw.get("tools") or []:
+        count += _mask_descriptions(tool, entities, replacement)
+    return count
+
+
+def _mask_descriptions(node: object, entities: list[tuple[str, str]], replacement: str) -> int:
+    count = 0
+    stack = [node]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            for key, value in item.items():
+                if key == "description" and isinstance(value, str):
+                    item[key], n = _mask(value, entities, replacement)
+                    count += n
+                elif isinstance(value, (dict, list)):
+                    stack.append(value)
+        elif isinstance(item, list):
+            stack.extend(v for v in item if isinstance(v, (dict, list)))
     return count
 
 

@@ -99,7 +99,8 @@ class Phases:
         state.request_id = hdrs.get("x-request-id", "")
         router_cfg = state.policy.config.global_.router
         # The matched signals describe the policy: echoed only where the operator allows it.
-        state.debug = router_cfg.allow_debug_header and hdrs.get(router_cfg.debug_header, "") not in ("", "0", "false")
+        allowed = router_cfg.allow_debug_header or self.app.allow_debug_header
+        state.debug = allowed and hdrs.get(router_cfg.debug_header, "") not in ("", "0", "false")
         token = hdrs.get(H.LOOPER_TOKEN)
         if token is not None:
             state.internal = hmac.compare_digest(token.encode(), self.app.looper_secret.encode())
@@ -131,6 +132,14 @@ class Phases:
                 state,
                 OpenAIError(413, f"The request body exceeds the configured limit of {router_cfg.max_body_bytes} bytes.",
                             "request_too_large"),
+            )
+        encoding = hdrs.get("content-encoding", "identity").strip().lower()
+        if encoding not in ("", "identity"):
+            # The router reads the body to route it; a compressed body would be read as garbage and
+            # forwarded as is. Say so instead.
+            return error_response(
+                state, OpenAIError(415, f"Unsupported content-encoding `{encoding}`; send the JSON body uncompressed.",
+                                   "unsupported_content_encoding")
             )
         ctype = hdrs.get("content-type", "application/json").split(";", 1)[0].strip().lower()
         if ctype not in ("application/json", "", "text/plain"):

@@ -163,6 +163,9 @@ def resolve(merged: FusionSettings, ctx: Any) -> FusionParams:
     if not panel:
         raise OpenAIError(400, "Fusion needs a panel: set analysis_models.", "fusion_no_panel")
     judge = _name(ctx.lookup, merged.model or ctx.fallback_model or panel[0], "judge")
+    if merged.min_successful_responses is not None and merged.min_successful_responses > len(panel):
+        raise OpenAIError(400, f"min_successful_responses is {merged.min_successful_responses}, but the Fusion panel has only "
+                          f"{len(panel)} models.", "invalid_plugin", param="min_successful_responses")
     trace = merged.trace or TraceSettings()
     timeout = ctx.default_timeout
     gate = merged.gate
@@ -210,6 +213,9 @@ def check(settings: FusionSettings, ctx: Any) -> Iterator[str]:
         yield from known("gate.model", settings.gate.model, "gate")
     if not (settings.analysis_models or ctx.model_refs):
         yield "analysis_models: a Fusion decision needs a panel (analysis_models or modelRefs)"
+    panel = len(settings.analysis_models or ctx.model_refs)
+    if settings.min_successful_responses is not None and panel and settings.min_successful_responses > panel:
+        yield f"min_successful_responses: {settings.min_successful_responses} is more than the panel's {panel} models"
 
 
 def plugin_models(plugin: FusionPlugin) -> list[tuple[str, str]]:

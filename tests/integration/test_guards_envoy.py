@@ -51,6 +51,13 @@ JAILBREAK_PLACES = {
         {"role": "assistant", "content": None, "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "fetch", "arguments": "{}"}}]},
         {"role": "tool", "tool_call_id": "c1", "content": JAILBREAK},
     ],
+    "assistant_turn": [{"role": "user", "content": "Hello"}, {"role": "assistant", "content": JAILBREAK},
+                       {"role": "user", "content": "Write a birthday message for my sister."}],
+    "assistant_tool_call_arguments": [
+        {"role": "user", "content": "Look it up."},
+        {"role": "assistant", "content": None, "tool_calls": [{"id": "c1", "type": "function", "function": {
+            "name": "search", "arguments": '{"q": "' + JAILBREAK + '"}'}}]},
+        {"role": "tool", "tool_call_id": "c1", "content": "no results"}],
     "multimodal_text_part": [{"role": "user", "content": [
         {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}},
         {"type": "text", "text": JAILBREAK}]}],
@@ -96,6 +103,25 @@ def test_a_card_number_never_leaves_the_gateway(stack, place):
     status, _, body = post(stack, CARD_PLACES[place])
     assert status == 422, body
     assert body["error"]["code"] == "pii_policy_violation"
+    assert nothing_forwarded(stack)
+
+
+def test_contact_details_in_a_tool_definition_are_masked(stack):
+    clear_sim_requests(stack)
+    tool = {"type": "function", "function": {"name": "escalate", "description": "Escalate to jane.doe@example.com",
+                                             "parameters": {"type": "object", "properties": {
+                                                 "note": {"type": "string", "description": "cc jane.doe@example.com"}}}}}
+    status, _, body = post(stack, [{"role": "user", "content": "Tell me about autumn."}], tools=[tool])
+    assert status == 200, body
+    sent = forwarded_bodies(stack)
+    assert "jane.doe@example.com" not in sent and sent.count("[EMAIL]") == 2
+
+
+def test_a_compressed_body_is_refused_not_forwarded_as_garbage(stack):
+    clear_sim_requests(stack)
+    body = json.dumps({"model": "vllm-sr/auto", "messages": [{"role": "user", "content": "hi"}]}).encode()
+    status, _, data = raw(stack.url, "POST", "/v1/chat/completions", body, {"content-encoding": "gzip"})
+    assert status == 415 and json.loads(data)["error"]["code"] == "unsupported_content_encoding"
     assert nothing_forwarded(stack)
 
 

@@ -19,7 +19,8 @@ CHAT = "Tell me something nice about autumn"
 @pytest.fixture(scope="module", params=["FULL_DUPLEX_STREAMED", "BUFFERED"])
 def stack(request, tmp_path_factory, default_config):
     cfg = dict(default_config)
-    cfg["global"] = {**cfg["global"], "router": {**cfg["global"]["router"], "max_body_bytes": 256 * 1024}}
+    cfg["global"] = {**cfg["global"], "router": {**cfg["global"]["router"], "max_body_bytes": 256 * 1024,
+                                                   "allow_debug_header": True}}
     s = start_stack(tmp_path_factory.mktemp("routing"), cfg, {"vllm-large": {"mode": "judge_json"}}, body_mode=request.param)
     yield s
     s.stop()

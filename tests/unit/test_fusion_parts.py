@@ -220,16 +220,23 @@ def test_resolve_judge_order(policy):
 
 def test_resolve_explicit_knobs(policy):
     merged = merge(FusionSettings, DEFAULTS, FusionSettings(
-        analysis_models=["qwen3-8b", "qwen3-coder"], max_concurrent=1, min_successful_responses=5,
+        analysis_models=["qwen3-8b", "qwen3-coder"], max_concurrent=1, min_successful_responses=1,
         panel_timeout_seconds=3, judge_timeout_seconds=4, synthesis_timeout_seconds=5, on_error="fail",
         cancel_stragglers=False, trace=TraceSettings(body=False)))
     p = resolve(merged, ctx(policy, timeout=99.0, trace_headers=False))
     assert p.max_concurrent == 1
-    assert p.min_successful == 2  # capped at the panel size
+    assert p.min_successful == 1
     assert p.cancel_stragglers is False
     assert (p.panel_timeout, p.judge_timeout, p.synthesis_timeout) == (3, 4, 5)
     assert p.on_error == "fail"
     assert p.trace_body is False and p.trace_headers is False
+
+
+def test_a_quorum_above_the_panel_size_is_refused(policy):
+    merged = merge(FusionSettings, DEFAULTS, FusionSettings(analysis_models=["qwen3-8b", "qwen3-coder"], min_successful_responses=99))
+    with pytest.raises(OpenAIError) as info:
+        resolve(merged, ctx(policy))
+    assert info.value.status == 400 and info.value.param == "min_successful_responses" and "only 2" in info.value.message
 
 
 def test_round_timeout_seconds_is_the_panel_budget(policy):
