@@ -53,8 +53,10 @@ unit-test: install
 
 bench: install bench-router bench-fusion bench-classifiers
 
+# PEER=litellm: LiteLLM's proxy measured beside the router (installed into bench/.work/, never .venv);
+# BENCH_ROUTER_ARGS adds flags, e.g. make bench-router PEER=litellm BENCH_ROUTER_ARGS="--variants w1"
 bench-router: install
-	$(BIN)/python bench/router_bench.py
+	$(BIN)/python bench/router_bench.py $(if $(PEER),--peer $(PEER)) $(BENCH_ROUTER_ARGS)
 
 bench-fusion: install
 	$(BIN)/python bench/fusion_bench.py

@@ -77,6 +77,12 @@ class Cleanup:
         self._items.append(("proc", proc))
         return proc
 
+    def session(self, proc: subprocess.Popen) -> subprocess.Popen:
+        """A process started with ``start_new_session=True`` whose children must go with it (a server
+        that forks workers): stopped with :func:`stop_session`."""
+        self._items.append(("session", proc))
+        return proc
+
     def pids(self) -> list[int]:
         """PIDs of every live registered process and their children (Stack workers included)."""
         procs = [p for kind, o in self._items for p in (o.procs.values() if kind == "stack" else [o])]
@@ -91,6 +97,8 @@ class Cleanup:
             try:
                 if kind == "stack":
                     obj.stop()
+                elif kind == "session":
+                    stop_session(obj)
                 else:
                     stop_proc(obj)
             except Exception as exc:  # noqa: BLE001 - keep stopping the rest
@@ -116,6 +124,32 @@ class Cleanup:
 
 
 stop_proc = stop_process
+
+
+def _session_of(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return int(f.read().rsplit(")", 1)[1].split()[3])  # field 6: session id
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def stop_session(proc: subprocess.Popen, grace: float = 10.0) -> None:
+    """Stop a session leader (SIGTERM, then SIGKILL), then any process still in its session, each by PID:
+    the leader's descendants that are still members of the session it leads, so nothing else is touched."""
+    members = [p for p in process_tree(proc.pid) if p != proc.pid and _session_of(p) == proc.pid]
+    stop_process(proc, grace)
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        alive = [p for p in members if _session_of(p) == proc.pid]
+        for pid in alive:
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + 5
+        while alive and time.monotonic() < deadline:
+            alive = [p for p in alive if _session_of(p) == proc.pid]
+            time.sleep(0.05)
 
 
 def start_sims(cleanup: Cleanup, specs: list[dict[str, Any]], workdir: Path, timeout: float = 30.0) -> subprocess.Popen:

@@ -14,6 +14,11 @@ interleaved turns, so other work on a shared machine disturbs them alike:
 It prints tables, the added latency (target − Envoy alone), the throughput ratio and a JSON blob.
 ``--profile`` also samples the 1-worker router with py-spy (native frames) under c32 load. Goals
 (reported, not asserted): ≤ 1 ms p50 added, ≤ 3 ms p99 added, ≥ 0.5× Envoy-alone req/s.
+
+``--peer litellm`` adds LiteLLM's proxy (installed into its own venv under bench/.work/, see
+bench/peer_litellm.py) as one more interleaved target: it routes the same request to the same simulated
+backend, every target then gets the same ``Authorization`` header LiteLLM checks, and a peer table prints
+each gateway's added latency (target − backend direct) and its req/s relative to LiteLLM's.
 """
 
 from __future__ import annotations
@@ -35,14 +40,15 @@ from typing import Any
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import peer_litellm  # noqa: E402
 from common import (  # noqa: E402
     Cleanup,
     CpuMeter,
     LoadResult,
     background_share,
     fmt,
-    pct,
     machine,
+    pct,
     pick_port,
     print_machine,
     process_tree,
@@ -403,6 +409,8 @@ class Target:
     variant: str | None = None
     stack: Stack | None = None
     extra_procs: list[subprocess.Popen] = field(default_factory=list)
+    peer: str | None = None  # a gateway that is not ours (--peer): compared, never judged against our goals
+    headers: dict[str, str] = field(default_factory=dict)
     seq: list[float] = field(default_factory=list)
     seq_block_p50: list[float] = field(default_factory=list)
     runs: dict[int, list[LoadResult]] = field(default_factory=dict)
@@ -419,7 +427,7 @@ def run_sequential(targets: list[Target], args: argparse.Namespace) -> None:
     per = [args.requests // blocks + (1 if i < args.requests % blocks else 0) for i in range(blocks)]
     for i, n in enumerate(per):
         for t in targets:
-            got = sequential_latency(t.url, body, {}, n, args.warmup if i == 0 else 20, t.check)
+            got = sequential_latency(t.url, body, t.headers, n, args.warmup if i == 0 else 20, t.check)
             t.seq += got
             t.seq_block_p50.append(pct(got, 50))
 
@@ -432,11 +440,11 @@ def run_throughput(targets: list[Target], args: argparse.Namespace, everything: 
     for c in args.concurrency:
         for _ in range(args.rounds):
             for t in targets:
-                res = run_load(t.url, body, {}, c, args.duration / args.rounds, CpuMeter(t.groups, others=everything), wd)
+                res = run_load(t.url, body, t.headers, c, args.duration / args.rounds, CpuMeter(t.groups, others=everything), wd)
                 if background_share(res.cpu_s) > args.noisy and budget > 0:
                     t0 = time.monotonic()
                     wait_quiet(min(10.0, budget))
-                    again = run_load(t.url, body, {}, c, args.duration / args.rounds, CpuMeter(t.groups, others=everything), wd)
+                    again = run_load(t.url, body, t.headers, c, args.duration / args.rounds, CpuMeter(t.groups, others=everything), wd)
                     budget -= time.monotonic() - t0
                     print(f"    {t.name} c{c}: background {100 * background_share(res.cpu_s):.0f}% -> re-ran "
                           f"({100 * background_share(again.cpu_s):.0f}%)", flush=True)
@@ -476,6 +484,8 @@ def report(targets: list[Target], args: argparse.Namespace) -> tuple[list[dict[s
                              "load": {str(c): combine(runs) for c, runs in t.runs.items()}}
         if t.stack is not None:
             r["router_connections"] = t.connections
+        if t.peer:
+            r["peer"] = t.peer
         results.append(r)
     base = next(r for r in results if r["target"] == "envoy-alone")
     cs = [str(c) for c in args.concurrency] if not args.no_load else []
@@ -513,7 +523,7 @@ def report(targets: list[Target], args: argparse.Namespace) -> tuple[list[dict[s
     if cs:
         print("\nCPU ms per request during load (all threads of each process group), and background CPU")
         print("(other work on the machine, share of all cores) while each target ran:")
-        groups = ["envoy", "router", "sim"]
+        groups = ["envoy", "router", "sim", *(["peer"] if any(r.get("peer") for r in results) else [])]
         crow = []
         for r in results:
             for c in cs:
@@ -524,6 +534,7 @@ def report(targets: list[Target], args: argparse.Namespace) -> tuple[list[dict[s
                              f"{100 * ld['background_cpu_share']:.0f}%", " / ".join(f"{x:.0f}" for x in ld["rps_rounds"])])
         print(table(["target", "conc", *groups, "sum", "background", "req/s per round"], crow))
 
+    comparison = peer_comparison(results, cs)
     verdict = {}
     for r in results:
         if "added_ms" in r:
@@ -539,7 +550,48 @@ def report(targets: list[Target], args: argparse.Namespace) -> tuple[list[dict[s
     for r in results:
         if r.get("router_connections") and len(r["router_connections"]) > 1:
             print(f"  {r['target']}: Envoy's ext_proc connections per router process: {r['router_connections']}")
+    if comparison:
+        verdict["peer_comparison"] = comparison
     return results, verdict
+
+
+def peer_comparison(results: list[dict[str, Any]], cs: list[str]) -> dict[str, Any] | None:
+    """Every gateway against the peer(s) of this run: latency added over the backend direct (what a client
+    pays for putting the gateway in front of its model server), req/s relative to the peer's."""
+    peers = [r for r in results if r.get("peer")]
+    direct = next((r for r in results if r["target"] == "backend direct"), None)
+    if not peers or direct is None:
+        return None
+    d = direct["sequential_ms"]
+    added = {r["target"]: {q: round(r["sequential_ms"][q] - d[q], 3) for q in ("p50", "p90", "p99")}
+             for r in results if r is not direct}
+    out: dict[str, Any] = {}
+    for peer in peers:
+        pa = added[peer["target"]]
+        rows, per = [], {}
+        for r in results:
+            if r is direct:
+                continue
+            a = added[r["target"]]
+            rps = {c: r["load"][c]["rps"] for c in cs}
+            per[r["target"]] = {
+                "added_ms": a,
+                "rps": rps,
+                "rps_vs_peer": {c: round(rps[c] / peer["load"][c]["rps"], 2) if peer["load"][c]["rps"] else None for c in cs},
+                "peer_added_p50_over_this": round(pa["p50"] / a["p50"], 1) if a["p50"] > 0 else None,
+            }
+            x = per[r["target"]]
+            errs = {c: r["load"][c]["errors"] for c in cs}
+            rows.append([r["target"], fmt(a["p50"]), fmt(a["p99"]),
+                         *(f"{rps[c]:.0f}" + (f" ({errs[c]} err)" if errs[c] else "") for c in cs),
+                         " / ".join(fmt(x["rps_vs_peer"][c]) for c in cs),
+                         "-" if r is peer else fmt(x["peer_added_p50_over_this"], 1)])
+        out[peer["target"]] = per
+        print(f"\nPeers side by side: the same request, simulated backend, client and concurrency, interleaved "
+              f"in this run. Added = target − backend direct (sequential, p50 {fmt(d['p50'])} ms direct).")
+        print(table(["target", "added p50 ms", "added p99 ms", *(f"c{c} req/s" for c in cs),
+                     f"req/s ÷ {peer['target']} ({' / '.join('c' + c for c in cs)})", "peer's added p50 ÷ this"], rows))
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -548,7 +600,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--warmup", type=int, default=200)
     ap.add_argument("--duration", type=float, default=6.0, help="seconds of load per target and concurrency (default 6)")
     ap.add_argument("--rounds", type=int, default=2, help="interleaved rounds the load time is split into (default 2)")
-    ap.add_argument("--concurrency", type=lambda s: [int(x) for x in s.split(",")], default=[8, 32])
+    ap.add_argument("--concurrency", type=lambda s: [int(x) for x in s.split(",")], default=None,
+                    help="load concurrencies (default 8,32; 1,8,32 with --peer)")
     ap.add_argument("--variants", default="floor,w1,w2,w1-buffered", help=f"router variants, from {','.join(VARIANTS)}")
     ap.add_argument("--no-load", action="store_true", help="sequential latency only")
     ap.add_argument("--no-micro", action="store_true", help="skip the in-process hot-path microbenchmark")
@@ -562,6 +615,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--microbench", type=Path, metavar="CONFIG", help=argparse.SUPPRESS)
     ap.add_argument("--micro-n", type=int, default=2000, help=argparse.SUPPRESS)
     ap.add_argument("--micro-level", default="info", help=argparse.SUPPRESS)
+    ap.add_argument("--peer", choices=["litellm"],
+                    help="also measure a peer gateway on the same backend and request (installed into bench/.work/)")
+    ap.add_argument("--peer-version", default=peer_litellm.DEFAULT_VERSION,
+                    help=f"LiteLLM version for --peer litellm (default {peer_litellm.DEFAULT_VERSION})")
     ap.add_argument("--json", type=Path, help="also write the JSON result here")
     ap.add_argument("--quick", action="store_true", help="smoke run: 300 requests, 2 s load, one round")
     args = ap.parse_args(argv)
@@ -571,6 +628,9 @@ def main(argv: list[str] | None = None) -> int:
         return microbench(args.microbench, args.micro_n, args.micro_level)
     if args.quick:
         args.requests, args.warmup, args.duration, args.rounds, args.settle, args.retry_budget = 300, 50, 2.0, 1, 0.0, 0.0
+    if args.concurrency is None:
+        # With a peer, one connection too: the added latency of each gateway with no contention at all.
+        args.concurrency = [1, 8, 32] if args.peer else [8, 32]
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]
     for v in variants:
         if v not in VARIANTS:
@@ -578,6 +638,7 @@ def main(argv: list[str] | None = None) -> int:
 
     info = machine()
     print_machine(info)
+    peer_python = peer_litellm.ensure_installed(args.peer_version) if args.peer == "litellm" else None
     wd = workdir("router-bench-")
     profile: dict[str, Any] | None = None
     started = time.monotonic()
@@ -626,6 +687,10 @@ def main(argv: list[str] | None = None) -> int:
             targets.append(Target(v["label"], f"{stack.url}/v1/chat/completions", _check_routed,
                                   {"envoy": lambda s=stack: [s.procs["envoy"].pid], "router": lambda s=stack: _router_pids(s),
                                    "sim": sim_pids}, variant=key, stack=stack))
+        if peer_python is not None:
+            targets.append(start_litellm(cleanup, peer_python, args.peer_version, backend_port, wd, sim_pids))
+            for t in targets:  # the same request everywhere: LiteLLM checks this header, the others ignore it
+                t.headers = dict(targets[-1].headers)
         everything = lambda: [p for pr in [sim, plain, *(x for t in targets for x in t.procs())]  # noqa: E731
                               for p in process_tree(pr.pid)]
         print(f"workdir {wd}; backend :{backend_port}; Envoy alone :{plain_port}; "
@@ -661,13 +726,33 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nbench-router took {time.monotonic() - started:.0f}s")
     blob = {"bench": "router", "machine": info, "goals": GOALS,
             "settings": {"requests": args.requests, "warmup": args.warmup, "duration_s": args.duration, "rounds": args.rounds,
-                         "concurrency": args.concurrency, "variants": variants},
+                         "concurrency": args.concurrency, "variants": variants,
+                         "peer": f"litellm {args.peer_version}" if args.peer else None},
             "results": results, "verdict": verdict, "microbench_us": micro, "profile": profile}
     print("\nJSON:")
     print(json.dumps(blob, indent=None))
     if args.json:
         args.json.write_text(json.dumps(blob, indent=2))
     return 0
+
+
+def start_litellm(cleanup: Cleanup, python: Path, version: str, backend_port: int, wd: Path,
+                  sim_pids: Callable[[], list[int]]) -> Target:
+    """LiteLLM's proxy sending the bench's model name to the coder model on the same simulated backend."""
+    key = peer_litellm.new_master_key()
+    config = peer_litellm.write_config(wd / "litellm.yaml", json.loads(request_body())["model"], "sim-coder", backend_port)
+    port = pick_port()
+    proc = peer_litellm.start(cleanup, python, config, port, wd, key)
+    return Target(f"LiteLLM {version} proxy", f"http://127.0.0.1:{port}/v1/chat/completions", _check_peer,
+                  {"peer": lambda: process_tree(proc.pid), "sim": sim_pids}, extra_procs=[proc], peer=f"litellm {version}",
+                  headers={"authorization": f"Bearer {key}"})
+
+
+def _check_peer(resp, data: bytes) -> None:
+    # LiteLLM passes the upstream's headers on with an `llm_provider-` prefix.
+    backend, model = resp.getheader("llm_provider-x-sim-backend"), resp.getheader("llm_provider-x-sim-received-model")
+    if backend != BACKEND or model != "sim-coder":
+        raise RuntimeError(f"LiteLLM did not send the request to the coder model: backend={backend!r} model={model!r}")
 
 
 def _wait_workers(stack: Stack, workers: int, timeout: float = 30.0) -> None:
