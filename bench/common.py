@@ -32,7 +32,8 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # `python bench/x.py` puts bench/ first, not the repo root
     sys.path.insert(0, str(ROOT))
 
-from router.local import Stack, _http_ok, _wait, envoy_binary, stop_process  # noqa: E402
+from router.local import Stack, envoy_binary  # noqa: E402
+from router.processes import children_of, http_ok, stop_process, wait_until  # noqa: E402
 
 PORT_RANGE = (30000, 39999)
 _taken: set[int] = set()
@@ -126,30 +127,8 @@ class Cleanup:
 stop_proc = stop_process
 
 
-def _session_of(pid: int) -> int | None:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return int(f.read().rsplit(")", 1)[1].split()[3])  # field 6: session id
-    except (OSError, ValueError, IndexError):
-        return None
-
-
-def stop_session(proc: subprocess.Popen, grace: float = 10.0) -> None:
-    """Stop a session leader (SIGTERM, then SIGKILL), then any process still in its session, each by PID:
-    the leader's descendants that are still members of the session it leads, so nothing else is touched."""
-    members = [p for p in process_tree(proc.pid) if p != proc.pid and _session_of(p) == proc.pid]
-    stop_process(proc, grace)
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        alive = [p for p in members if _session_of(p) == proc.pid]
-        for pid in alive:
-            try:
-                os.kill(pid, sig)
-            except ProcessLookupError:
-                pass
-        deadline = time.monotonic() + 5
-        while alive and time.monotonic() < deadline:
-            alive = [p for p in alive if _session_of(p) == proc.pid]
-            time.sleep(0.05)
+# Stopping a session leader stops its session's members too (the one supervisor in router.processes).
+stop_session = stop_process
 
 
 def start_sims(cleanup: Cleanup, specs: list[dict[str, Any]], workdir: Path, timeout: float = 30.0) -> subprocess.Popen:
@@ -163,7 +142,7 @@ def start_sims(cleanup: Cleanup, specs: list[dict[str, Any]], workdir: Path, tim
         [sys.executable, "-m", "router.sim", "--config", str(sim_file), "--ready-file", str(ready)],
         stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, start_new_session=True,
     ))
-    _wait("the simulated backends", ready.exists, timeout, proc)
+    wait_until("the simulated backends", ready.exists, timeout, proc)
     return proc
 
 
@@ -177,7 +156,7 @@ def start_envoy(cleanup: Cleanup, config: dict[str, Any], admin_port: int, workd
          "--log-level", "warn", "--concurrency", str(concurrency)],
         stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
     ))
-    _wait(f"Envoy ({name})", lambda: _http_ok(f"http://127.0.0.1:{admin_port}/ready"), timeout, proc)
+    wait_until(f"Envoy ({name})", lambda: http_ok(f"http://127.0.0.1:{admin_port}/ready"), timeout, proc)
     return proc
 
 
@@ -188,28 +167,8 @@ def workdir(prefix: str) -> Path:
 # --------------------------------------------------------------------------- CPU accounting
 
 
-def _children(pid: int) -> list[int]:
-    out = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == pid:
-            out.append(int(entry))
-    return out
-
-
 def process_tree(pid: int) -> list[int]:
-    pids, todo = [], [pid]
-    while todo:
-        p = todo.pop()
-        pids.append(p)
-        todo.extend(_children(p))
-    return pids
+    return [pid, *children_of(pid)]
 
 
 def cpu_seconds(pids: Iterable[int]) -> float:

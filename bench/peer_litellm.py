@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
-from common import ROOT, Cleanup, _http_ok, _wait
+from common import ROOT, Cleanup, http_ok, wait_until
 
 WORK = ROOT / "bench" / ".work"
 VENV = WORK / "litellm-venv"
@@ -97,7 +97,7 @@ def start(cleanup: Cleanup, python: Path, config: Path, port: int, workdir: Path
         stdout=log, stderr=subprocess.STDOUT, cwd=workdir, env=env, start_new_session=True,
     ))
     started = time.monotonic()
-    _wait("LiteLLM's proxy", lambda: _http_ok(f"http://127.0.0.1:{port}/health/liveliness"), timeout, proc)
+    wait_until("LiteLLM's proxy", lambda: http_ok(f"http://127.0.0.1:{port}/health/liveliness"), timeout, proc)
     print(f"peer: LiteLLM proxy ready on :{port} after {time.monotonic() - started:.0f}s (log {workdir / 'litellm.log'})",
           flush=True)
     return proc

@@ -65,6 +65,7 @@ from common import (  # noqa: E402
 from router.config import load_config  # noqa: E402
 from router.envoyconf import EnvoyPorts, build_envoy_config  # noqa: E402
 from router.local import Stack  # noqa: E402
+from router.processes import spawn  # noqa: E402
 
 BACKEND = "bench-backend"
 PROMPT = "Write a Python function that reverses a list"
@@ -383,9 +384,8 @@ def serve_null_extproc(port: int) -> int:
 
 def start_floor(cleanup: Cleanup, config: Any, wd: Path) -> tuple[str, subprocess.Popen, subprocess.Popen]:
     grpc_port, listen, admin = pick_port(), pick_port(), pick_port()
-    log = open(wd / "floor-extproc.log", "ab")  # noqa: SIM115
-    srv = cleanup.proc(subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "--serve-null-extproc", str(grpc_port)],
-                                        stdout=log, stderr=subprocess.STDOUT, start_new_session=True))
+    srv = cleanup.proc(spawn([sys.executable, str(Path(__file__).resolve()), "--serve-null-extproc", str(grpc_port)],
+                             log_path=wd / "floor-extproc.log"))
     deadline = time.monotonic() + 30
     while True:
         try:

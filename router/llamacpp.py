@@ -208,7 +208,7 @@ class LlamaServer:
         return self.proc is not None and self.proc.poll() is None
 
     def stop(self, grace: float = 10.0) -> None:
-        from router.local import stop_process
+        from router.processes import stop_process
 
         if self.proc is not None:
             stop_process(self.proc, grace)

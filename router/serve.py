@@ -27,6 +27,7 @@ import time
 import structlog
 
 from router.app import App
+from router.processes import Restarter, spawn, stop_all
 from router.config.schema import Config
 from router.extproc.auth import SecretError, load_secret
 from router.extproc.server import build_server, set_serving
@@ -57,68 +58,33 @@ def _without(argv: list[str], flag: str) -> list[str]:
     return [a for a in argv if not a.startswith(flag + "=")]
 
 
-class Workers:
+class Workers(Restarter):
     """Worker i serves ext_proc on grpc_port + i; Envoy lists every port as an endpoint of the router
     cluster (``envoy-config --router-workers N``) and spreads streams over them. One shared port with
     SO_REUSEPORT would spread connections only, and Envoy keeps one per worker thread.
 
-    ``supervise`` starts a worker that died again: after BACKOFF_MIN seconds, doubled for each death
-    within STABLE_SECONDS of its start (up to BACKOFF_MAX), so a worker that cannot start does not spin."""
-
-    BACKOFF_MIN = 0.5
-    BACKOFF_MAX = 30.0
-    STABLE_SECONDS = 60.0
-    POLL_SECONDS = 0.2
+    A worker that dies is started again on its own port by the shared supervisor (backoff doubling with
+    each quick death), counted in ``fusion_router_worker_restarts_total``. Workers stay in this
+    process's session, so whoever stops this process's session stops them too."""
 
     def __init__(self, args: argparse.Namespace, looper_secret: str):
         self.base_port = args.grpc_port
-        self.count = max(0, args.workers - 1)
         argv = _without(_without(sys.argv[1:], "--workers"), "--grpc-port")
         self._argv = [sys.executable, "-m", "router.cli", *argv, "--workers", "1"]
         self._env = {**os.environ, LOOPER_SECRET_ENV: looper_secret}
-        self.procs: list[subprocess.Popen] = []
-        self._started: list[float] = []
-        self._quick_deaths: list[int] = []
+        super().__init__(max(0, args.workers - 1), self._spawn, on_death=self._died, on_restart=self._restarted)
 
-    def _spawn(self, i: int) -> subprocess.Popen:
-        return subprocess.Popen([*self._argv, "--grpc-port", str(self.base_port + i + 1)], env=self._env)
+    def _spawn(self, i: int) -> subprocess.Popen[bytes]:
+        return spawn([*self._argv, "--grpc-port", str(self.base_port + i + 1)], env=self._env, new_session=False)
 
-    def start(self) -> None:
-        self.procs = [self._spawn(i) for i in range(self.count)]
-        self._started = [time.monotonic()] * self.count
-        self._quick_deaths = [0] * self.count
+    def _died(self, i: int, proc: subprocess.Popen[bytes], delay: float) -> None:
+        _forget_metrics_of(proc.pid)
+        log.error("worker_died", worker=i + 1, pid=proc.pid, exit_code=proc.returncode,
+                  grpc_port=self.base_port + i + 1, restart_in_s=delay)
 
-    async def supervise(self, stop: asyncio.Event) -> None:
-        due: dict[int, float] = {}  # worker index -> when to start it again
-        while not stop.is_set():
-            now = time.monotonic()
-            for i, proc in enumerate(self.procs):
-                if i not in due and proc.poll() is not None:
-                    quick = now - self._started[i] < self.STABLE_SECONDS
-                    self._quick_deaths[i] = self._quick_deaths[i] + 1 if quick else 0
-                    delay = min(self.BACKOFF_MAX, self.BACKOFF_MIN * 2 ** max(0, self._quick_deaths[i] - 1))
-                    due[i] = now + delay
-                    _forget_metrics_of(proc.pid)
-                    log.error("worker_died", worker=i + 1, pid=proc.pid, exit_code=proc.returncode,
-                              grpc_port=self.base_port + i + 1, restart_in_s=delay)
-            for i, when in list(due.items()):
-                if now >= when and not stop.is_set():
-                    del due[i]
-                    self.procs[i] = self._spawn(i)
-                    self._started[i] = time.monotonic()
-                    metrics.WORKER_RESTARTS.inc()
-                    log.warning("worker_restarted", worker=i + 1, pid=self.procs[i].pid, grpc_port=self.base_port + i + 1)
-            try:
-                await asyncio.wait_for(stop.wait(), self.POLL_SECONDS)
-            except TimeoutError:
-                pass
-
-
-def _spawn_workers(args: argparse.Namespace, looper_secret: str) -> list[subprocess.Popen]:
-    """Workers 1..N-1, started once (no supervision)."""
-    pool = Workers(args, looper_secret)
-    pool.start()
-    return pool.procs
+    def _restarted(self, i: int, proc: subprocess.Popen[bytes]) -> None:
+        metrics.WORKER_RESTARTS.inc()
+        log.warning("worker_restarted", worker=i + 1, pid=proc.pid, grpc_port=self.base_port + i + 1)
 
 
 def _forget_metrics_of(pid: int) -> None:
@@ -129,19 +95,10 @@ def _forget_metrics_of(pid: int) -> None:
         multiprocess.mark_process_dead(pid)
 
 
-def _stop_workers(workers: list[subprocess.Popen], timeout: float, terminate: bool = True) -> None:
+def _stop_workers(workers: list[subprocess.Popen[bytes]], timeout: float, terminate: bool = True) -> None:
     """SIGTERM the workers (unless they already got it: a second one would cut their drain short), wait
     for them up to ``timeout``, then kill what is left."""
-    deadline = time.monotonic() + timeout
-    for w in workers:
-        if terminate and w.poll() is None:
-            w.terminate()
-    for w in workers:
-        try:
-            w.wait(max(0.0, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            w.kill()
-            w.wait(5)
+    stop_all(workers, timeout, signalled=not terminate)
 
 
 async def _workers_listening(base_port: int, workers: list[subprocess.Popen], timeout: float = 600.0) -> bool:

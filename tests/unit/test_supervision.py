@@ -15,7 +15,7 @@ from router.observability import metrics
 class FakeProc:
     pids = iter(range(1000, 2000))
 
-    def __init__(self, argv, env):
+    def __init__(self, argv, env, **_kw):
         self.argv = argv
         self.pid = next(self.pids)
         self.returncode: int | None = None
@@ -28,15 +28,15 @@ class FakeProc:
 def pool(monkeypatch):
     spawned: list[FakeProc] = []
 
-    def popen(argv, env):
-        proc = FakeProc(argv, env)
+    def popen(argv, env=None, **kw):
+        proc = FakeProc(argv, env, **kw)
         spawned.append(proc)
         return proc
 
     monkeypatch.setattr(serve_mod.subprocess, "Popen", popen)
     monkeypatch.setattr(serve_mod.sys, "argv", ["fusion-router", "serve", "--config", "x.yaml", "--workers", "3"])
     workers = serve_mod.Workers(SimpleNamespace(workers=3, grpc_port=7000), "looper-secret")
-    workers.BACKOFF_MIN, workers.POLL_SECONDS = 0.02, 0.005
+    workers.backoff_min, workers.poll_s = 0.02, 0.005
     workers.start()
     return workers, spawned
 
