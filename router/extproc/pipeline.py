@@ -14,8 +14,7 @@ import structlog
 
 from router.actions import Action, Respond, Route
 from router.config.schema import ModelSpec
-from router.decisions.masking import apply_masking
-from router.decisions.plugins import apply_model_ref, apply_route_plugins, model_ref_for
+from router.decisions.plugins import apply_masking, apply_model_ref, apply_route_plugins, block_error, model_ref_for
 from router.decisions.policy import DecisionSet, EntryChoice
 from router.looper.plugins import parse_plugins
 from router.observability import record, tracing
@@ -156,16 +155,14 @@ async def _plugin_run(app: App, state: RequestState, fallback: str | None) -> Ac
 def _blocked(state: RequestState) -> Respond | None:
     """Apply a matched masking guard; answer a matched blocking guard."""
     _mask(state)
-    decision = state.decision
-    block = decision.plugin_block if decision is not None else None
-    if decision is None or block is None:
+    err = block_error(state.decision)
+    if err is None:
         return None
+    assert state.decision is not None
     state.response_path = ResponsePath.BLOCKED
-    cfg = block.configuration
-    log.info("request_blocked", request_id=state.request_id, decision=decision.name, entry=state.entry_label,
+    log.info("request_blocked", request_id=state.request_id, decision=state.decision.name, entry=state.entry_label,
              signals=state.matched_signal_keys())
-    err = OpenAIError(cfg.status, cfg.message, cfg.code, extra={"decision": decision.name})
-    state.error_code = cfg.code
+    state.error_code = err.code
     return Respond(err.status, err.body(), state.response_headers())
 
 

@@ -255,8 +255,9 @@ def test_in_flight_reads_the_gauge():
 
 
 def test_metric_label_names_are_bounded():
+    # store / op: fixed vocabularies; tenant: only tenants named in global.tenants.policies (a budget needs one).
     allowed = {"entry", "decision", "model", "response_path", "code", "type", "name", "matched", "outcome",
-               "direction", "stage", "reason", "status", "algorithm", "result"}
+               "direction", "stage", "reason", "status", "algorithm", "result", "store", "op", "tenant", "kind"}
     for obj in vars(M).values():
         if hasattr(obj, "_labelnames"):
             assert set(obj._labelnames) <= allowed, obj
@@ -517,7 +518,7 @@ def test_workers_share_the_looper_secret(monkeypatch):
     spawned: list[dict[str, str]] = []
 
     class FakePopen:
-        def __init__(self, argv, env):
+        def __init__(self, argv, env=None, **_kw):
             spawned.append(env)
             self.argv = argv
 
@@ -527,7 +528,9 @@ def test_workers_share_the_looper_secret(monkeypatch):
     monkeypatch.delenv(serve_mod.LOOPER_SECRET_ENV, raising=False)
     secret = serve_mod._looper_secret()
     assert len(secret) >= 32
-    workers = serve_mod._spawn_workers(SimpleNamespace(workers=3, grpc_port=6000), secret)
+    pool = serve_mod.Workers(SimpleNamespace(workers=3, grpc_port=6000), secret)
+    pool.start()
+    workers = pool.procs
     assert len(workers) == 2 and all(env[serve_mod.LOOPER_SECRET_ENV] == secret for env in spawned)
     # Worker i serves gRPC on its own port (Envoy lists them all), once each.
     assert workers[0].argv[-6:] == ["--config", "x.yaml", "--workers", "1", "--grpc-port", "6001"]
