@@ -14,6 +14,7 @@ from router.config.schema import Backend, Config
 from router.decisions.policy import Policy, compile_policy
 from router.looper.runner import LooperRunner
 from router.signals.admission import Admission
+from router.stores.shared import SharedState
 
 log = structlog.get_logger("router.app")
 
@@ -30,9 +31,10 @@ class App:
     loopers: LooperRunner = field(init=False)
     last_reload_error: str | None = None
     looper_endpoint: str | None = None  # overrides the config's looper endpoint (local stacks on other ports)
-    _admission: Admission | None = None
     allow_debug_header: bool = False  # serve --allow-debug-header: the simulated demo, whatever the config says
+    _admission: Admission | None = None
     _admission_key: tuple[int, int, float] | None = None
+    _shared: SharedState = field(default_factory=SharedState)
 
     def __post_init__(self) -> None:
         # Built here, explicitly: the runner reads the live config and secret through this App.
@@ -61,6 +63,11 @@ class App:
             self._admission_key = key
         return self._admission
 
+    @property
+    def shared(self) -> SharedState:
+        """Session store, tenant token windows and their Redis link, in line with the live config."""
+        return self._shared.refresh(self.config.global_)
+
     def api_key(self, backend: Backend) -> str | None:
         return os.environ.get(backend.api_key_env) if backend.api_key_env else None
 
@@ -75,9 +82,11 @@ class App:
 
     async def start(self) -> None:
         await self.policy.start()
+        await self.shared.warm()
         self.ready = True
 
     async def close(self) -> None:
         await self.loopers.close()
+        await self._shared.close()
         if self.runtime is not None:
             await self.runtime.close()  # type: ignore[attr-defined]

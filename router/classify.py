@@ -4,13 +4,19 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import random
 import sys
 import time
+from typing import Any
 
 import orjson
 
 from router.config import ConfigError, load_config
 from router.decisions.policy import compile_policy
+from router.decisions.selection.observed import OBSERVED
+from router.decisions.selection.registry import SELECTIONS
+from router.decisions.selection.spec import Candidate, SelectContext, Selection
+from router.openai.tokens import prompt_tokens
 from router.signals.base import SignalContext, TextTooLong
 from router.signals.runner import matched_leaves, run_signals
 from router.signals.runtime import build_runtime
@@ -37,14 +43,19 @@ async def classify(config_path: str, text: str, model: str | None = None) -> dic
             raise ValueError(f"unknown model {name!r}")
         entry = choice.algorithm if choice.algorithm else str(choice.entry)
         match = choice.eligible.select(matched_leaves(results))
+        selection = _selection(policy, match.decision, text) if match and not match.decision.is_looper and match.decision.modelRefs else None
         return {
             "entry": entry,
             "model": name,
             "decision": match.decision.name if match else None,
             "confidence": round(match.confidence, 4) if match else None,
             "algorithm": match.decision.algorithm.type if match else None,
-            "route_to": (match.decision.modelRefs[0].model if match and match.decision.modelRefs else
-                         (None if match else (choice.model or policy.default_model).name)),
+            "route_to": (selection.model if selection is not None else
+                         (match.decision.modelRefs[0].model if match and match.decision.modelRefs else
+                          (None if match else (choice.model or policy.default_model).name))),
+            # How the selection algorithm chose among the modelRefs now (no session, no tenant).
+            "selection": {"algorithm": selection.algorithm, "reason": selection.reason, "scores": dict(selection.scores)}
+            if selection is not None else None,
             "signals": [r.as_dict() for r in results.values()],
             "signals_ms": round(elapsed, 3),
             "classifier_provider": getattr(runtime, "provider", None),
@@ -52,6 +63,12 @@ async def classify(config_path: str, text: str, model: str | None = None) -> dic
     finally:
         if runtime is not None:
             await runtime.close()
+
+
+def _selection(policy: Any, decision: Any, text: str) -> Selection:
+    ctx = SelectContext(decision.name, tuple(Candidate(r.model, r.weight) for r in decision.modelRefs), policy.facts, OBSERVED,
+                        lambda: (prompt_tokens({"messages": [{"role": "user", "content": text}]}), None), random.Random())
+    return SELECTIONS[decision.algorithm.type].select(decision.selection_settings, ctx)
 
 
 def classify_command(args: argparse.Namespace) -> int:

@@ -192,9 +192,14 @@ def local_reply_config() -> dict[str, Any]:
 
 def client_stripped_headers(config: Config) -> list[str]:
     """Request headers a client must never set: the routing header (with failure_mode_allow a client could
-    pick a cluster) and every header the route copies onto the response (else a client's own copy would
-    be echoed back wherever the router did not overwrite it: errors, /v1/models, Fusion)."""
-    return [config.global_.router.cluster_header, *H.RESPONSE_COPIED]
+    pick a cluster), every header the route copies onto the response (else a client's own copy would
+    be echoed back wherever the router did not overwrite it: errors, /v1/models, Fusion) and, with
+    tenants configured, the tenant header (only Envoy's own filters after this strip may set it, e.g.
+    jwt_authn's claim_to_headers), unless ``global.tenants.trust_client_header`` says a gateway in
+    front already set it."""
+    tenants = config.global_.tenants
+    tenant = [tenants.header] if tenants.enabled and not tenants.trust_client_header else []
+    return [config.global_.router.cluster_header, *H.RESPONSE_COPIED, *tenant]
 
 
 def strip_header_filter(names: list[str]) -> hcm.HttpFilter:

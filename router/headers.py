@@ -44,6 +44,9 @@ LOOPER_PROMPT_TOKENS = "x-vsr-looper-prompt-tokens"
 LOOPER_COMPLETION_TOKENS = "x-vsr-looper-completion-tokens"
 LOOPER_TOTAL_TOKENS = "x-vsr-looper-total-tokens"
 LOOPER_OUTCOME = "x-vsr-looper-outcome"
+LOOPER_BUDGET = "x-vsr-looper-budget"
+SELECTION = "x-vsr-selection"
+TENANT = "x-vsr-tenant"
 
 REGISTRY: tuple[HeaderSpec, ...] = (
     HeaderSpec(CLUSTER, "upstream", "Envoy cluster the request is routed to (the route's `cluster_header`)."),
@@ -52,6 +55,11 @@ REGISTRY: tuple[HeaderSpec, ...] = (
     HeaderSpec(RESPONSE_PATH, "response", "`routed`, `fusion`, `blocked`, `error`, `models` or `internal`.", True),
     HeaderSpec(ENTRY_PATH, "response", "How the request entered: `auto`, `fusion`, `plugin`, `model` or `internal`.", True),
     HeaderSpec(MATCHED_SIGNALS, "response", "Matched signals as `type:name` list; only when the debug header is sent.", True),
+    HeaderSpec(SELECTION, "response", "How the model was chosen and why: `<algorithm>: <reason>` with algorithm `static`, `weighted`, "
+               "`cost_aware`, `latency_aware`, `session` (a conversation kept its model), `default` or `requested`; "
+               "per-candidate scores appended when the debug header is honoured.", True),
+    HeaderSpec(TENANT, "request", "The request's tenant, set by Envoy (e.g. its `jwt_authn` filter); a client's copy is stripped "
+               "unless `global.tenants.trust_client_header` (the name is `global.tenants.header`)."),
     HeaderSpec(DEBUG, "request", "Send `1` to get the matched signals back in `x-vsr-matched-signals`; honoured only when `global.router.allow_debug_header` is true."),
     HeaderSpec(LOOPER_TOKEN, "upstream", "Marks a looper sub-call; authenticated by a per-process secret, stripped when forged."),
     HeaderSpec(FUSION_PANEL, "response", "Fusion: panel models that answered (comma-separated)."),
@@ -68,6 +76,8 @@ REGISTRY: tuple[HeaderSpec, ...] = (
     HeaderSpec(LOOPER_PROMPT_TOKENS, "response", "Looper answers: prompt tokens summed over every call."),
     HeaderSpec(LOOPER_COMPLETION_TOKENS, "response", "Looper answers: completion tokens summed over every call."),
     HeaderSpec(LOOPER_TOTAL_TOKENS, "response", "Looper answers: total tokens summed over every call."),
+    HeaderSpec(LOOPER_BUDGET, "response", "Looper answers under `max_total_tokens`: `spent=<tokens>; max=<tokens>`, with "
+               "`; exhausted` when the budget cut the run short (the trace's `budget` says where)."),
     HeaderSpec(LOOPER_OUTCOME, "response", "Looper answers: how it ended, e.g. `gated` / `fused` (adaptive Fusion), "
                "`accepted` / `exhausted` (confidence), `synthesized` (ReMoM), or the error code."),
 )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -12,8 +13,10 @@ from pydantic import BaseModel
 from router import headers as H
 from router.config.schema import Decision, ModelSpec
 from router.decisions.policy import Entry, Policy
+from router.decisions.selection.spec import Selection
 from router.openai.types import ChatCompletionRequest
 from router.signals.base import SignalResult
+from router.tenants.access import NO_LIMITS, Access
 
 
 class BodyMode(StrEnum):
@@ -68,6 +71,13 @@ class RequestState:
     response_path: ResponsePath | None = None
     error_code: str | None = None
     signal_ms: float = 0.0
+    # Tenant policy (global.tenants): who the request is for, and what it may use.
+    tenant: str | None = None
+    access: Access = NO_LIMITS
+    # How the routed model was chosen among the decision's modelRefs (x-vsr-selection).
+    selection: Selection | None = None
+    # Called with a looper run's total tokens once it ends (a tenant's token window is charged the rest).
+    on_looper_usage: Callable[[int], Awaitable[None]] | None = None
 
     @property
     def elapsed_ms(self) -> float:
@@ -106,6 +116,8 @@ class RequestState:
             out[H.SELECTED_MODEL] = self.model.name
         if self.entry is not None:
             out[H.ENTRY_PATH] = self.entry_label
+        if self.selection is not None:
+            out[H.SELECTION] = self.selection.header(self.debug)
         if self.debug:
             out[H.MATCHED_SIGNALS] = ",".join(self.matched_signal_keys()) or "none"
         return out

@@ -26,6 +26,8 @@ from router.config.schema import (
     RuleLeaf,
     RuleNode,
 )
+from router.decisions.policy_checks import check_policies
+from router.decisions.selection.registry import SELECTIONS
 from router.looper.registry import ALGORITHMS
 from router.looper.spec import CheckContext
 
@@ -45,7 +47,7 @@ class ConfigError(Exception):
 
 # Discriminated unions put the chosen member's tag into pydantic's error location; users never wrote it.
 _UNION_TAGS = {
-    "algorithm": {"static", *ALGORITHMS},
+    "algorithm": {*SELECTIONS, *ALGORITHMS},
     "plugins": {"system_prompt", "header_mutation", "block", "pii_mask"},
 }
 
@@ -147,6 +149,8 @@ def _cross_check(cfg: Config) -> Iterator[str]:
             ctx = CheckContext(models=frozenset(models), reserved=frozenset(reserved), model_refs=tuple(r.model for r in d.modelRefs))
             for problem in ALGORITHMS[d.algorithm.type].check(settings, ctx):
                 yield f"{at}.algorithm.{d.algorithm.type}.{problem}"
+    # Selection among modelRefs, session affinity, tenants, the shared store (docs/policies.md).
+    yield from check_policies(cfg)
 
 
 def _leaf_owners(cfg: Config) -> dict[str, tuple[str, int]]:

@@ -72,10 +72,9 @@ UNSUPPORTED_ALGORITHMS: dict[str, str] = {
     "elo": "a learned selection algorithm (feedback ratings)",
     "rl_driven": "a learned selection algorithm",
     "gmtrouter": "a learned selection algorithm",
-    "latency_aware": "latency-aware selection from live TTFT/TPOT percentiles",
     "multi_factor": "multi-factor selection from live quality, latency, cost and load",
     "prompt": "LLM-prompted model selection",
-    "session_aware": "session-aware selection",
+    "session_aware": "session-aware selection as an algorithm; set session_affinity: true on a routing decision instead",
 }
 
 

@@ -22,7 +22,11 @@ from pydantic import (
 
 from router.config.base import NAME_PATTERN, Strict
 from router.config.reference import UNSUPPORTED_ALGORITHMS
+from router.decisions.selection.registry import SELECTIONS
 from router.looper.registry import ALGORITHMS
+from router.sessions.settings import SessionSettings
+from router.stores.settings import RedisSettings
+from router.tenants.settings import TenantSettings
 
 # --------------------------------------------------------------------------- global
 
@@ -138,6 +142,10 @@ class Global(Strict):
     integrations: Integrations = Field(default_factory=Integrations)
     classifiers: ClassifierSettings = Field(default_factory=ClassifierSettings)
     observability: ObservabilitySettings = Field(default_factory=ObservabilitySettings)
+    # Session continuity, tenants and the Redis replicas share (docs/policies.md).
+    sessions: SessionSettings = Field(default_factory=SessionSettings)
+    tenants: TenantSettings = Field(default_factory=TenantSettings)
+    redis: RedisSettings | None = None
 
 
 # --------------------------------------------------------------------------- backends and models
@@ -296,22 +304,22 @@ RuleNode.model_rebuild()
 # --------------------------------------------------------------------------- algorithms and plugins
 
 
-class StaticAlgorithm(Strict):
-    type: Literal["static"] = "static"
+# A routing decision's selection algorithm (router/decisions/selection/registry.py) picks one model.
+StaticAlgorithm = SELECTIONS["static"].config_model
 
 
 def _known_algorithm(value: Any) -> Any:
     """Algorithms vLLM-SR has and this router does not are refused by name, not as a bad tag."""
     kind = value.get("type") if isinstance(value, dict) else None
-    if isinstance(kind, str) and kind != "static" and kind not in ALGORITHMS and kind in UNSUPPORTED_ALGORITHMS:
+    if isinstance(kind, str) and kind not in SELECTIONS and kind not in ALGORITHMS and kind in UNSUPPORTED_ALGORITHMS:
         raise ValueError(f"algorithm type {kind!r} is not supported by fusion-router ({UNSUPPORTED_ALGORITHMS[kind]}); "
-                         f"supported: {['static', *ALGORITHMS]}")
+                         f"supported: {[*SELECTIONS, *ALGORITHMS]}")
     return value
 
 
-# ``static`` routes to a model; every other type is a looper algorithm from the registry.
+# Selection algorithms route to one model; every other type is a looper algorithm from its registry.
 Algorithm = Annotated[
-    Union[(StaticAlgorithm, *(spec.config_model for spec in ALGORITHMS.values()))],  # type: ignore[valid-type]
+    Union[(*(s.config_model for s in SELECTIONS.values()), *(spec.config_model for spec in ALGORITHMS.values()))],  # type: ignore[valid-type]
     Field(discriminator="type"),
     BeforeValidator(_known_algorithm),
 ]
@@ -391,7 +399,8 @@ class ModelRef(Strict):
     adapter's name as the body's ``model`` (how vLLM serves an adapter)."""
 
     model: str
-    weight: float = Field(default=1.0, gt=0)
+    # Share of ``weighted`` selection (and ReMoM's weighted distribution); 0 keeps the model listed but never drawn.
+    weight: float = Field(default=1.0, ge=0)
     use_reasoning: bool | None = None  # None: the client's request decides
     reasoning_effort: str | None = Field(default=None, pattern=r"^[a-z_]+$")
     lora_name: str | None = Field(default=None, min_length=1)
@@ -408,12 +417,20 @@ class Decision(Strict):
     # None (or omitted, ``{}``, an AND/OR with no conditions): always matches, a catch-all route.
     rules: Annotated[Rule | None, BeforeValidator(_catch_all)] = None
     modelRefs: list[ModelRef] = Field(default_factory=list)
-    algorithm: Algorithm = Field(default_factory=StaticAlgorithm)
+    algorithm: Algorithm = Field(default_factory=lambda: StaticAlgorithm(type="static"))
     plugins: list[Plugin] = Field(default_factory=list)
+    # A conversation routed by this decision keeps the model of its earlier turns (global.sessions)
+    # unless a decision of higher priority wins a later turn (docs/policies.md#session-continuity).
+    session_affinity: bool = False
 
     @property
     def is_looper(self) -> bool:
-        return self.algorithm.type != "static"
+        return self.algorithm.type in ALGORITHMS
+
+    @property
+    def selection_settings(self) -> BaseModel | None:
+        """The selection settings block (``algorithm.<type>``), None for a looper decision."""
+        return None if self.is_looper else getattr(self.algorithm, self.algorithm.type)
 
     @property
     def algorithm_settings(self) -> BaseModel | None:

@@ -223,6 +223,19 @@ class PIISignal(ModelSignalCommon):
         return value
 
 
+class TenantSignal(SignalCommon):
+    """Matches requests of the named tenants (``global.tenants``: a trusted header Envoy sets, or an API
+    key's digest); omitted: the signal's name is the tenant."""
+
+    tenants: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _name_is_the_tenant(self) -> TenantSignal:
+        if not self.tenants:
+            object.__setattr__(self, "tenants", [self.name])
+        return self
+
+
 # --------------------------------------------------------------------------- the table
 
 
@@ -244,6 +257,7 @@ SIGNAL_TYPES: tuple[SignalType, ...] = (
     SignalType("complexity", "complexity", ComplexitySignal, "router.signals.complexity:ComplexitySignal", True),
     SignalType("jailbreak", "jailbreak", JailbreakSignal, "router.signals.jailbreak:JailbreakSignal", True),
     SignalType("pii", "pii", PIISignal, "router.signals.pii:PIISignal", True),
+    SignalType("tenants", "tenant", TenantSignal, "router.signals.tenant:TenantSignal", False),
 )
 
 BY_SECTION: dict[str, SignalType] = {t.section: t for t in SIGNAL_TYPES}

@@ -25,6 +25,7 @@ from router.config.reference import (
 )
 from router.config.report import VSR_V03, ConfigReport
 from router.config.signals import BY_LEAF
+from router.decisions.selection.registry import SELECTIONS
 from router.looper.registry import ALGORITHMS
 from router.signals.mmlu import MMLU_CATEGORY_NAMES
 
@@ -546,6 +547,10 @@ class _Reader:
         if kind in ("", "static"):
             self.unknown_keys(algo, {"type", "on_error"}, at)
             return None
+        if kind in SELECTIONS:  # weighted, cost_aware, latency_aware: the settings block as written
+            self.unknown_keys(algo, {"type", "on_error", kind}, at)
+            self.report.use(f"{at}: {kind} selection")
+            return {"type": kind, kind: dict(_mapping(algo.get(kind)))}
         if kind in UNSUPPORTED_ALGORITHMS or kind not in ALGORITHMS:
             self.refuse(f"{at}.type", f"algorithm {kind!r}", UNSUPPORTED_ALGORITHMS.get(kind, _UNKNOWN))
             return False

@@ -6,12 +6,14 @@ request runs only the signals some eligible decision references.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
 from router.config.schema import Backend, Config, Decision, ModelSpec
 from router.decisions import rules
+from router.decisions.selection.spec import Candidate
 from router.looper.base import ModelFacts
 from router.looper.registry import ALGORITHMS
 from router.signals.base import Signal
@@ -51,11 +53,15 @@ class DecisionSet:
     def mask(self, matched: dict[str, float]) -> Decision | None:
         return next((d for d in self.masks if rules.evaluate(d.rules, matched) is not None), None)
 
-    def select(self, matched: dict[str, float]) -> Match | None:
+    def select(self, matched: dict[str, float], usable: Callable[[Decision], bool] | None = None) -> Match | None:
+        """The winning decision; ``usable`` passes over decisions this request may not use (a tenant's
+        models or loopers), so the next eligible one wins."""
         best: Match | None = None
         for d in self.decisions:  # already sorted by priority, highest first
             if best is not None and d.priority < best.decision.priority:
                 break
+            if usable is not None and not usable(d):
+                continue
             conf = rules.evaluate(d.rules, matched)
             # On equal confidence a real rule beats a catch-all; otherwise file order decides.
             if conf is not None and (best is None or (conf, d.rules is not None) > (best.confidence, best.decision.rules is not None)):
@@ -81,6 +87,10 @@ class Policy:
     # Signals a guard (block / mask decision) reads: their failure refuses the request (503), never
     # lets it through unchecked.
     guard_signals: frozenset[str] = field(init=False)
+    # Some decision keeps sessions on their model: session ids are read (and checked) on every request.
+    uses_sessions: bool = field(init=False)
+    # Per decision: its modelRefs as selection candidates (built once, not per request).
+    candidates: dict[str, tuple[Candidate, ...]] = field(init=False)
 
     def __post_init__(self) -> None:
         ordered = sorted(self.config.routing.decisions, key=lambda d: -d.priority)  # stable: file order breaks ties
@@ -96,6 +106,8 @@ class Policy:
         self.guard_signals = frozenset(s.key for s in self.guard_decisions.signals)
         # Clients may name a model by its served id too; config names win on clashes.
         self.served_aliases = {m.served_id: m.name for m in self.models.values() if m.served_id not in self.models}
+        self.uses_sessions = any(d.session_affinity for d in self.config.routing.decisions)
+        self.candidates = {d.name: tuple(Candidate(r.model, r.weight) for r in d.modelRefs) for d in self.config.routing.decisions}
 
     def _set(self, decisions: list[Decision]) -> DecisionSet:
         by_leaf: dict[str, Signal] = {}

@@ -6,6 +6,7 @@ algorithm from the registry.
 
 from __future__ import annotations
 
+import random
 import time
 from typing import TYPE_CHECKING
 
@@ -13,19 +14,28 @@ import orjson
 import structlog
 
 from router.actions import Action, Respond, Route
-from router.config.schema import ModelSpec
+from router.config.schema import Decision, ModelSpec
 from router.decisions.plugins import apply_masking, apply_model_ref, apply_route_plugins, block_error, model_ref_for
 from router.decisions.policy import DecisionSet, EntryChoice
+from router.decisions.selection.observed import OBSERVED
+from router.decisions.selection.registry import SELECTIONS
+from router.decisions.selection.spec import SelectContext, Selection
 from router.looper.plugins import parse_plugins
 from router.observability import record, tracing
 from router.openai.errors import OpenAIError
 from router.openai.parse import parse_chat_body
+from router.openai.tokens import completion_cap, prompt_tokens
 from router.openai.types import ChatCompletionRequest
 from router.responses import error_response
+from router.sessions.affinity import select_with_affinity
+from router.sessions.keys import session_key, validate_header
 from router.signals.admission import Shed
 from router.signals.base import MessageText, SignalContext, TextTooLong
 from router.signals.runner import matched_leaves, run_signals
 from router.state import Entry, RequestState, ResponsePath
+from router.tenants import tokens
+from router.tenants.access import Access
+from router.tenants.identify import identify
 
 if TYPE_CHECKING:
     from router.app import App
@@ -61,6 +71,7 @@ async def _handle(app: App, state: RequestState) -> Action:
         log.debug("request_prompt", request_id=state.request_id, prompt=req.last_user_text())
     if state.internal:
         return _internal(app, state)
+    _identify(state)
     # plugins[{id: <algorithm>}] → validated settings (against the request's pinned policy), or None
     state.looper_override = parse_plugins(req.plugins, policy)
     choice = policy.entry_for(req.model)
@@ -73,6 +84,8 @@ async def _handle(app: App, state: RequestState) -> Action:
             "model_not_found",
             param="model",
         )
+    _check_entry_access(state, choice)
+    await _admit_tokens(app, state)
     if choice.entry is Entry.AUTO:
         return await _auto(app, state, choice)
     if choice.entry is Entry.LOOPER:
@@ -103,7 +116,7 @@ async def _auto(app: App, state: RequestState, choice: EntryChoice) -> Action:
         return await app.loopers.run_decision(state, decision)
     if override is not None:
         return await _plugin_run(app, state, fallback=None)
-    model = state.policy.default_model if decision is None else state.policy.models[decision.modelRefs[0].model]
+    model = await _pick_model(app, state, decision)
     state.response_path = ResponsePath.ROUTED
     return route_to(app, state, model)
 
@@ -136,6 +149,7 @@ async def _concrete(app: App, state: RequestState, choice: EntryChoice) -> Actio
     state.decision = None  # guards never pick the model
     if state.looper_override is not None:
         return await _plugin_run(app, state, fallback=choice.model.name)
+    state.selection = Selection(choice.model.name, "requested", "the request named this model")
     state.response_path = ResponsePath.ROUTED
     return route_to(app, state, choice.model)
 
@@ -172,7 +186,7 @@ def _blocked(state: RequestState) -> Respond | None:
 def _signal_context(state: RequestState) -> SignalContext:
     req = state.request
     assert req is not None
-    return SignalContext(tuple(MessageText(role, text) for role, text in req.role_texts()))
+    return SignalContext(tuple(MessageText(role, text) for role, text in req.role_texts()), tenant=state.tenant)
 
 
 async def _run_signals(app: App, state: RequestState, eligible: DecisionSet) -> None:
@@ -215,7 +229,8 @@ async def _decide(app: App, state: RequestState, eligible: DecisionSet) -> None:
     started = time.perf_counter()
     await _run_signals(app, state, eligible)
     leaves = matched_leaves(state.signals)
-    match = eligible.select(leaves)
+    # A tenant's restrictions pass over the decisions it may not use: the next eligible one wins.
+    match = eligible.select(leaves, state.access.decision_ok if state.access.policy is not None else None)
     state.mask = eligible.mask(leaves)
     state.signal_ms = (time.perf_counter() - started) * 1000
     record.signals_done(state.entry_label, state.signals, state.signal_ms)
@@ -231,6 +246,90 @@ def _mask(state: RequestState) -> None:
         if count:
             state.request = ChatCompletionRequest.model_validate(state.raw)
         log.info("pii_masked", request_id=state.request_id, guard=state.mask.name, replacements=count)
+
+
+# --------------------------------------------------------------------------- tenants and budgets
+
+
+def _identify(state: RequestState) -> None:
+    """Who the request is for (global.tenants), and a session id the router would read checked."""
+    g = state.policy.config.global_
+    if g.tenants.enabled:
+        state.tenant = identify(g.tenants, state.headers)
+        state.access = Access(state.tenant, g.tenants.policy(state.tenant))
+    if state.policy.uses_sessions:
+        validate_header(g.sessions, state.headers)
+
+
+def _check_entry_access(state: RequestState, choice: EntryChoice) -> None:
+    """What the request names outright (a model, a looper slug, a looper plugin) must be the tenant's to use."""
+    access = state.access
+    if access.policy is None:
+        return
+    if choice.entry is Entry.LOOPER and choice.algorithm is not None:
+        access.require_looper(choice.algorithm, param="model")
+    if state.looper_override is not None:
+        access.require_looper(state.looper_override.algorithm, param="plugins")
+    if choice.model is not None:
+        access.require_model(choice.model.name)
+
+
+async def _admit_tokens(app: App, state: RequestState) -> None:
+    """A tenant with tokens_per_minute: charge this request's estimate (prompt + the completion cap it
+    asks for) or refuse it (429 / 413); a looper run is charged the rest of what it spends when it ends."""
+    policy = state.access.policy
+    if policy is None or policy.tokens_per_minute is None or state.tenant is None or state.raw is None:
+        return
+    window = app.shared.tokens
+    assert window is not None
+    tenant, raw = state.tenant, state.raw
+    cost = prompt_tokens(raw) + (completion_cap(raw) or 0)
+    await tokens.admit(window, tenant, cost, policy.tokens_per_minute, state.request_id)
+
+    async def charge_rest(total: int) -> None:
+        await tokens.charge(window, tenant, total - cost)
+
+    state.on_looper_usage = charge_rest
+
+
+# --------------------------------------------------------------------------- model selection
+
+
+async def _pick_model(app: App, state: RequestState, decision: Decision | None) -> ModelSpec:
+    """One model among the decision's modelRefs the request may use: the decision's selection
+    algorithm, or the conversation's earlier model (session affinity)."""
+    policy, access = state.policy, state.access
+    if decision is None:
+        model = policy.default_model
+        access.require_model(model.name, "default model")
+        state.selection = Selection(model.name, "default", "no decision matched; default_model")
+        return model
+    assert state.raw is not None
+    candidates = policy.candidates[decision.name]
+    if access.policy is not None:
+        candidates = tuple(c for c in candidates if access.model_ok(c.model))
+    if not candidates:  # decision_ok passes such decisions over; kept as a guard against a policy bug
+        access.require_model(decision.modelRefs[0].model)
+    spec = SELECTIONS[decision.algorithm.type]
+    raw = state.raw
+    ctx = SelectContext(decision.name, candidates, policy.facts, OBSERVED, lambda: (prompt_tokens(raw), completion_cap(raw)), _RNG)
+
+    def fresh() -> Selection:
+        return spec.select(decision.selection_settings, ctx)
+
+    sessions = app.shared.sessions if decision.session_affinity else None
+    if sessions is not None:
+        key = session_key(sessions.settings, state.headers, state.raw, state.tenant)
+        selection = await select_with_affinity(sessions, key, decision, lambda m: m in policy.models and access.model_ok(m), fresh,
+                                               state.request_id)
+    else:
+        selection = fresh()
+    state.selection = selection
+    record.selection(decision.name, selection.algorithm, selection.model)
+    return policy.models[selection.model]
+
+
+_RNG = random.Random()
 
 
 # --------------------------------------------------------------------------- routing
@@ -260,6 +359,8 @@ def route_to(app: App, state: RequestState, model: ModelSpec) -> Route:
         entry=state.entry_label,
         decision=state.decision_name,
         model=model.name,
+        selection=state.selection.algorithm if state.selection else None,
+        tenant=state.tenant,
         cluster=backend.cluster_name,
         signals=state.matched_signal_keys(),
         signal_ms=round(state.signal_ms, 3),

@@ -15,6 +15,7 @@ from typing import Any, ClassVar, Protocol
 
 from pydantic import BaseModel
 
+from router.looper.budget import TokenBudget
 from router.looper.errors import UpstreamError
 from router.looper.ledger import Ledger
 from router.openai.types import ChatCompletionRequest, Usage
@@ -67,6 +68,10 @@ class LooperRun:
     ledger: Ledger = field(default_factory=Ledger)
     on_delta: DeltaSink | None = None
     progress: Progress | None = None
+    budget: TokenBudget = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.budget = TokenBudget(None, self.ledger)  # the runner sets the limit (max_total_tokens)
 
     @property
     def streaming(self) -> bool:
@@ -81,6 +86,8 @@ class LooperRun:
             self.ledger.fail(model, stage, exc.reason, exc.message)
             raise
         self.ledger.record(model, stage, result.usage)
+        if self.budget.limited:
+            self.budget.note(body, result.content, result.usage.total_tokens)
         return result
 
     async def say(self, text: str) -> None:

@@ -127,6 +127,9 @@ class ModelClient:
         except TimeoutError:
             outcome = "timeout"
             raise UpstreamError("timeout", f"{model.name} did not answer within {timeout:g}s") from None
+        except asyncio.CancelledError:
+            outcome = "cancelled"  # a straggler no longer needed, or the client left: not the model's fault
+            raise
         except aiohttp.ClientPayloadError as exc:
             raise UpstreamError("stream_broken", f"{model.name} broke off its response: {redact(str(exc), secrets)}") from None
         except aiohttp.ClientError as exc:

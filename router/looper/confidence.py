@@ -13,14 +13,16 @@ from pydantic import Field
 
 from router.config.base import Strict
 from router.looper.base import Answer, CallResult, Looper
+from router.looper.budget import check_settings, resolve_limit
 from router.looper.errors import StageFailure, UpstreamError
 from router.looper.fusion import ConfidenceMethod, HybridWeights
-from router.looper.messages import final_body
+from router.looper.messages import final_body, original_text
 from router.looper.scoring import METHOD_THRESHOLDS, Score, from_logprobs
 from router.looper.spec import AlgorithmSpec
 from router.looper.trace import LooperTrace, TraceModel, TraceSettings
-from router.looper.verify import verify
+from router.looper.verify import VERIFY_TOKENS, verify
 from router.openai.errors import OpenAIError
+from router.openai.tokens import approx_tokens, completion_cap
 from router.openai.types import Usage
 
 UNSUPPORTED = {
@@ -50,6 +52,8 @@ class ConfidenceSettings(Strict):
     max_completion_tokens: int | None = Field(default=None, gt=0)
     temperature: float | None = Field(default=None, ge=0, le=2)
     trace: TraceSettings | None = None
+    # Tokens the whole run may spend (every tier and verification); a request plugin may lower it.
+    max_total_tokens: int | None = Field(default=None, gt=0)
 
 
 DEFAULTS = ConfidenceSettings(confidence_method="hybrid", escalation_order="small_to_large", token_filter="all",
@@ -79,11 +83,17 @@ class ConfidenceParams:
     temperature: float | None
     trace_body: bool
     trace_headers: bool
+    max_total_tokens: int | None = None
 
     @property
     def primary(self) -> str:
         """The model named in ``x-vsr-selected-model`` while the run starts."""
         return self.order[0]
+
+    @property
+    def models(self) -> list[str]:
+        """Every model the run may call."""
+        return list(self.order)
 
 
 def escalation_order(models: list[str], how: str, facts: Any) -> list[str]:
@@ -129,7 +139,12 @@ def resolve(merged: ConfidenceSettings, ctx: Any) -> ConfidenceParams:
         temperature=merged.temperature,
         trace_body=ctx.trace_body if trace.body is None else trace.body,
         trace_headers=ctx.trace_headers if trace.headers is None else trace.headers,
+        max_total_tokens=resolve_limit(merged, _caps(merged)),
     )
+
+
+def _caps(settings: ConfidenceSettings) -> list[tuple[str, int]]:
+    return [("max_completion_tokens", settings.max_completion_tokens)] if settings.max_completion_tokens else []
 
 
 def check(settings: ConfidenceSettings, ctx: Any) -> Iterator[str]:
@@ -143,6 +158,7 @@ def check(settings: ConfidenceSettings, ctx: Any) -> Iterator[str]:
         yield "verifier_server_url: not supported (automix_entailment verification is not available in this gateway)"
     if len(ctx.model_refs) < 2:
         yield "modelRefs: a confidence decision needs at least two models to escalate between"
+    yield from check_settings(settings, _caps(settings))
 
 
 def plugin_models(plugin: ConfidencePlugin) -> list[tuple[str, str]]:
@@ -193,6 +209,13 @@ class Confidence(Looper):
             body = {**body, "logprobs": True, "top_logprobs": p.top_logprobs}
         last: CallResult | None = None
         for tier, model in enumerate(p.order, start=1):
+            if run.budget.limited and not run.budget.fits(cost := self._tier_cost(body)):
+                if last is None:
+                    raise run.budget.too_small(f"tier{tier}", cost)
+                skipped = ", ".join(p.order[tier - 1:])
+                run.budget.cut(f"tier{tier}", f"not escalated to {skipped}: tier {tier} needs about {cost} tokens, "
+                                              f"{run.budget.remaining} left")
+                break
             await run.say(f"confidence: tier {tier}/{len(p.order)}: {model}")
             try:
                 with run.ledger.stage(f"tier{tier}"):
@@ -225,6 +248,18 @@ class Confidence(Looper):
         self.accepted = last.model
         return self._answer(last)
 
+    def _tier_cost(self, body: dict[str, Any]) -> int:
+        """A tier's worst case: its call, plus its self-verification when that is the method (the
+        fallback verification of a backend without logprobs is checked when it is needed)."""
+        cost = self.run.budget.cost(body)
+        if self.params.method == "self_verify":
+            cost += self._verify_cost((completion_cap(body) or 0) * 4 // 3)
+        return cost
+
+    def _verify_cost(self, answer_tokens: int) -> int:
+        """A self-verification: the conversation and the answer quoted in its prompt, and the verdict."""
+        return approx_tokens(original_text(self.run.raw.get("messages") or [])) + answer_tokens + VERIFY_TOKENS
+
     async def _score(self, model: str, answer: CallResult) -> Score:
         p = self.params
         if p.method != "self_verify":
@@ -236,6 +271,10 @@ class Confidence(Looper):
             why = ""
         if answer.tool_calls and not answer.content:
             return Score(None, "self_verify", 0, "tool_calls_unscored")
+        budget = self.run.budget
+        if budget.limited and p.method != "self_verify" and not budget.fits(cost := self._verify_cost(approx_tokens(answer.content))):
+            budget.cut(f"verify:{model}", f"skipped: a self-verification needs about {cost} tokens, {budget.remaining} left")
+            return Score(None, "self_verify", 0, f"{why}; verification_skipped_budget".strip("; "))
         return await verify(self.run, model, answer.content, p.tier_timeout, stage=f"verify:{model}", why=why)
 
     def _answer(self, answer: CallResult) -> Answer:

@@ -7,7 +7,7 @@ and the gate's answer stands in for that model's panel answer instead of calling
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -18,6 +18,7 @@ from router import headers as H
 from router.config.base import Strict
 from router.looper.analysis import Analysis, parse_analysis
 from router.looper.base import Answer, CallResult, Looper
+from router.looper.budget import answers_tokens, check_settings, resolve_limit
 from router.looper.errors import StageFailure, UpstreamError
 from router.looper.messages import final_body, original_text, subcall_body, user_prompt
 from router.looper.panel import Member, fan_out
@@ -27,6 +28,12 @@ from router.looper.verify import verify
 from router.looper.templates import ANALYSIS_TEMPLATE, PROMPT_VERSION, SYNTHESIS_TEMPLATE, render
 from router.looper.trace import LooperTrace, TraceModel, TraceSettings
 from router.openai.errors import OpenAIError
+from router.openai.tokens import (
+    PER_MESSAGE,
+    approx_tokens,
+    completion_cap,
+    prompt_tokens,
+)
 from router.openai.types import Usage
 
 OnError = Literal["skip", "fail"]
@@ -95,6 +102,8 @@ class FusionSettings(Strict):
     analysis_overrides: list[AnalysisOverride] | None = None
     gate: GateSettings | None = None
     trace: TraceSettings | None = None
+    # Tokens the whole run may spend (every call); a request plugin may lower it, never raise it.
+    max_total_tokens: int | None = Field(default=None, gt=0)
 
 
 DEFAULTS = FusionSettings(
@@ -144,11 +153,17 @@ class FusionParams:
     overrides: dict[str, AnalysisOverride] = field(default_factory=dict)
     gate: GateSettings | None = None
     gate_timeout: float = 0.0
+    max_total_tokens: int | None = None
 
     @property
     def primary(self) -> str:
         """The model named in ``x-vsr-selected-model`` while the run starts."""
         return self.judge
+
+    @property
+    def models(self) -> list[str]:
+        """Every model the run may call."""
+        return [self.judge, *self.panel, *([self.gate.model] if self.gate else [])]
 
 
 def _name(lookup: Any, name: str, what: str) -> str:
@@ -193,7 +208,15 @@ def resolve(merged: FusionSettings, ctx: Any) -> FusionParams:
         overrides={_name(ctx.lookup, o.model, "analysis_overrides"): o for o in merged.analysis_overrides or []},
         gate=gate,
         gate_timeout=(gate.timeout_seconds if gate and gate.timeout_seconds else timeout),
+        max_total_tokens=resolve_limit(merged, _caps(merged)),
     )
+
+
+def _caps(settings: FusionSettings) -> list[tuple[str, int]]:
+    caps = [("max_completion_tokens", settings.max_completion_tokens)] if settings.max_completion_tokens else []
+    caps += [(f"analysis_overrides[{j}].max_completion_tokens", o.max_completion_tokens)
+             for j, o in enumerate(settings.analysis_overrides or []) if o.max_completion_tokens]
+    return caps
 
 
 def check(settings: FusionSettings, ctx: Any) -> Iterator[str]:
@@ -213,6 +236,7 @@ def check(settings: FusionSettings, ctx: Any) -> Iterator[str]:
         yield from known("gate.model", settings.gate.model, "gate")
     if not (settings.analysis_models or ctx.model_refs):
         yield "analysis_models: a Fusion decision needs a panel (analysis_models or modelRefs)"
+    yield from check_settings(settings, _caps(settings))
     panel = len(settings.analysis_models or ctx.model_refs)
     if settings.min_successful_responses is not None and panel and settings.min_successful_responses > panel:
         yield f"min_successful_responses: {settings.min_successful_responses} is more than the panel's {panel} models"
@@ -284,6 +308,9 @@ class Fusion(Looper):
         self.analysis_status = "not_run"
         self.gate: GateTrace | None = None
         self.outcome = "fused"
+        self.plan_judge = True  # the token budget may take judge and synthesis away
+        self.plan_synthesis = True
+        self.planned = len(self.params.panel)  # panel answers wanted (fewer when the budget cut the panel)
 
     async def execute(self) -> Answer:
         p, run = self.params, self.run
@@ -293,14 +320,26 @@ class Fusion(Looper):
             gated, gate_answer = await self._gate(p.gate)
             if gated is not None:
                 return gated
+        original = original_text(run.raw.get("messages") or [])
         await run.say(f"fusion: panel of {len(p.panel)} started ({', '.join(p.panel)})")
         with run.ledger.stage("panel"):
-            await self._panel(base, gate_answer)
-        original = original_text(run.raw.get("messages") or [])
+            await self._panel(base, gate_answer, original)
         responses = "\n\n".join(f"[{r.model}]\n{r.content}" for r in self.responses)
-        await run.say(f"fusion: panel done ({len(self.responses)} answered); judge {p.judge} analysing")
-        with run.ledger.stage("judge"):
-            analysis_text = await self._judge(base, original, responses)
+        if self.plan_judge and run.budget.limited and not run.budget.fits(self._judge_cost(base, original, responses)
+                                                   + self._synthesis_cost(original, responses, "", (completion_cap(base) or 0) * 4 // 3)):
+            self.plan_judge = False
+            run.budget.cut("judge", f"skipped: judge and synthesis no longer fit ({run.budget.remaining} tokens left)")
+        if self.plan_judge:
+            await run.say(f"fusion: panel done ({len(self.responses)} answered); judge {p.judge} analysing")
+            with run.ledger.stage("judge"):
+                analysis_text = await self._judge(base, original, responses)
+        else:
+            self.analysis_status = "skipped_budget"
+            analysis_text = "(no analysis: the token budget left no room for it; work from the panel answers directly)"
+        if not self.plan_synthesis or (run.budget.limited and not run.budget.fits(self._synthesis_cost(original, responses, analysis_text))):
+            if self.plan_synthesis:
+                run.budget.cut("synthesis", f"skipped: answering with a panel answer ({run.budget.remaining} tokens left)")
+            return self._panel_answer()
         await run.say(f"fusion: analysis {self.analysis_status}; synthesis by {p.judge}")
         with run.ledger.stage("synthesis"):
             final = await self._synthesize(original, responses, analysis_text)
@@ -321,6 +360,9 @@ class Fusion(Looper):
         method = gate.confidence_method
         if method != "self_verify":
             body = {**body, "logprobs": True, "top_logprobs": gate.top_logprobs}
+        if run.budget.limited and not run.budget.fits(run.budget.cost(body)):
+            run.budget.cut("gate", f"skipped: the gate call does not fit ({run.budget.remaining} tokens left)")
+            return None, None
         await run.say(f"fusion: gate {gate.model} answering first")
         try:
             with run.ledger.stage("gate"):
@@ -354,7 +396,7 @@ class Fusion(Looper):
 
     # -- panel -----------------------------------------------------------------------------------
 
-    async def _panel(self, base: dict[str, Any], reuse: CallResult | None) -> None:
+    async def _panel(self, base: dict[str, Any], reuse: CallResult | None, original: str) -> None:
         p, run = self.params, self.run
         members = []
         for name in p.panel:
@@ -366,6 +408,12 @@ class Fusion(Looper):
                 run.raw, max_completion_tokens=o.max_completion_tokens or p.max_completion_tokens,
                 temperature=o.temperature if o.temperature is not None else p.temperature)
             members.append(Member(name, body))
+        if run.budget.limited:
+            members = self._plan(base, members, reuse if self.from_gate else None, original)
+            self.planned = len(members) + (1 if self.from_gate else 0)
+        if not members and reuse is not None and self.from_gate:  # the budget left only the gate's answer
+            self.responses = [reuse]
+            return
         enough = max(0, p.min_successful - (1 if self.from_gate else 0))
         result = await fan_out(run, members, stage="panel", timeout=p.panel_timeout, max_concurrent=p.max_concurrent,
                                enough=enough if enough < len(members) else None, cancel_stragglers=p.cancel_stragglers,
@@ -380,6 +428,72 @@ class Fusion(Looper):
             timeouts = all(f.reason == "timeout" for f in failures)
             raise StageFailure("panel", 504 if timeouts else 502, "all_panels_failed",
                                "Every Fusion panel model failed: " + "; ".join(f"{f.model}: {f.reason}" for f in failures))
+
+    # -- token budget ----------------------------------------------------------------------------
+
+    def _plan(self, base: dict[str, Any], members: list[Member], reused: CallResult | None, original: str) -> list[Member]:
+        """The panel members to call under ``max_total_tokens``, and whether judge and synthesis will run:
+        the largest panel (of at least two answers where the panel has two) that leaves room for judge
+        and synthesis; else for synthesis alone; else as many members as fit, one answer returned."""
+        budget, p = self.run.budget, self.params
+        caps = [completion_cap(m.body) or 0 for m in members]
+        costs = [budget.cost(m.body) for m in members]
+        fixed = [reused.usage.completion_tokens or approx_tokens(reused.content)] if reused is not None else []
+        cap = completion_cap(base) or 0
+        orig = approx_tokens(original)
+        history = prompt_tokens(final_body(self.run.raw, None, max_completion_tokens=p.max_completion_tokens))
+
+        def judge(k: int) -> int:
+            return approx_tokens(p.analysis_template) + orig + answers_tokens(fixed + caps[:k]) + PER_MESSAGE + cap
+
+        def synthesis(k: int, judged: bool) -> int:
+            analysis = cap * 4 // 3 if judged else 32
+            return history + PER_MESSAGE + approx_tokens(p.synthesis_template) + orig + answers_tokens(fixed + caps[:k]) + analysis + cap
+
+        total = len(members) + len(fixed)
+        least = max(0, min(2, total) - len(fixed))
+
+        def most(reserve: Callable[[int], int], need: int) -> int | None:
+            k = budget.largest(costs, reserve, least=max(need, 1))
+            if k:
+                return k
+            return 0 if need == 0 and reserve(0) <= budget.remaining else None
+
+        k = most(lambda n: judge(n) + synthesis(n, True), least)
+        if k is None:
+            k = most(lambda n: synthesis(n, False), least)
+            if k is not None:
+                self.plan_judge = False
+                budget.cut("judge", "skipped: the budget leaves room for the panel and synthesis only")
+        if k is None:
+            k = most(lambda n: 0, 0 if fixed else 1)
+            if k is None:
+                raise budget.too_small("panel", min(costs) if costs else 0)
+            self.plan_judge = self.plan_synthesis = False
+            budget.cut("judge", "skipped: the budget leaves room for panel answers only")
+            budget.cut("synthesis", "skipped: answering with a panel answer")
+        if k < len(members):
+            skipped = [m.model for m in members[k:]]
+            budget.cut("panel", f"called {k} of {len(members)} panel members ({', '.join(skipped)} not called; "
+                                f"{budget.remaining} tokens left before the panel)")
+        return members[:k]
+
+    def _judge_cost(self, base: dict[str, Any], original: str, responses: str) -> int:
+        prompt = render(self.params.analysis_template, original=original, responses=responses)
+        return self.run.budget.cost(user_prompt(prompt, base))
+
+    def _synthesis_cost(self, original: str, responses: str, analysis: str, analysis_tokens: int = 0) -> int:
+        """The synthesis call's worst case (``analysis_tokens``: room for an analysis not written yet)."""
+        p = self.params
+        instructions = render(p.synthesis_template, original=original, responses=responses, analysis=analysis)
+        return self.run.budget.cost(final_body(self.run.raw, instructions, max_completion_tokens=p.max_completion_tokens)) + analysis_tokens
+
+    def _panel_answer(self) -> Answer:
+        """No room for synthesis: the first panel answer (configured order) is the client's answer."""
+        self.outcome = "panel_answer"
+        first = self.responses[0]
+        finish = first.finish_reason or "stop"
+        return Answer(first.content, [], finish, self.outcome)
 
     # -- judge and synthesis -----------------------------------------------------------------------
 
@@ -424,7 +538,7 @@ class Fusion(Looper):
         common["answered_models"] = answered  # Fusion's documented meaning: the panel members that answered
         extra: dict[str, Any] = {"gate": self.gate} if self.gate is not None else {}
         if self.outcome != "gated":
-            extra["quorum"] = Quorum(wanted=p.min_successful, got=len(answered))
+            extra["quorum"] = Quorum(wanted=min(p.min_successful, self.planned), got=len(answered))
         trace = FusionTrace(
             **common,
             **extra,

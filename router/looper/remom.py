@@ -13,6 +13,7 @@ from pydantic import Field
 
 from router.config.base import Strict
 from router.looper.base import Answer, CallResult, Looper
+from router.looper.budget import answers_tokens, check_settings, resolve_limit
 from router.looper.errors import StageFailure, UpstreamError
 from router.looper.messages import final_body, original_text, subcall_body
 from router.looper.panel import Member, fan_out
@@ -20,6 +21,12 @@ from router.looper.spec import AlgorithmSpec
 from router.looper.templates import render
 from router.looper.trace import LooperTrace, TraceModel, TraceSettings
 from router.openai.errors import OpenAIError
+from router.openai.tokens import (
+    PER_MESSAGE,
+    approx_tokens,
+    completion_cap,
+    prompt_tokens,
+)
 from router.openai.types import Usage
 
 ROUND_TEMPLATE = """Other models answered the same request. Their answers are below. Check them critically,
@@ -60,6 +67,8 @@ class RemomSettings(Strict):
     include_intermediate_responses: bool | None = None
     max_responses_per_round: int | None = Field(default=None, ge=0)
     trace: TraceSettings | None = None
+    # Tokens the whole run may spend (every round and the synthesis); a request plugin may lower it.
+    max_total_tokens: int | None = Field(default=None, gt=0)
 
 
 DEFAULTS = RemomSettings(breadth_schedule=[3, 2], model_distribution="round_robin", temperature=0.7,
@@ -96,11 +105,17 @@ class RemomParams:
     max_responses_per_round: int
     trace_body: bool
     trace_headers: bool
+    max_total_tokens: int | None = None
 
     @property
     def primary(self) -> str:
         """The model named in ``x-vsr-selected-model`` while the run starts."""
         return self.synthesis_model
+
+    @property
+    def models(self) -> list[str]:
+        """Every model the run may call."""
+        return list(dict.fromkeys([m for r in self.schedule for m in r] + [self.synthesis_model]))
 
 
 def distribute(models: list[str], breadth: int, how: str, weights: Mapping[str, float] | None = None) -> list[str]:
@@ -156,7 +171,12 @@ def resolve(merged: RemomSettings, ctx: Any) -> RemomParams:
         max_responses_per_round=merged.max_responses_per_round or 0,
         trace_body=ctx.trace_body if trace.body is None else trace.body,
         trace_headers=ctx.trace_headers if trace.headers is None else trace.headers,
+        max_total_tokens=resolve_limit(merged, _caps(merged)),
     )
+
+
+def _caps(settings: RemomSettings) -> list[tuple[str, int]]:
+    return [("max_completion_tokens", settings.max_completion_tokens)] if settings.max_completion_tokens else []
 
 
 def check(settings: RemomSettings, ctx: Any) -> Iterator[str]:
@@ -169,6 +189,7 @@ def check(settings: RemomSettings, ctx: Any) -> Iterator[str]:
         yield "compaction_tokens: last_n_tokens compaction needs compaction_tokens > 0"
     if not ctx.model_refs:
         yield "modelRefs: a ReMoM decision needs candidate models"
+    yield from check_settings(settings, _caps(settings))
 
 
 def plugin_models(plugin: RemomPlugin) -> list[tuple[str, str]]:
@@ -176,6 +197,14 @@ def plugin_models(plugin: RemomPlugin) -> list[tuple[str, str]]:
     if plugin.synthesis_model:
         names.append(("synthesis_model", plugin.synthesis_model))
     return names
+
+
+def _copy(rng: random.Random | None) -> random.Random | None:
+    if rng is None:
+        return None
+    twin = random.Random()
+    twin.setstate(rng.getstate())
+    return twin
 
 
 def compact(text: str, strategy: str, tokens: int) -> str:
@@ -232,10 +261,16 @@ class Remom(Looper):
         base = subcall_body(run.raw, max_completion_tokens=p.max_completion_tokens, temperature=p.temperature)
         latest: list[CallResult] = []
         rng = random.Random(p.shuffle_seed) if p.shuffle_seed else None
+        synthesize = True
         for i, models in enumerate(p.schedule, start=1):
             body = base if not latest else self._with_context(base, latest, rng)
-            await run.say(f"remom: round {i}/{len(p.schedule)}: {len(models)} calls")
             stage = f"round{i}"
+            if run.budget.limited:
+                fit = self._fit_round(i, models, body, latest)
+                if fit is None:  # no room for this round and a synthesis after it: synthesize from what there is
+                    break
+                models, synthesize = fit
+            await run.say(f"remom: round {i}/{len(p.schedule)}: {len(models)} calls")
             with run.ledger.stage(stage):
                 enough = min(p.min_successful, len(models)) if p.min_successful else None
                 result = await fan_out(run, [Member(m, body) for m in models], stage=stage, timeout=p.round_timeout,
@@ -254,7 +289,47 @@ class Remom(Looper):
                 await run.say(f"remom: round {i} produced nothing; synthesizing from round {i - 1}")
                 break
             latest = answers
+            if not synthesize:
+                break
+        # The budget's estimate shuffles with a copy of the generator: the call shows the same order.
+        if not synthesize or (run.budget.limited and not run.budget.fits(run.budget.cost(self._synthesis_body(latest, _copy(rng))))):
+            if synthesize:
+                run.budget.cut("synthesis", f"skipped: answering with a round answer ({run.budget.remaining} tokens left)")
+            self.outcome = "round_answer"
+            first = latest[0]
+            return Answer(first.content, [], first.finish_reason or "stop", self.outcome)
         return await self._synthesize(latest, rng)
+
+    def _fit_round(self, i: int, models: tuple[str, ...], body: dict[str, Any], latest: list[CallResult]
+                   ) -> tuple[tuple[str, ...], bool] | None:
+        """Under ``max_total_tokens``: the calls of round ``i`` that fit with a synthesis after them (and
+        whether it will run); None to stop before this round."""
+        p, budget = self.params, self.run.budget
+        cost = budget.cost(body)
+        cap = completion_cap(body) or 0
+        history = prompt_tokens(final_body(self.run.raw, None, max_completion_tokens=p.max_completion_tokens))
+        orig = approx_tokens(original_text(self.run.raw.get("messages") or []))
+
+        def synthesis(k: int) -> int:
+            return history + PER_MESSAGE + approx_tokens(p.synthesis_template) + orig + answers_tokens([cap] * k) + cap
+
+        k = budget.largest([cost] * len(models), synthesis)
+        later = ", ".join(f"round{j}" for j in range(i, len(p.schedule) + 1))
+        if k == 0 and latest:
+            budget.cut(f"round{i}", f"not run ({later}): a round and the synthesis need about {cost + synthesis(1)} tokens, "
+                                    f"{budget.remaining} left")
+            return None
+        if k == 0:  # round 1 and a synthesis do not fit: as many round-1 calls as fit, one answer returned
+            k = budget.largest([cost] * len(models), lambda n: 0)
+            if k == 0:
+                raise budget.too_small(f"round{i}", cost)
+            budget.cut("synthesis", "skipped: the budget leaves room for round-1 answers only")
+            if k < len(models):
+                budget.cut(f"round{i}", f"{k} of {len(models)} calls")
+            return models[:k], False
+        if k < len(models):
+            budget.cut(f"round{i}", f"{k} of {len(models)} calls ({budget.remaining} tokens left before the round)")
+        return models[:k], True
 
     def _presented(self, answers: list[CallResult], rng: random.Random | None) -> str:
         p = self.params
@@ -270,11 +345,15 @@ class Remom(Looper):
         messages = list(base.get("messages") or [])
         return {**base, "messages": [*messages, {"role": "user", "content": context}]}
 
-    async def _synthesize(self, answers: list[CallResult], rng: random.Random | None) -> Answer:
+    def _synthesis_body(self, answers: list[CallResult], rng: random.Random | None) -> dict[str, Any]:
         p, run = self.params, self.run
         original = original_text(run.raw.get("messages") or [])
         instructions = render(p.synthesis_template, original=original, responses=self._presented(answers, rng))
-        body = final_body(run.raw, instructions, max_completion_tokens=p.max_completion_tokens, temperature=p.temperature)
+        return final_body(run.raw, instructions, max_completion_tokens=p.max_completion_tokens, temperature=p.temperature)
+
+    async def _synthesize(self, answers: list[CallResult], rng: random.Random | None) -> Answer:
+        p, run = self.params, self.run
+        body = self._synthesis_body(answers, rng)
         await run.say(f"remom: synthesis by {p.synthesis_model}")
         try:
             with run.ledger.stage("synthesis"):

@@ -90,6 +90,8 @@ class LooperRunner:
         """A looper decision won: its settings, merged with the request plugin's when it names the same algorithm."""
         spec = ALGORITHMS[decision.algorithm.type]
         override = state.looper_override if state.looper_override and state.looper_override.algorithm == spec.name else None
+        if override is not None:
+            _cap_plugin_budget(merge(spec.settings, spec.defaults, decision.algorithm_settings), override.settings, decision.name)
         merged = merge(spec.settings, spec.defaults, decision.algorithm_settings, override.settings if override else None)
         candidates = (override.candidates if override and override.candidates else None) or [r.model for r in decision.modelRefs]
         weights = {r.model: r.weight for r in decision.modelRefs}
@@ -112,6 +114,9 @@ class LooperRunner:
                              trace_body=cfg.router.trace_in_body, trace_headers=cfg.router.trace_in_headers, facts=policy.facts,
                              fallback_model=fallback)
         params = spec.resolve(merged, ctx)
+        # A tenant's restrictions cover every model the run would call (panels included).
+        state.access.require_looper(spec.name)
+        state.access.require_models(params.models, f"{spec.name} model")
         state.algorithm = spec.name
         state.response_path = ResponsePath.LOOPER
         state.model = policy.models[params.primary]
@@ -126,6 +131,7 @@ class LooperRunner:
                                          extra_headers=forward)
 
         run = LooperRun(state.request, state.raw, params, decision_name, state.request_id, caller, policy.facts)
+        run.budget.limit = params.max_total_tokens
         looper = spec.looper(run)
         if state.request.stream:
             return Stream(200, state.response_headers(), self._stream(spec, looper, run, state))
@@ -161,9 +167,17 @@ class LooperRunner:
         if failure is not None:
             trace.error = TraceError(stage=failure.stage, reason=failure.reason, message=failure.message)
             trace.outcome = failure.reason
-            error = OpenAIError(failure.status, failure.message, failure.reason, type="upstream_error")
+            error = OpenAIError(failure.status, failure.message, failure.reason,
+                                type="upstream_error" if failure.status >= 500 else "invalid_request_error")
         elif answer is not None and answer.tool_calls == [] and answer.content is None:
             answer.content = ""
+        budget = run.budget.trace()
+        if budget is not None:
+            trace.budget = budget
+            if budget.budget_exhausted:
+                record.looper_budget_exhausted(spec.name, run.decision)
+        if state.on_looper_usage is not None:
+            await state.on_looper_usage(run.budget.spent if run.budget.limited else run.ledger.usage.total_tokens)
         outcome = trace.outcome
         record.looper_done(spec.name, run.decision, trace)
         if spec.name == "fusion":
@@ -195,6 +209,7 @@ class LooperRunner:
             H.LOOPER_COMPLETION_TOKENS: str(usage.completion_tokens),
             H.LOOPER_TOTAL_TOKENS: str(usage.total_tokens),
             H.LOOPER_OUTCOME: done.trace.outcome,
+            H.LOOPER_BUDGET: run.budget.header() or "",
             **looper.headers(),
         }
         return {k: v for k, v in out.items() if v}
@@ -272,6 +287,14 @@ class LooperRunner:
                     await task
                 except BaseException:  # noqa: BLE001 - cancellation of our own task
                     pass
+
+
+def _cap_plugin_budget(decision: BaseModel, plugin: BaseModel, name: str) -> None:
+    """A request may lower a decision's ``max_total_tokens``, never raise it."""
+    mine, theirs = getattr(decision, "max_total_tokens", None), getattr(plugin, "max_total_tokens", None)
+    if mine is not None and theirs is not None and theirs > mine:
+        raise OpenAIError(400, f"plugins[].max_total_tokens ({theirs}) is above the budget of the decision `{name}` ({mine}); "
+                          "a request may only lower it.", "invalid_plugin", param="plugins[].max_total_tokens")
 
 
 def _tool_calls(calls: list[dict[str, Any]]) -> list[OutToolCall] | None:

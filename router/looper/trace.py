@@ -37,6 +37,18 @@ class TraceError(TraceModel):
     message: str
 
 
+class BudgetCut(TraceModel):
+    stage: str
+    detail: str
+
+
+class BudgetTrace(TraceModel):
+    max_total_tokens: int
+    spent_tokens: int = Field(description="tokens the backends reported (estimated for calls that reported none)")
+    budget_exhausted: bool = Field(description="the budget cut the run short: see cuts")
+    cuts: list[BudgetCut]
+
+
 class LooperTrace(TraceModel):
     algorithm: str
     decision: str
@@ -47,6 +59,7 @@ class LooperTrace(TraceModel):
     latency_ms: dict[str, float] = Field(description="per stage, and total")
     usage: dict[str, Usage] = Field(description="per stage; the response's usage is their sum")
     error: TraceError | None = None
+    budget: BudgetTrace | None = Field(default=None, description="max_total_tokens: what was spent and what the budget cut")
 
     @staticmethod
     def common(algorithm: str, decision: str, ledger: Ledger, outcome: str) -> dict[str, Any]:

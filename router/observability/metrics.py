@@ -44,6 +44,20 @@ FUSION_GATE = Counter("fusion_router_fusion_gate_total", "Adaptive Fusion: reque
 FUSION_GATE_SAVED_CALLS = Counter("fusion_router_fusion_gate_saved_calls_total", "Adaptive Fusion: model calls not made because the gate was confident", ["decision"])
 FUSION_GATE_SAVED_TOKENS = Counter("fusion_router_fusion_gate_saved_tokens_total", "Adaptive Fusion: tokens not spent (vs the running mean of fused runs)", ["decision"])
 
+# Model selection, session continuity, tenants, token budgets (docs/policies.md).
+SELECTIONS = Counter("fusion_router_selections_total", "Models chosen among a routing decision's modelRefs",
+                     ["decision", "algorithm", "model"])
+SESSIONS = Counter("fusion_router_session_affinity_total", "Session lookups of affinity decisions by result "
+                   "(kept, assigned, overridden, reassigned, unavailable, no_key)", ["store", "result"])
+STATE_STORE_ERRORS = Counter("fusion_router_state_store_errors_total", "Shared-state store calls that failed (routing went on without them)",
+                             ["store", "op", "reason"])
+STATE_STORE_UP = Gauge("fusion_router_state_store_up", "1 while the shared-state store answers, 0 after a failure until it answers again",
+                       ["store"], multiprocess_mode="livemin")
+TENANT_TOKENS = Counter("fusion_router_tenant_tokens_total", "Tenant token-budget accounting: tokens admitted and charged", ["tenant", "kind"])
+TENANT_REQUESTS = Counter("fusion_router_tenant_budget_requests_total", "Tenant token-budget checks by result "
+                          "(admitted, refused, too_large, unavailable)", ["tenant", "result"])
+LOOPER_BUDGET = Counter("fusion_router_looper_budget_exhausted_total", "Looper runs cut short by max_total_tokens", ["algorithm", "decision"])
+
 # Classifier runtime.
 CLASSIFIER_BATCH = Histogram("fusion_router_classifier_batch_size", "Micro-batch sizes", ["model"], buckets=(1, 2, 4, 8, 16, 32, 64))
 CLASSIFIER_WAIT = Histogram("fusion_router_classifier_queue_wait_ms", "Time a request waited for its batch (ms)", ["model"], buckets=_MS)

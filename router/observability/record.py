@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 from prometheus_client import REGISTRY
 
+from router.decisions.selection.observed import OBSERVED
 from router.observability import metrics as M
 
 if TYPE_CHECKING:
@@ -73,6 +74,8 @@ def signals_done(entry: str, results: dict[str, SignalResult], total_ms: float) 
 
 def upstream_call(model: str, outcome: str, seconds: float, first_token_s: float | None,
                   prompt_tokens: int = 0, completion_tokens: int = 0) -> None:
+    # The same observation feeds latency_aware selection (EWMA / percentiles per model).
+    OBSERVED.observe(model, outcome, seconds, first_token_s, completion_tokens)
     _child(M.UPSTREAM_LATENCY, model, outcome).observe(seconds)
     if first_token_s is not None:
         _child(M.UPSTREAM_TTFT, model).observe(first_token_s)
@@ -132,6 +135,35 @@ def fusion_done(decision: str, trace: Any) -> int | None:
     saved = max(0, int(mean - tokens))
     _child(M.FUSION_GATE_SAVED_TOKENS, decision).inc(saved)
     return saved
+
+
+def selection(decision: str, algorithm: str, model: str) -> None:
+    _child(M.SELECTIONS, decision, algorithm, model).inc()
+
+
+def session(store: str, result: str) -> None:
+    """A session lookup of an affinity decision: kept, assigned, overridden, reassigned, unavailable, no_key."""
+    _child(M.SESSIONS, store, result).inc()
+
+
+def state_store_error(store: str, op: str, reason: str) -> None:
+    _child(M.STATE_STORE_ERRORS, store, op, reason).inc()
+
+
+def state_store_up(store: str, up: bool) -> None:
+    _child(M.STATE_STORE_UP, store).set(1 if up else 0)
+
+
+def tenant_tokens(tenant: str, result: str, tokens: int = 0) -> None:
+    """A tenant budget check (admitted / refused / too_large / unavailable) or a later charge (charged)."""
+    if result in ("admitted", "charged"):
+        _child(M.TENANT_TOKENS, tenant, result).inc(tokens)
+    if result != "charged":
+        _child(M.TENANT_REQUESTS, tenant, result).inc()
+
+
+def looper_budget_exhausted(algorithm: str, decision: str) -> None:
+    _child(M.LOOPER_BUDGET, algorithm, decision).inc()
 
 
 def config_reloaded(ok: bool, version: int | None = None) -> None:

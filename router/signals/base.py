@@ -33,6 +33,7 @@ class SignalContext:
 
     messages: tuple[MessageText, ...]
     cache: dict[str, Any] = field(default_factory=dict)
+    tenant: str | None = None  # who the request is for (global.tenants), for tenant signals
     _tokens: int | None = None
 
     @classmethod

@@ -187,7 +187,7 @@ def test_failure_mode_allow_is_configurable():
     strip = next(f for f in hcm["http_filters"] if f["name"] == "envoy.filters.http.header_mutation")
     assert strip["typed_config"]["mutations"]["request_mutations"] == [
         {"remove": h} for h in ("x-vsr-cluster", "x-vsr-selected-decision", "x-vsr-selected-model",
-                                "x-vsr-response-path", "x-vsr-entry-path", "x-vsr-matched-signals")]
+                                "x-vsr-response-path", "x-vsr-entry-path", "x-vsr-matched-signals", "x-vsr-selection")]
 
 
 def test_hpa_pdb_and_monitoring_when_enabled(rendered):

@@ -88,7 +88,7 @@ def test_every_client_listener_has_the_local_replies_and_the_header_strip():
     assert names == ["envoy.filters.http.header_mutation", "envoy.filters.http.ext_proc", "envoy.filters.http.router"]
     removed = [m["remove"] for m in hcm["http_filters"][0]["typed_config"]["mutations"]["request_mutations"]]
     assert removed == ["x-vsr-cluster", "x-vsr-selected-decision", "x-vsr-selected-model", "x-vsr-response-path",
-                       "x-vsr-entry-path", "x-vsr-matched-signals"]
+                       "x-vsr-entry-path", "x-vsr-matched-signals", "x-vsr-selection"]
     # the looper token and the debug header must still reach the router
     assert "x-vsr-looper-token" not in removed and "x-vsr-debug" not in removed
     grpc = hcm["http_filters"][1]["typed_config"]["grpc_service"]

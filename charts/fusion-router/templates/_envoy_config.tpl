@@ -17,10 +17,14 @@ so the ConfigMap never holds the secret.
 {{- define "fusion-router.extProcSecretPlaceholder" -}}__FUSION_ROUTER_EXT_PROC_SECRET__{{- end }}
 {{/* Client request headers removed before ext_proc: the routing header and every header the route copies
 onto the response (else a client's own copy would be echoed wherever the router did not overwrite it),
-plus envoy.stripRequestHeaders. The same list as router/envoyconf.py client_stripped_headers(). */}}
+plus envoy.stripRequestHeaders and, with routerConfig.global.tenants, the tenant header. The same list as
+router/envoyconf.py client_stripped_headers(). */}}
 {{- define "fusion-router.strippedHeaders" -}}
-{{- $names := list .Values.envoy.clusterHeader "x-vsr-selected-decision" "x-vsr-selected-model" "x-vsr-response-path" "x-vsr-entry-path" "x-vsr-matched-signals" }}
+{{- $names := list .Values.envoy.clusterHeader "x-vsr-selected-decision" "x-vsr-selected-model" "x-vsr-response-path" "x-vsr-entry-path" "x-vsr-matched-signals" "x-vsr-selection" }}
 {{- range .Values.envoy.stripRequestHeaders | default list }}{{ $names = append $names . }}{{ end }}
+{{- /* With tenants configured, only Envoy's own filters may set the tenant header (docs/policies.md). */}}
+{{- $tenants := dig "global" "tenants" dict (.Values.routerConfig | default dict) }}
+{{- if and $tenants (not (get $tenants "trust_client_header")) }}{{ $names = append $names (get $tenants "header" | default "x-vsr-tenant") }}{{ end }}
 {{- toJson (uniq $names) }}
 {{- end }}
 {{- define "fusion-router.envoyConfig" -}}
@@ -95,7 +99,7 @@ static_resources:
                           # the routing header is for Envoy, not for the backend
                           request_headers_to_remove: [{{ $e.clusterHeader }}]
                           response_headers_to_add:
-                          {{- range list "x-vsr-selected-decision" "x-vsr-selected-model" "x-vsr-response-path" "x-vsr-matched-signals" "x-vsr-entry-path" }}
+                          {{- range list "x-vsr-selected-decision" "x-vsr-selected-model" "x-vsr-response-path" "x-vsr-matched-signals" "x-vsr-entry-path" "x-vsr-selection" }}
                             - header: {key: {{ . }}, value: "%REQ({{ . }})%"}
                               append_action: OVERWRITE_IF_EXISTS_OR_ADD
                           {{- end }}
