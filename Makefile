@@ -60,9 +60,11 @@ bench-router: install
 
 bench-fusion: install
 	$(BIN)/python bench/fusion_bench.py
+	$(BIN)/python bench/nli_bench.py --phases grounding
 
 bench-classifiers: install
 	$(BIN)/python bench/classifiers_bench.py
+	$(BIN)/python bench/nli_bench.py --phases pairs
 
 # Hostile-input and load harnesses (docs/reliability.md); `make test` runs the CI-sized fuzz (tests/fuzz).
 # e.g. make fuzz FUZZ_CASES=5000 FUZZ_SEED=7 FUZZ_PROFILE=full; make soak SOAK_BENIGN=200 SOAK_HOSTILE=200

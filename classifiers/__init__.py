@@ -14,6 +14,7 @@ from .errors import (
     OverloadedError,
 )
 from .metadata import ModelMetadata
+from .pair import PairClassifier
 from .registry import Model, load_model
 from .sequence import Classification, SequenceClassifier
 from .session import OnnxSession, create_session, cuda_available
@@ -34,6 +35,7 @@ __all__ = [
     "OnnxModel",
     "OnnxSession",
     "OverloadedError",
+    "PairClassifier",
     "SequenceClassifier",
     "Span",
     "TokenClassifier",

@@ -12,14 +12,14 @@ from typing import Any, Literal
 
 from .errors import ModelLoadError
 
-Kind = Literal["embedding", "sequence", "token"]
+Kind = Literal["embedding", "sequence", "token", "pair"]
 Pooling = Literal["mean", "cls", "none"]
 
 METADATA_FILE = "metadata.json"
 MODEL_FILE = "model.onnx"
 TOKENIZER_FILE = "tokenizer.json"
 
-_KINDS = ("embedding", "sequence", "token")
+_KINDS = ("embedding", "sequence", "token", "pair")
 _POOLINGS = ("mean", "cls", "none")
 _DEFAULT_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 

@@ -10,16 +10,18 @@ from .base import OnnxModel
 from .embedding import EmbeddingModel
 from .errors import ModelLoadError
 from .metadata import ModelMetadata
+from .pair import PairClassifier
 from .sequence import SequenceClassifier
 from .session import Device
 from .token import TokenClassifier
 
-Model = Union[EmbeddingModel, SequenceClassifier, TokenClassifier]
+Model = Union[EmbeddingModel, SequenceClassifier, TokenClassifier, PairClassifier]
 
 MODEL_CLASSES: dict[str, type[OnnxModel]] = {
     "embedding": EmbeddingModel,
     "sequence": SequenceClassifier,
     "token": TokenClassifier,
+    "pair": PairClassifier,
 }
 
 

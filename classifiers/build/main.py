@@ -20,7 +20,7 @@ log = structlog.get_logger(__name__)
 
 # Only the jailbreak training needs these; installed on demand so a fresh CI machine just works.
 TRAINING_DEPS = {"sklearn": "scikit-learn>=1.4,<2", "scipy": "scipy>=1.11", "onnx": "onnx>=1.16,<2"}
-DEFAULT = ("embedding", "pii", "jailbreak")
+DEFAULT = ("embedding", "pii", "jailbreak", "nli")
 OPTIONAL = ("embedding-fast",)
 
 
@@ -100,8 +100,16 @@ def main(argv: list[str] | None = None) -> int:
         return build_jailbreak(out / "jailbreak", out / "embedding", pins, args.cache, args.force)
 
     steps["jailbreak"] = jailbreak
-    if "jailbreak" in wanted and "embedding" not in wanted:
-        wanted.insert(0, "embedding")  # the jailbreak graph is built on the embedding encoder
+
+    def nli() -> tuple[dict[str, Any], bool]:
+        ensure_training_deps(not args.no_install)
+        from .nli import build_nli
+
+        return build_nli(out / "nli", out / "embedding", pins, args.cache, args.force)
+
+    steps["nli"] = nli
+    if ("jailbreak" in wanted or "nli" in wanted) and "embedding" not in wanted:
+        wanted.insert(0, "embedding")  # the jailbreak and NLI graphs are built on the embedding encoder
     try:
         for name in sorted(wanted, key=lambda n: list(steps).index(n)):
             t = time.perf_counter()

@@ -79,6 +79,10 @@ class Policy:
     auto_names: frozenset[str]
     # Direct looper slug (vllm-sr/fusion, vllm-sr/remom ...) → its algorithm.
     slug_algorithms: dict[str, str]
+    # The classifier runtime (None when no signal or looper needs a model), and looper encoder models
+    # that could not load at start-up but whose decisions may run without them (on_error: skip).
+    runtime: Any = None
+    unavailable_models: dict[str, str] = field(default_factory=dict)
     all_decisions: DecisionSet = field(init=False)
     guard_decisions: DecisionSet = field(init=False)
     # Per looper algorithm: its decisions plus the guards (a slug evaluates only those).
@@ -176,6 +180,26 @@ class Policy:
     async def start(self) -> None:
         for sig in self.signals.values():
             await sig.start()
+        await self._start_looper_models()
+
+    async def _start_looper_models(self) -> None:
+        """Load the encoder models looper decisions use (grounding, self-consistency, debate): a required
+        one that cannot load stops start-up naming the path; an optional one is recorded as unavailable."""
+        from router.looper.model_needs import model_needs
+
+        for need in model_needs(self.config):
+            if need.model in self.unavailable_models:
+                if need.required:
+                    raise RuntimeError(f"{need.where}: {self.unavailable_models[need.model]}")
+                continue
+            try:
+                if self.runtime is None:
+                    raise RuntimeError("no classifier runtime")
+                await self.runtime.batcher(need.model)
+            except Exception as exc:
+                if need.required:
+                    raise RuntimeError(f"{need.where}: {exc}") from exc
+                self.unavailable_models[need.model] = str(exc)
 
 
 def compile_policy(config: Config, version: str = "0", runtime: Any = None) -> Policy:
@@ -189,4 +213,5 @@ def compile_policy(config: Config, version: str = "0", runtime: Any = None) -> P
         backends={b.name: b for b in config.backends},
         auto_names=frozenset(g.router.auto_model_names),
         slug_algorithms={slug: name for name in ALGORITHMS for slug in looper.slugs(name)},
+        runtime=runtime,
     )

@@ -16,6 +16,7 @@ from typing import Any, ClassVar, Protocol
 from pydantic import BaseModel
 
 from router.looper.budget import TokenBudget
+from router.looper.encoders import Encoders
 from router.looper.errors import UpstreamError
 from router.looper.ledger import Ledger
 from router.openai.types import ChatCompletionRequest, Usage
@@ -66,6 +67,9 @@ class LooperRun:
     caller: Caller
     facts: Callable[[str], ModelFacts]
     ledger: Ledger = field(default_factory=Ledger)
+    # Local embedding / entailment models (grounding, self-consistency, debate); None when the
+    # process has no classifier runtime.
+    encoders: Encoders | None = None
     on_delta: DeltaSink | None = None
     progress: Progress | None = None
     budget: TokenBudget = field(init=False)

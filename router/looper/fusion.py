@@ -20,6 +20,7 @@ from router.looper.analysis import Analysis, parse_analysis
 from router.looper.base import Answer, CallResult, Looper
 from router.looper.budget import answers_tokens, check_settings, resolve_limit
 from router.looper.errors import StageFailure, UpstreamError
+from router.looper.grounding import WEIGHT_NOTE, GroundingSettings, GroundingTrace, Outcome, ground
 from router.looper.messages import final_body, original_text, subcall_body, user_prompt
 from router.looper.panel import Member, fan_out
 from router.looper.spec import AlgorithmSpec
@@ -37,7 +38,8 @@ from router.openai.tokens import (
 from router.openai.types import Usage
 
 OnError = Literal["skip", "fail"]
-ConfidenceMethod = Literal["avg_logprob", "margin", "hybrid", "self_verify"]
+# self_consistency (gate only): the gate model answers `samples` times; confidence = the largest cluster's share.
+ConfidenceMethod = Literal["avg_logprob", "margin", "hybrid", "self_verify", "self_consistency"]
 
 
 class HybridWeights(Strict):
@@ -70,10 +72,13 @@ class GateSettings(Strict):
     # A backend that returns no logprobs: ask the gate model to rate its own answer, or run the panel.
     missing_logprobs: Literal["self_verify", "fuse"] = "self_verify"
     timeout_seconds: float | None = Field(default=None, ge=0.1, le=3600)
+    samples: int = Field(default=3, ge=2, le=10)  # confidence_method self_consistency: answers to cluster
 
     @property
     def effective_threshold(self) -> float:
-        return self.threshold if self.threshold is not None else METHOD_THRESHOLDS[self.confidence_method]
+        if self.threshold is not None:
+            return self.threshold
+        return 0.6 if self.confidence_method == "self_consistency" else METHOD_THRESHOLDS[self.confidence_method]
 
 
 class FusionSettings(Strict):
@@ -101,6 +106,8 @@ class FusionSettings(Strict):
     synthesis_timeout_seconds: float | None = Field(default=None, ge=0.1, le=3600)
     analysis_overrides: list[AnalysisOverride] | None = None
     gate: GateSettings | None = None
+    # Grounding-aware Fusion: score the panel's answers with the local entailment model before the judge.
+    grounding: GroundingSettings | None = None
     trace: TraceSettings | None = None
     # Tokens the whole run may spend (every call); a request plugin may lower it, never raise it.
     max_total_tokens: int | None = Field(default=None, gt=0)
@@ -153,6 +160,7 @@ class FusionParams:
     overrides: dict[str, AnalysisOverride] = field(default_factory=dict)
     gate: GateSettings | None = None
     gate_timeout: float = 0.0
+    grounding: GroundingSettings | None = None  # set only when enabled
     max_total_tokens: int | None = None
 
     @property
@@ -208,6 +216,7 @@ def resolve(merged: FusionSettings, ctx: Any) -> FusionParams:
         overrides={_name(ctx.lookup, o.model, "analysis_overrides"): o for o in merged.analysis_overrides or []},
         gate=gate,
         gate_timeout=(gate.timeout_seconds if gate and gate.timeout_seconds else timeout),
+        grounding=merged.grounding if merged.grounding is not None and merged.grounding.enabled else None,
         max_total_tokens=resolve_limit(merged, _caps(merged)),
     )
 
@@ -289,6 +298,7 @@ class FusionTrace(LooperTrace):
     cancelled_models: list[str] = Field(default_factory=list)
     quorum: Quorum | None = None
     gate: GateTrace | None = None
+    grounding: GroundingTrace | None = None
 
 
 # --------------------------------------------------------------------------- the algorithm
@@ -308,6 +318,7 @@ class Fusion(Looper):
         self.analysis_status = "not_run"
         self.gate: GateTrace | None = None
         self.outcome = "fused"
+        self.grounded: Outcome | None = None
         self.plan_judge = True  # the token budget may take judge and synthesis away
         self.plan_synthesis = True
         self.planned = len(self.params.panel)  # panel answers wanted (fewer when the budget cut the panel)
@@ -324,7 +335,7 @@ class Fusion(Looper):
         await run.say(f"fusion: panel of {len(p.panel)} started ({', '.join(p.panel)})")
         with run.ledger.stage("panel"):
             await self._panel(base, gate_answer, original)
-        responses = "\n\n".join(f"[{r.model}]\n{r.content}" for r in self.responses)
+        responses = await self._grounded_responses()
         if self.plan_judge and run.budget.limited and not run.budget.fits(self._judge_cost(base, original, responses)
                                                    + self._synthesis_cost(original, responses, "", (completion_cap(base) or 0) * 4 // 3)):
             self.plan_judge = False
@@ -358,7 +369,7 @@ class Fusion(Looper):
         body = (final_body(run.raw, None, max_completion_tokens=p.max_completion_tokens, temperature=p.temperature) if tools
                 else subcall_body(run.raw, max_completion_tokens=p.max_completion_tokens, temperature=p.temperature))
         method = gate.confidence_method
-        if method != "self_verify":
+        if method not in ("self_verify", "self_consistency"):
             body = {**body, "logprobs": True, "top_logprobs": gate.top_logprobs}
         if run.budget.limited and not run.budget.fits(run.budget.cost(body)):
             run.budget.cut("gate", f"skipped: the gate call does not fit ({run.budget.remaining} tokens left)")
@@ -366,8 +377,11 @@ class Fusion(Looper):
         await run.say(f"fusion: gate {gate.model} answering first")
         try:
             with run.ledger.stage("gate"):
-                answer = await run.call(gate.model, body, p.gate_timeout, stage="gate")
-                score = await self._confidence(gate, answer)
+                if method == "self_consistency":
+                    answer, score = await self._consistent_gate(gate, body)
+                else:
+                    answer = await run.call(gate.model, body, p.gate_timeout, stage="gate")
+                    score = await self._confidence(gate, answer)
         except UpstreamError as exc:
             self.gate = GateTrace(model=gate.model, method=method, confidence=None, threshold=gate.effective_threshold,
                                   passed=False, reason=f"gate_failed:{exc.reason}")
@@ -385,6 +399,25 @@ class Fusion(Looper):
         conf = "n/a" if score.value is None else f"{score.value:.2f}"
         await run.say(f"fusion: gate {gate.model} not confident ({conf} < {threshold:.2f}); running the panel")
         return None, (answer if not tools and answer.content else None)
+
+    async def _consistent_gate(self, gate: GateSettings, body: dict[str, Any]) -> tuple[CallResult, Score]:
+        """``samples`` answers of the gate model, clustered by meaning: the most central answer of the
+        largest cluster, with that cluster's share as the confidence (self-consistency)."""
+        from router.looper.self_consistency import cluster, contradiction_veto, similarity, winner
+
+        run = self.run
+        out = await fan_out(run, [Member(gate.model, body)] * gate.samples, stage="gate", timeout=self.params.gate_timeout,
+                            max_concurrent=gate.samples, label="fusion gate")
+        answers = [r for _, r in out.answers if r.content.strip()]
+        if not answers:
+            failed = next((f for f in reversed(run.ledger.failures) if f.stage == "gate"), None)
+            raise UpstreamError(failed.reason if failed else "empty", "every gate sample failed or was empty")
+        texts = [a.content for a in answers]
+        sim, how = await similarity(run.encoders, texts, "embedding")
+        veto = (await contradiction_veto(run.encoders, texts, sim, 0.85, "nli"))[0] if how == "embedding" else None
+        groups = cluster(sim, 0.85 if how == "embedding" else 1.0, veto)
+        c, i = winner(groups, sim)
+        return answers[i], Score(len(groups[c]) / len(answers), "self_consistency", len(answers), how)
 
     async def _confidence(self, gate: GateSettings, answer: CallResult) -> Score:
         weights = gate.hybrid_weights or HybridWeights()
@@ -495,6 +528,33 @@ class Fusion(Looper):
         finish = first.finish_reason or "stop"
         return Answer(first.content, [], finish, self.outcome)
 
+    # -- grounding -------------------------------------------------------------------------------
+
+    async def _grounded_responses(self) -> str:
+        """The panel answers as the judge and the synthesis read them: as they are, or with their
+        groundedness (``weight``), or without the ones ``filter`` left out."""
+        p, run = self.params, self.run
+        plain = "\n\n".join(f"[{r.model}]\n{r.content}" for r in self.responses)
+        if p.grounding is None:
+            return plain
+        with run.ledger.stage("grounding"):
+            self.grounded = await ground(run.encoders, p.grounding, [(r.model, r.content) for r in self.responses],
+                                         run.raw.get("messages") or [])
+        g = self.grounded
+        if g.trace.status == "failed":
+            raise StageFailure("grounding", 502, "grounding_failed", f"Fusion grounding failed: {g.trace.reason}")
+        if not g.applied:
+            await run.say(f"fusion: grounding skipped ({g.trace.reason}); plain Fusion")
+            return plain
+        dropped = [r.model for r in self.responses if not g.keep(r.model)]
+        await run.say(f"fusion: grounding scored {len(self.responses)} answers against the {g.trace.reference}"
+                      + (f"; left out {', '.join(dropped)}" if dropped else ""))
+        kept = [r for r in self.responses if g.keep(r.model)]
+        text = "\n\n".join(f"[{r.model}] {g.note(r.model)}".rstrip() + f"\n{r.content}" for r in kept)
+        if p.grounding.policy == "weight":
+            text = WEIGHT_NOTE.format(reference=g.trace.reference) + "\n\n" + text
+        return text
+
     # -- judge and synthesis -----------------------------------------------------------------------
 
     async def _judge(self, base: dict[str, Any], original: str, responses: str) -> str:
@@ -537,6 +597,8 @@ class Fusion(Looper):
         common = LooperTrace.common(self.name, self.run.decision, ledger, self.outcome)
         common["answered_models"] = answered  # Fusion's documented meaning: the panel members that answered
         extra: dict[str, Any] = {"gate": self.gate} if self.gate is not None else {}
+        if self.grounded is not None:
+            extra["grounding"] = self.grounded.trace
         if self.outcome != "gated":
             extra["quorum"] = Quorum(wanted=min(p.min_successful, self.planned), got=len(answered))
         trace = FusionTrace(
@@ -569,6 +631,14 @@ class Fusion(Looper):
         }
 
 
+def _encoder_models(settings: FusionSettings) -> list[tuple[str, bool, str]]:
+    g = settings.grounding
+    if g is None or not g.enabled:
+        return []
+    required = g.on_error == "fail"  # skip: a missing model means plain Fusion, not a failed start
+    return [(g.nli_model, required, "grounding.nli_model"), (g.embedding_model, required, "grounding.embedding_model")]
+
+
 def _plugin_candidates(plugin: FusionPlugin) -> list[str] | None:
     return list(plugin.analysis_models) if plugin.analysis_models else None
 
@@ -588,4 +658,5 @@ SPEC = AlgorithmSpec(
     check=check,
     plugin_models=plugin_models,
     plugin_candidates=_plugin_candidates,
+    encoder_models=_encoder_models,
 )

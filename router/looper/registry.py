@@ -8,10 +8,12 @@ pipeline, the request plugins, the direct slugs, the trace key, headers and metr
 
 from __future__ import annotations
 
-from router.looper import confidence, fusion, remom
+from router.looper import confidence, debate, fusion, remom, self_consistency
 from router.looper.spec import AlgorithmSpec
 
-ALGORITHMS: dict[str, AlgorithmSpec] = {s.name: s for s in (fusion.SPEC, confidence.SPEC, remom.SPEC)}
+ALGORITHMS: dict[str, AlgorithmSpec] = {
+    s.name: s for s in (fusion.SPEC, confidence.SPEC, remom.SPEC, self_consistency.SPEC, debate.SPEC)
+}
 
 
 def spec_for_plugin(plugin_id: str) -> AlgorithmSpec | None:

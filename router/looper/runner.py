@@ -20,6 +20,7 @@ from router.actions import Action, Respond, Stream
 from router.config.schema import Config, Decision
 from router.looper.base import Answer, CallResult, DeltaSink, Looper, LooperRun
 from router.looper.client import ModelClient
+from router.looper.encoders import RuntimeEncoders
 from router.looper.errors import StageFailure
 from router.looper.merge import merge
 from router.looper.registry import ALGORITHMS
@@ -130,7 +131,8 @@ class LooperRunner:
             return await client.complete(model_spec, policy.backend_of(model_spec), body, timeout=timeout, on_delta=on_delta,
                                          extra_headers=forward)
 
-        run = LooperRun(state.request, state.raw, params, decision_name, state.request_id, caller, policy.facts)
+        run = LooperRun(state.request, state.raw, params, decision_name, state.request_id, caller, policy.facts,
+                        encoders=RuntimeEncoders(policy.runtime, policy.unavailable_models))
         run.budget.limit = params.max_total_tokens
         looper = spec.looper(run)
         if state.request.stream:
@@ -180,6 +182,9 @@ class LooperRunner:
             await state.on_looper_usage(run.budget.spent if run.budget.limited else run.ledger.usage.total_tokens)
         outcome = trace.outcome
         record.looper_done(spec.name, run.decision, trace)
+        grounding = getattr(trace, "grounding", None)
+        if grounding is not None:
+            record.grounding_done(run.decision, grounding)
         if spec.name == "fusion":
             saved = record.fusion_done(run.decision, trace)
             gate = getattr(trace, "gate", None)

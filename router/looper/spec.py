@@ -58,6 +58,8 @@ class AlgorithmSpec:
     plugin_models: Callable[[Any], list[tuple[str, str]]]  # (field path, model name) a plugin names
     plugin_candidates: Callable[[Any], list[str] | None]  # a request-only candidate list, if the plugin gives one
     fields_doc: str = ""  # docs/loopers.md section anchor
+    # Local encoder models the merged settings need: (model dir, required, settings field path).
+    encoder_models: Callable[[Any], list[tuple[str, bool, str]]] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     @cached_property

@@ -43,6 +43,8 @@ LOOPER_TOKENS = Counter("fusion_router_looper_tokens_total", "Tokens spent by lo
 FUSION_GATE = Counter("fusion_router_fusion_gate_total", "Adaptive Fusion: requests answered by the gate vs fused", ["decision", "result"])
 FUSION_GATE_SAVED_CALLS = Counter("fusion_router_fusion_gate_saved_calls_total", "Adaptive Fusion: model calls not made because the gate was confident", ["decision"])
 FUSION_GATE_SAVED_TOKENS = Counter("fusion_router_fusion_gate_saved_tokens_total", "Adaptive Fusion: tokens not spent (vs the running mean of fused runs)", ["decision"])
+GROUNDING = Counter("fusion_router_grounding_total", "Grounding-aware Fusion runs by what the stage did (applied / skipped / failed) and why", ["decision", "status", "reason"])
+GROUNDING_ANSWERS = Counter("fusion_router_grounding_answers_total", "Panel answers scored by grounding, by the policy's action (result: weighted / annotated / kept / dropped) and kind: contradicted (a claim was) or clean", ["decision", "result", "kind"])
 
 # Model selection, session continuity, tenants, token budgets (docs/policies.md).
 SELECTIONS = Counter("fusion_router_selections_total", "Models chosen among a routing decision's modelRefs",

@@ -85,6 +85,14 @@ def upstream_call(model: str, outcome: str, seconds: float, first_token_s: float
         _child(M.TOKENS, model, "out").inc(completion_tokens)
 
 
+def grounding_done(decision: str, grounding: Any) -> None:
+    """Grounding-aware Fusion: what the stage did, and each scored answer's fate."""
+    reason = str(grounding.reason).split(":", 1)[0] if grounding.reason else ""
+    _child(M.GROUNDING, decision, grounding.status, reason).inc()
+    for a in grounding.answers:
+        _child(M.GROUNDING_ANSWERS, decision, a.action, "contradicted" if a.contradicted_claims else "clean").inc()
+
+
 def looper_done(algorithm: str, decision: str, trace: LooperTrace) -> None:
     _child(M.LOOPER_RUNS, algorithm, decision, trace.outcome).inc()
     _child(M.LOOPER_CALLS, algorithm).observe(trace.iterations)

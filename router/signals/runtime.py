@@ -36,11 +36,20 @@ def missing_models(config: Config, root: Path | None = None) -> list[str]:
                                     "set global.classifiers.models_dir, or mark the signal optional)")
                 elif lacking:
                     problems.append(f"routing.signals.{section}[{j}].model: {path} lacks {', '.join(lacking)}")
+    from router.looper.model_needs import model_needs
+
+    for need in model_needs(config):
+        path = Path(need.model) if Path(need.model).is_absolute() or "/" in need.model else base / need.model
+        if need.required and not (path / MODEL_FILE).is_file():
+            problems.append(f"{need.where}: model directory {path} is missing or incomplete (run `make models`, "
+                            "or set on_error: skip)")
     return problems
 
 
 def needs_models(config: Config) -> bool:
-    return any(getattr(config.routing.signals, s) for s in ML_SECTIONS)
+    from router.looper.model_needs import model_needs
+
+    return any(getattr(config.routing.signals, s) for s in ML_SECTIONS) or any(True for _ in model_needs(config))
 
 
 def build_runtime(config: Config) -> Any:

@@ -53,7 +53,7 @@ def message_text(message: Any) -> str:
 
 def build_answer(
     body: dict[str, Any], *, served_model: str, backend: str, default_max_tokens: int, judge: JudgeKind | None,
-    confidence: float = 0.9,
+    confidence: float = 0.9, fixed: str = "", scripted: dict[str, str] | None = None,
 ) -> Answer:
     messages: list[Any] = body.get("messages") or []
     prompt_tokens = sum(count_tokens(message_text(m)) for m in messages)
@@ -77,6 +77,10 @@ def build_answer(
         call = ToolCall(f"call_{uuid.uuid4().hex[:24]}", tool[0], _tool_arguments(tool[1], user_text))
         return Answer(None, call, "tool_calls", prompt_tokens, count_tokens(f"{call.name} {call.arguments}"))
 
+    first_user = next((message_text(m) for m in messages if _role(m) == "user"), "")
+    fixed = next((a for k, a in (scripted or {}).items() if k in first_user), fixed)
+    if fixed:
+        return Answer(fixed, None, "stop", prompt_tokens, count_tokens(fixed))
     cap = _requested_cap(body)
     length = min(default_max_tokens, cap) if cap else default_max_tokens
     if _role(last) == "tool":

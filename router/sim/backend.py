@@ -152,7 +152,7 @@ async def _chat_completions(request: web.Request) -> web.StreamResponse:
     confidence = float(request.headers.get("x-sim-confidence", spec.model_confidence.get(served, spec.confidence)))
     answer = build_answer(
         body, served_model=served, backend=spec.name, default_max_tokens=spec.max_tokens, judge=_JUDGE_KINDS.get(mode),
-        confidence=confidence,
+        confidence=confidence, fixed=spec.fixed_answer, scripted=spec.answers,
     )
     logprobs = _wants_logprobs(body) if spec.logprobs else None
     if spec.answer_bytes and answer.content is not None and len(answer.content) < spec.answer_bytes:

@@ -42,6 +42,10 @@ class SimBackendSpec(BaseModel):
     fault_on: Literal["all", "judge", "final"] = "all"
     malformed: Literal["none", "choices_strings", "usage_string", "int_delta", "not_json", "huge_line"] = "none"
     answer_bytes: int = Field(0, ge=0, description="pad the answer's content to this many bytes")
+    # A scripted panel member: every plain answer (not judge, verdict or tool call) is this text.
+    fixed_answer: str = ""
+    # Scripted per question: the first key found in the request's first user message picks the answer.
+    answers: dict[str, str] = Field(default_factory=dict)
     echo_auth: bool = Field(False, description="error texts quote the Authorization header, like careless providers")
     write_chunk_bytes: int = Field(0, ge=0, description="send a non-streamed body in pieces of this size")
     request_log_size: int = Field(100, ge=0)

@@ -100,6 +100,18 @@ def _start_proxy(upstream: str, workdir: Path, name: str) -> tuple[subprocess.Po
     return proc, f"http://127.0.0.1:{port}"
 
 
+def _with_deliberation_models(config: dict[str, Any]) -> None:
+    """A decision that never matches but uses grounding and self-consistency: the router then loads the
+    NLI and embedding models at start-up, so request plugins can ground and cluster (test_llm_deliberation)."""
+    config.setdefault("global", {}).setdefault("classifiers", {})["models_dir"] = str(ROOT / "models")
+    signals = config.setdefault("routing", {}).setdefault("signals", {})
+    signals.setdefault("keywords", []).append({"name": "lane_never", "operator": "any", "keywords": ["zzz-lane-never-zzz"]})
+    config["routing"].setdefault("decisions", []).append({
+        "name": "lane_grounded", "priority": 1, "rules": {"type": "keyword", "name": "lane_never"},
+        "modelRefs": [{"model": m["name"]} for m in config["models"]],
+        "algorithm": {"type": "fusion", "fusion": {"grounding": {"enabled": True, "on_error": "fail"}}}})
+
+
 def start_lane(workdir: Path, install: LlmInstall) -> Lane:
     raw = yaml.safe_load(CONFIG.read_text())
     # llama-server on one free port per backend, a recording proxy on another: the router config's
@@ -124,6 +136,7 @@ def start_lane(workdir: Path, install: LlmInstall) -> Lane:
             servers[b["name"]] = server
             proxies[b["name"]] = url
             b["endpoint"] = url
+        _with_deliberation_models(routed)
         path = workdir / "router.yaml"
         path.write_text(yaml.safe_dump(routed, sort_keys=False))
         stack = Stack(path, listen_port=free_port(), grpc_port=free_port(), admin_port=free_port(),
