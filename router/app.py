@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import secrets
+from typing import Any
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -71,7 +72,7 @@ class App:
     def api_key(self, backend: Backend) -> str | None:
         return os.environ.get(backend.api_key_env) if backend.api_key_env else None
 
-    def config_status(self) -> dict:
+    def config_status(self) -> dict[str, Any]:
         return {
             "path": str(self.config_path) if self.config_path else None,
             "version": self.policy.version,

@@ -22,7 +22,7 @@ from router.signals.runner import matched_leaves, run_signals
 from router.signals.runtime import build_runtime
 
 
-async def classify(config_path: str, text: str, model: str | None = None) -> dict:
+async def classify(config_path: str, text: str, model: str | None = None) -> dict[str, Any]:
     config = load_config(config_path)
     runtime = build_runtime(config)
     policy = compile_policy(config, runtime=runtime)

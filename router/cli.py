@@ -10,13 +10,17 @@ import signal
 import sys
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from router.config import ConfigError, load_config
+
+if TYPE_CHECKING:
+    from router.config.schema import Config
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "config" / "default.yaml"
 
 
-def _load(path: str):
+def _load(path: str) -> Config | None:
     """The config, or None after printing its problems (file, field path, expectation) to stderr."""
     try:
         return load_config(path)
@@ -150,7 +154,7 @@ def _cmd_up(args: argparse.Namespace) -> int:
                   workdir=Path(args.log_dir) if args.log_dir else None, quiet=bool(args.log_dir))
     if args.log_dir:
         Path(args.log_dir).mkdir(parents=True, exist_ok=True)
-    llm: list = []
+    llm: list[Any] = []
     if args.llm:  # real models (make run-llm): llama-server processes, stopped with the stack
         from router.llamacpp import start_for_up, stop_servers
 
@@ -358,7 +362,8 @@ Each command has its own --help.""",
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    status: int = args.func(args)
+    return status
 
 
 if __name__ == "__main__":

@@ -156,7 +156,7 @@ def server_command(spec: ServerSpec, install: LlmInstall) -> list[str]:
 def _health(url: str) -> bool:
     try:
         with urllib.request.urlopen(f"{url}/health", timeout=1) as resp:
-            return resp.status == 200
+            return bool(resp.status == 200)
     except OSError:
         return False
 

@@ -34,7 +34,7 @@ PROCESS_NAMES = {"router": "the router", "envoy": "Envoy", "sim": "the simulated
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        return int(s.getsockname()[1])
 
 
 def envoy_binary() -> str:
@@ -78,7 +78,7 @@ class Stack:
     workers: int = 1
     # Changes the generated Envoy bootstrap before Envoy starts (tests add filters, e.g. jwt_authn).
     envoy_patch: Callable[[dict[str, Any]], None] | None = None
-    procs: dict[str, subprocess.Popen] = field(default_factory=dict)
+    procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.workdir = Path(self.workdir or tempfile.mkdtemp(prefix="fusion-router-"))

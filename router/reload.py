@@ -18,6 +18,7 @@ import asyncio
 import hashlib
 import os
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -37,7 +38,7 @@ POLL_ENV = "FUSION_ROUTER_CONFIG_POLL_SECONDS"
 SETTLE_SECONDS = 0.2
 
 # Settings read once at start-up: a reload that changes them is applied, except for these parts.
-_RESTART_ONLY = {
+_RESTART_ONLY: dict[str, Callable[[Config], object]] = {
     "global.observability": lambda c: c.global_.observability,
     "global.classifiers": lambda c: c.global_.classifiers,
 }
@@ -58,7 +59,7 @@ class ConfigWatcher:
     def __init__(self, app: App, interval: float | None = None):
         self.app = app
         self.interval = poll_interval() if interval is None else interval
-        self._task: asyncio.Task | None = None
+        self._task: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
         self._digest = self._read_digest()
         self.generation = int(app.policy.version) if str(app.policy.version).isdigit() else 1

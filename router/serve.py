@@ -24,7 +24,9 @@ import subprocess
 import sys
 import time
 
+import grpc
 import structlog
+from grpc_health.v1 import health as health_mod
 
 from router.app import App
 from router.processes import Restarter, spawn, stop_all
@@ -92,7 +94,7 @@ def _forget_metrics_of(pid: int) -> None:
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         from prometheus_client import multiprocess
 
-        multiprocess.mark_process_dead(pid)
+        multiprocess.mark_process_dead(pid)  # type: ignore[no-untyped-call]  # prometheus_client is untyped here
 
 
 def _stop_workers(workers: list[subprocess.Popen[bytes]], timeout: float, terminate: bool = True) -> None:
@@ -101,7 +103,7 @@ def _stop_workers(workers: list[subprocess.Popen[bytes]], timeout: float, termin
     stop_all(workers, timeout, signalled=not terminate)
 
 
-async def _workers_listening(base_port: int, workers: list[subprocess.Popen], timeout: float = 600.0) -> bool:
+async def _workers_listening(base_port: int, workers: list[subprocess.Popen[bytes]], timeout: float = 600.0) -> bool:
     """Wait until every worker's gRPC port accepts connections, so this process (which answers readiness
     on the shared admin port too) never reports ready while Envoy would find a worker missing."""
     deadline = time.monotonic() + timeout
@@ -216,8 +218,8 @@ async def serve(config: Config, args: argparse.Namespace) -> int:
     return 0
 
 
-async def drain(app: App, server, health, watcher: ConfigWatcher, force: asyncio.Event,
-                workers: list[subprocess.Popen] | None = None) -> None:
+async def drain(app: App, server: grpc.aio.Server, health: health_mod.HealthServicer, watcher: ConfigWatcher,
+                force: asyncio.Event, workers: list[subprocess.Popen[bytes]] | None = None) -> None:
     """Not ready / NOT_SERVING now; wait for in-flight streams up to the grace period; stop the server."""
     loop = asyncio.get_running_loop()
     grace = app.config.global_.router.drain_timeout_seconds

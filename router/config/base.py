@@ -16,3 +16,10 @@ class Strict(BaseModel):
     """Unknown keys are errors: a typo must never be a silently ignored setting."""
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
+
+
+class AlgorithmBlock(Strict):
+    """What every ``routing.decisions[].algorithm`` block has: its ``type``. Each registered algorithm
+    (model selection or looper) narrows it to a literal and adds its own settings block."""
+
+    type: str

@@ -10,6 +10,7 @@ from typing import Any
 import structlog
 import yaml
 from pydantic import ValidationError
+from pydantic_core import ErrorDetails
 
 from router.config import vsr
 from router.config.reference import (
@@ -19,9 +20,8 @@ from router.config.reference import (
     not_supported,
 )
 from router.config.report import VSR_V03, ConfigReport
+from router.config.signals import SIGNAL_SECTIONS, SIGNAL_TYPES
 from router.config.schema import (
-    SIGNAL_SECTIONS,
-    SIGNAL_TYPES,
     Config,
     RuleLeaf,
     RuleNode,
@@ -69,7 +69,7 @@ def _path(loc: tuple[Any, ...]) -> str:
     return out or "(top level)"
 
 
-def _describe(err: dict[str, Any]) -> str:
+def _describe(err: ErrorDetails) -> str:
     kind, msg = err["type"], err["msg"]
     got = err.get("input")
     if kind == "extra_forbidden":
@@ -107,7 +107,7 @@ def _cross_check(cfg: Config) -> Iterator[str]:
     if cfg.default_model is not None and cfg.default_model not in models:
         yield f"default_model: unknown model {cfg.default_model!r} (expected one of {sorted(models)})"
 
-    for j, sig in enumerate(cfg.routing.signals.keywords):
+    for j, sig in enumerate(getattr(cfg.routing.signals, "keywords")):  # noqa: B009 - a registry-built section
         if sig.method == "regex":
             for k, pattern in enumerate(sig.keywords):
                 try:

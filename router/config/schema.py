@@ -7,7 +7,7 @@ unknown keys: a typo must be an error, not a silently ignored setting.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal, Union
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
 
 from pydantic import (
     BaseModel,
@@ -20,7 +20,7 @@ from pydantic import (
     model_validator,
 )
 
-from router.config.base import NAME_PATTERN, Strict
+from router.config.base import NAME_PATTERN, AlgorithmBlock, Strict
 from router.config.reference import UNSUPPORTED_ALGORITHMS
 from router.decisions.selection.registry import SELECTIONS
 from router.looper.registry import ALGORITHMS
@@ -94,16 +94,20 @@ class LooperIntegrationBase(Strict):
 
 
 # One ``<algorithm>: {model_names: [...]}`` block per registered looper algorithm, with its default slugs.
-LooperIntegration = create_model(
-    "LooperIntegration",
-    __base__=LooperIntegrationBase,
-    **{name: (AlgorithmSlugs, Field(default_factory=lambda spec=spec: AlgorithmSlugs(model_names=list(spec.default_slugs))))
-       for name, spec in ALGORITHMS.items()},
-)
+# (Built from the registry at import; type checkers see the base, whose ``slugs()`` reads any of them.)
+if TYPE_CHECKING:
+    LooperIntegration = LooperIntegrationBase
+else:
+    LooperIntegration = create_model(
+        "LooperIntegration",
+        __base__=LooperIntegrationBase,
+        **{name: (AlgorithmSlugs, Field(default_factory=lambda spec=spec: AlgorithmSlugs(model_names=list(spec.default_slugs))))
+           for name, spec in ALGORITHMS.items()},
+    )
 
 
 class Integrations(Strict):
-    looper: LooperIntegration = Field(default_factory=LooperIntegration)  # type: ignore[valid-type] - built from the registry
+    looper: LooperIntegration = Field(default_factory=LooperIntegration)
 
 
 class ClassifierSettings(Strict):
@@ -112,7 +116,13 @@ class ClassifierSettings(Strict):
     max_batch_size: int = Field(default=32, gt=0)
     max_wait_ms: float = Field(default=2.0, ge=0)
     max_queue: int = Field(default=1024, gt=0)
+    # 0 = auto (classifiers.session.thread_plan): on 1-2 cores one thread per call and one call per
+    # model at a time; on more cores two threads per call and several concurrent calls per model.
     intra_op_threads: int = Field(default=0, ge=0)
+    workers: int = Field(default=0, ge=0)
+    # Per-window results kept so a conversation's earlier turns, repeated system prompts and tool
+    # definitions are not classified again on the next request; 0 turns the cache off.
+    result_cache_mb: float = Field(default=64.0, ge=0)
     # Admission control in front of the models: at most this many requests are classified at once,
     # at most ``max_waiting_requests`` wait for a turn, and none waits or runs past the deadline. A
     # request that cannot be checked in time gets 503 ``overloaded`` / ``safety_check_unavailable``
@@ -250,12 +260,16 @@ from router.config.signals import (  # noqa: F401 - re-exported for the modules 
     SignalCommon,
 )
 
-# ``routing.signals``: one list per row of the signal-type table.
-Signals = create_model(
-    "Signals",
-    __base__=Strict,
-    **{t.section: (list[t.spec], Field(default_factory=list)) for t in SIGNAL_TYPES},  # type: ignore[valid-type]
-)
+# ``routing.signals``: one list per row of the signal-type table (type checkers see a plain model whose
+# sections are read with ``getattr``).
+if TYPE_CHECKING:
+    Signals = Strict
+else:
+    Signals = create_model(
+        "Signals",
+        __base__=Strict,
+        **{t.section: (list[t.spec], Field(default_factory=list)) for t in SIGNAL_TYPES},
+    )
 
 
 # --------------------------------------------------------------------------- rules
@@ -318,11 +332,15 @@ def _known_algorithm(value: Any) -> Any:
 
 
 # Selection algorithms route to one model; every other type is a looper algorithm from its registry.
-Algorithm = Annotated[
-    Union[(*(s.config_model for s in SELECTIONS.values()), *(spec.config_model for spec in ALGORITHMS.values()))],  # type: ignore[valid-type]
-    Field(discriminator="type"),
-    BeforeValidator(_known_algorithm),
-]
+# (A union built at import; type checkers see the common base every member extends.)
+if TYPE_CHECKING:
+    Algorithm = AlgorithmBlock
+else:
+    Algorithm = Annotated[
+        Union[(*(s.config_model for s in SELECTIONS.values()), *(spec.config_model for spec in ALGORITHMS.values()))],
+        Field(discriminator="type"),
+        BeforeValidator(_known_algorithm),
+    ]
 
 
 class SystemPromptConfig(Strict):
@@ -417,7 +435,7 @@ class Decision(Strict):
     # None (or omitted, ``{}``, an AND/OR with no conditions): always matches, a catch-all route.
     rules: Annotated[Rule | None, BeforeValidator(_catch_all)] = None
     modelRefs: list[ModelRef] = Field(default_factory=list)
-    algorithm: Algorithm = Field(default_factory=lambda: StaticAlgorithm(type="static"))
+    algorithm: Algorithm = Field(default_factory=lambda: StaticAlgorithm(type="static"))  # type: ignore[assignment]  # a registry-built model; typed by its base
     plugins: list[Plugin] = Field(default_factory=list)
     # A conversation routed by this decision keeps the model of its earlier turns (global.sessions)
     # unless a decision of higher priority wins a later turn (docs/policies.md#session-continuity).
@@ -447,7 +465,8 @@ class Decision(Strict):
 
     @property
     def plugin_block(self) -> BlockPlugin | None:
-        return self.plugin(BlockPlugin)
+        block: BlockPlugin | None = self.plugin(BlockPlugin)
+        return block
 
     @property
     def is_guard(self) -> bool:

@@ -121,9 +121,9 @@ class Policy:
         needed: dict[str, Signal] = {}
         for d in decisions:
             for leaf in rules.leaves(d.rules):
-                sig = by_leaf.get(leaf)
-                if sig is not None:
-                    needed[sig.key] = sig
+                found = by_leaf.get(leaf)
+                if found is not None:
+                    needed[found.key] = found
         return DecisionSet([d for d in decisions if not d.is_mask], list(needed.values()), [d for d in decisions if d.is_mask])
 
     @property

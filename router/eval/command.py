@@ -38,8 +38,8 @@ Rerunning with the same --out resumes: finished (configuration, item) pairs are 
 are retried. Ctrl-C keeps what finished and writes the report of it."""
 
 
-def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:  # type: ignore[type-arg]
-    p = sub.add_parser(
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> argparse.ArgumentParser:
+    p: argparse.ArgumentParser = sub.add_parser(
         "eval", help="measure answer quality, cost and latency of models, Fusion and loopers on an OpenAI endpoint",
         description="Run eval items against configurations (solo models, Fusion, self-fusion, looper slugs) on any "
         "OpenAI-compatible endpoint; score closed answers by match and open ones by a judge with a rubric; report "

@@ -97,7 +97,7 @@ class Runner:
 
     def _record(self, config: EvalConfiguration, item: Item, **fields: object) -> ResultRecord:
         return ResultRecord(configuration=config.name, fingerprint=self.fingerprints[config.name],
-                            item_id=item.id, slice=item.slice, **fields)  # type: ignore[arg-type]
+                            item_id=item.id, slice=item.slice, **fields)
 
     async def evaluate(self, config: EvalConfiguration, item: Item) -> ResultRecord:
         messages = ([{"role": "system", "content": item.system}] if item.system else []) + [

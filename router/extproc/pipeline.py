@@ -32,7 +32,8 @@ from router.sessions.keys import session_key, validate_header
 from router.signals.admission import Shed
 from router.signals.base import MessageText, SignalContext, TextTooLong
 from router.signals.runner import matched_leaves, run_signals
-from router.state import Entry, RequestState, ResponsePath
+from router.decisions.policy import Entry
+from router.state import RequestState, ResponsePath
 from router.tenants import tokens
 from router.tenants.access import Access
 from router.tenants.identify import identify
@@ -195,7 +196,7 @@ async def _run_signals(app: App, state: RequestState, eligible: DecisionSet) -> 
     settings = state.policy.config.global_.classifiers
     retry = {"retry-after": str(settings.retry_after_seconds)}
     try:
-        with tracing.span("router.signals", **{"signals.count": len(eligible.signals)}):
+        with tracing.span("router.signals", None, **{"signals.count": len(eligible.signals)}):
             if any(not s.cheap for s in eligible.signals):
                 async with app.admission.turn() as left:
                     state.signals = await run_signals(eligible.signals, ctx, left)

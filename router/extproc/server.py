@@ -68,7 +68,7 @@ def build_server(app: App, address: str, secret: str | None = None) -> tuple[grp
             ("grpc.keepalive_permit_without_calls", 1),
         ]
     )
-    ep_grpc.add_ExternalProcessorServicer_to_server(ExternalProcessor(app, secret), server)
+    ep_grpc.add_ExternalProcessorServicer_to_server(ExternalProcessor(app, secret), server)  # type: ignore[no-untyped-call]  # generated stub
     health_servicer = health.aio.HealthServicer() if hasattr(health, "aio") else health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     server.add_insecure_port(address)

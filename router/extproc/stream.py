@@ -91,7 +91,7 @@ class Phases:
     def _on_headers(self, msg: wire.ProcessingRequest) -> Action | None:
         state = self.state
         mode = wire.body_mode_of(msg)
-        state.body_mode = _MODES.get(mode, BodyMode.BUFFERED) if mode is not None else BodyMode.BUFFERED
+        state.body_mode = _MODES.get(mode, BodyMode.BUFFERED) if mode is not None else BodyMode.BUFFERED  # type: ignore[call-overload]  # protobuf enums are ints
         hdrs = wire.read_headers(msg.request_headers)
         state.headers = hdrs
         state.method = hdrs.get(":method", "")
@@ -202,13 +202,13 @@ class Phases:
                 yield wire.stream_body(b"", end_of_stream=True)
             else:
                 # BUFFERED cannot stream a local reply: one immediate response holds the whole SSE body.
-                body = bytearray()
+                collected = bytearray()
                 try:
                     async for chunk in action.chunks:
-                        body += chunk
+                        collected += chunk
                 finally:
                     await action.chunks.aclose()  # type: ignore[attr-defined]
-                yield wire.immediate(action.status, bytes(body), headers)
+                yield wire.immediate(action.status, bytes(collected), headers)
 
 
 def _neutral(kind: str) -> wire.ProcessingResponse:

@@ -65,7 +65,7 @@ def streamed_body_responses(body: bytes) -> Iterator[ep.ProcessingResponse]:
 def immediate(status: int, body: bytes, headers: Mapping[str, str], details: str = "") -> ep.ProcessingResponse:
     return ep.ProcessingResponse(
         immediate_response=ep.ImmediateResponse(
-            status=http_status.HttpStatus(code=status),
+            status=http_status.HttpStatus(code=status),  # type: ignore[arg-type]  # the enum is open: any HTTP status number
             headers=mutation(headers),
             body=body,
             details=details,

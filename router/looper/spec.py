@@ -10,7 +10,7 @@ from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, Field, create_model
 
-from router.config.base import Strict
+from router.config.base import AlgorithmBlock, Strict
 from router.looper.base import Looper, ModelFacts
 from router.looper.trace import LooperTrace
 
@@ -69,4 +69,4 @@ class AlgorithmSpec:
             "type": (Literal[self.name], ...),  # type: ignore[valid-type]
             self.name: (self.settings, Field(default_factory=self.settings)),
         }
-        return create_model(f"{self.settings.__name__.removesuffix('Settings')}Algorithm", __base__=Strict, **fields)
+        return create_model(f"{self.settings.__name__.removesuffix('Settings')}Algorithm", __base__=AlgorithmBlock, **fields)

@@ -23,7 +23,7 @@ def _scrape() -> bytes:
     """This process's metrics, or every worker's summed when the router runs several (multiprocess mode)."""
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         registry = CollectorRegistry()
-        multiprocess.MultiProcessCollector(registry)
+        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]  # prometheus_client is untyped here
         return generate_latest(registry)
     return generate_latest()
 

@@ -2,7 +2,24 @@
 
 from __future__ import annotations
 
-import orjson
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+
+class ErrorDetail(BaseModel):
+    message: str
+    type: str
+    code: str
+    param: str | None = None
+
+
+class ErrorBody(BaseModel):
+    """The body of every error the router writes; a looper's trace or the blocking decision may ride
+    along as extra top-level keys."""
+
+    model_config = ConfigDict(extra="allow")
+    error: ErrorDetail
 
 _TYPES = {
     400: "invalid_request_error",
@@ -29,7 +46,7 @@ class OpenAIError(Exception):
         *,
         param: str | None = None,
         type: str | None = None,
-        extra: dict | None = None,
+        extra: dict[str, Any] | None = None,
         headers: dict[str, str] | None = None,
     ):
         super().__init__(message)
@@ -41,15 +58,15 @@ class OpenAIError(Exception):
         self.extra = extra
         self.headers = headers or {}  # e.g. retry-after on 429/503
 
-    def payload(self) -> dict:
-        err: dict = {"message": self.message, "type": self.type, "code": self.code, "param": self.param}
-        body: dict = {"error": err}
-        if self.extra:
-            body.update(self.extra)
-        return body
+    def model(self) -> ErrorBody:
+        detail = ErrorDetail(message=self.message, type=self.type, code=self.code, param=self.param)
+        return ErrorBody(error=detail, **(self.extra or {}))
+
+    def payload(self) -> dict[str, Any]:
+        return self.model().model_dump()
 
     def body(self) -> bytes:
-        return orjson.dumps(self.payload())
+        return self.model().model_dump_json().encode()
 
 
 def bad_request(message: str, code: str = "invalid_request", param: str | None = None) -> OpenAIError:

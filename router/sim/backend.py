@@ -185,11 +185,13 @@ def _targeted(body: dict[str, Any], fault_on: str) -> bool:
         return True
     messages = [m for m in body.get("messages") or [] if isinstance(m, dict)]
     last = messages[-1] if messages else {}
-    text = last.get("content") if isinstance(last.get("content"), str) else ""
+    content = last.get("content")
+    text = content if isinstance(content, str) else ""
     if fault_on == "judge":
         return last.get("role") == "user" and "consensus" in text.lower()
     first = messages[0] if messages else {}
-    system = first.get("content") if first.get("role") == "system" and isinstance(first.get("content"), str) else ""
+    first_content = first.get("content")
+    system = first_content if first.get("role") == "system" and isinstance(first_content, str) else ""
     return "Panel answers:" in system or "Latest answers:" in system
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 import structlog
 
@@ -107,9 +107,9 @@ class RedisWindow:
 
     def __init__(self, link: RedisLink):
         self.link = link
-        self._script = None
+        self._script: Any = None
 
-    def _admit_script(self, r):  # type: ignore[no-untyped-def]
+    def _admit_script(self, r: Any) -> Any:
         if self._script is None:
             self._script = r.register_script(_ADMIT)
         return self._script

@@ -304,8 +304,11 @@ async def test_models_list_is_answered_from_config(app, cfg):
     status, body, h = await one_immediate(app, [headers_msg(post(method="GET", path="/v1/models"), eos=True)])
     assert status == 200 and body["object"] == "list"
     ids = [m["id"] for m in body["data"]]
-    expected = [*cfg.global_.router.auto_model_names, "vllm-sr/fusion", "vllm-sr/confidence", "vllm-sr/remom",
-                *(m.name for m in cfg.models)]
+    from router.looper.registry import ALGORITHMS
+
+    slugs = [slug for name in ALGORITHMS for slug in cfg.global_.integrations.looper.slugs(name)]
+    assert "vllm-sr/fusion" in slugs and "vllm-sr/remom" in slugs  # every algorithm's direct slug is listed
+    expected = [*cfg.global_.router.auto_model_names, *slugs, *(m.name for m in cfg.models)]
     assert ids == expected
     assert all(m["object"] == "model" for m in body["data"])
     assert h["x-vsr-response-path"] == "models"

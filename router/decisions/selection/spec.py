@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, create_model
 
-from router.config.base import Strict
+from router.config.base import AlgorithmBlock, Strict
 from router.decisions.selection.observed import Observations
 from router.looper.base import ModelFacts
 
@@ -76,11 +76,11 @@ class SelectionSpec:
     def config_model(self) -> type[BaseModel]:
         """``{type: <name>, <name>: {...settings}}``: the decision's ``algorithm`` block."""
         fields: dict[str, Any] = {
-            "type": (Literal[self.name], ...),  # type: ignore[valid-type]
+            "type": (Literal[self.name], ...),
             self.name: (self.settings, Field(default_factory=self.settings)),
         }
         title = "".join(p.title() for p in self.name.split("_"))
-        return create_model(f"{title}Algorithm", __base__=Strict, **fields)
+        return create_model(f"{title}Algorithm", __base__=AlgorithmBlock, **fields)
 
 
 def no_check(_settings: Any, _ctx: CheckContext) -> Iterator[str]:
