@@ -154,7 +154,7 @@ def main() -> int:
                     answers = {a["model"]: a for a in g.get("answers", [])}
                     contradicted = [m for m, a in answers.items() if a["contradicted_claims"]]
                     reached = [m for m, a in answers.items() if a["action"] != "dropped"] if g.get("status") == "applied" else \
-                        list((trace.get("analysis_models") or []))
+                        list(trace.get("analysis_models") or [])
                     wrong_members = [m for m in ("wrong", "wrong2") if m in request(row, scenario, None)["plugins"][0]["analysis_models"]]
                     recs.append({
                         "correct": row["answer"].lower() in reply.lower() or any(a.lower() in reply.lower() for a in row["aliases"]),

@@ -7,7 +7,8 @@ also be plain strings (the batcher's warm-up): a string is paired with itself.
 
 from __future__ import annotations
 
-from typing import ClassVar, Sequence, Union
+from collections.abc import Sequence
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -16,7 +17,7 @@ from .errors import ModelLoadError
 from .sequence import Classification
 from .tokenization import CHARS_PER_TOKEN_CAP, Encoded
 
-PairItem = Union[tuple[str, str], str]
+PairItem = tuple[str, str] | str
 
 
 class PairClassifier(OnnxModel):
@@ -27,7 +28,7 @@ class PairClassifier(OnnxModel):
         pairs: list[tuple[str, str]] = [(it, it) if isinstance(it, str) else (str(it[0]), str(it[1])) for it in items]
         cut = [len(p) > cap or len(h) > cap for p, h in pairs]
         encs = self.tokenizer.tokenizer.encode_batch([(p[:cap], h[:cap]) for p, h in pairs])
-        return Encoded(list(encs), list(range(len(encs))), [bool(e.overflowing) or c for e, c in zip(encs, cut)])
+        return Encoded(list(encs), list(range(len(encs))), [bool(e.overflowing) or c for e, c in zip(encs, cut, strict=True)])
 
     def probabilities(self, items: Sequence[PairItem]) -> tuple[np.ndarray, list[bool]]:
         if not items:
@@ -37,16 +38,16 @@ class PairClassifier(OnnxModel):
         probs = out if self.metadata.output_type == "probabilities" else softmax(out)
         return probs, enc.truncated
 
-    def _check(self, _: object, out: np.ndarray) -> np.ndarray:
+    def _check(self, _: object, out: np.ndarray) -> Any:
         if out.ndim != 2 or out.shape[1] != len(self.labels):
             raise ModelLoadError(self.path, f"output {self.output_name!r} has shape {out.shape}, expected [n, {len(self.labels)}]")
         return out
 
-    def run(self, items: Sequence[PairItem]) -> list[Classification]:  # type: ignore[override]
+    def run(self, items: Sequence[PairItem]) -> list[Classification]:
         probs, trunc = self.probabilities(items)
         out = []
-        for row, t in zip(probs, trunc):
+        for row, t in zip(probs, trunc, strict=True):
             k = int(row.argmax())
-            out.append(Classification(probs={lab: float(p) for lab, p in zip(self.labels, row)}, label=self.labels[k],
+            out.append(Classification(probs={lab: float(p) for lab, p in zip(self.labels, row, strict=True)}, label=self.labels[k],
                                       score=float(row[k]), truncated=t))
         return out

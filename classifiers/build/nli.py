@@ -66,7 +66,7 @@ def _run_pairs(session: Any, tokenizer: Any, pairs: list[tuple[str, str]], outpu
 
 
 def per_class(y: np.ndarray, pred: np.ndarray) -> dict[str, Any]:
-    out: dict[str, Any] = {"n": int(len(y)), "accuracy": round(float((y == pred).mean()), 4) if len(y) else None}
+    out: dict[str, Any] = {"n": len(y), "accuracy": round(float((y == pred).mean()), 4) if len(y) else None}
     for k, lab in enumerate(LABELS):
         sel = y == k
         chosen = pred == k

@@ -142,12 +142,13 @@ def fact_pairs(countries: list[dict[str, object]], rng: random.Random, per_count
             hyp_form = forms_of(rel)
             pre = rng.choice(PREFACES)
 
-            def premise_of(with_fact: bool, value: str | None = None) -> str:
+            def premise_of(with_fact: bool, rel: str = rel, c: str = c, x: str = x, facts: dict[str, str] = facts,
+                           others: list[str] = others) -> str:
                 """One sentence, or a paragraph of this country's facts (a tool result, a document)."""
                 chosen = rng.sample(others, k=min(len(others), rng.randint(0, 3)))
                 sents = [_say(r, c, facts[r], forms_of(r)) for r in chosen]
                 if with_fact:
-                    sents.insert(rng.randint(0, len(sents)), _say(rel, c, value or x, forms_of(rel)))
+                    sents.insert(rng.randint(0, len(sents)), _say(rel, c, x, forms_of(rel)))
                 if not sents:
                     sents = [_say(others[0] if others else rel, c, facts[others[0]] if others else x, forms_of(rel))]
                 return " ".join(sents)
@@ -247,9 +248,9 @@ def _contradict(s: str, rng: random.Random) -> str | None:
         a, b = rng.choice(cands)
         return s.replace(a, b, 1)
     w = rng.choice([w for w in words if w.lower() in _ANT])
-    new = _ANT[w.lower()]
-    new = new.capitalize() if w[0].isupper() else new
-    return re.sub(rf"\b{w}\b", new, s, count=1)
+    swap = _ANT[w.lower()]
+    swap = swap.capitalize() if w[0].isupper() else swap
+    return re.sub(rf"\b{w}\b", swap, s, count=1)
 
 
 def prose_pairs(passages: dict[str, list[tuple[str, list[str]]]], rng: random.Random) -> list[Pair]:

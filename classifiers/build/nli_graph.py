@@ -27,12 +27,8 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 P = "nli/"
-STOPWORDS = ("a an the of in on at to for from by with and or but is are was were be been being it its this that these "
-             "those as has have had do does did will would can could should may might must there their they them he she "
-             "his her we our you your i me my which who whom what when where how so than then also about into over "
-             "such any all some each very just more most").split()
-NEGATIONS = ("not no never none nobody nothing neither nor without cannot isn aren wasn weren doesn don didn won "
-             "wouldn shouldn couldn hasn haven hadn").split()
+STOPWORDS = ["a", "an", "the", "of", "in", "on", "at", "to", "for", "from", "by", "with", "and", "or", "but", "is", "are", "was", "were", "be", "been", "being", "it", "its", "this", "that", "these", "those", "as", "has", "have", "had", "do", "does", "did", "will", "would", "can", "could", "should", "may", "might", "must", "there", "their", "they", "them", "he", "she", "his", "her", "we", "our", "you", "your", "i", "me", "my", "which", "who", "whom", "what", "when", "where", "how", "so", "than", "then", "also", "about", "into", "over", "such", "any", "all", "some", "each", "very", "just", "more", "most"]
+NEGATIONS = ["not", "no", "never", "none", "nobody", "nothing", "neither", "nor", "without", "cannot", "isn", "aren", "wasn", "weren", "doesn", "don", "didn", "won", "wouldn", "shouldn", "couldn", "hasn", "haven", "hadn"]
 SCALARS = ("cos", "align_mean_h", "align_min_h", "low50_h", "low70_h", "low85_h", "align_mean_p", "unmatched_h",
            "frac_unmatched_h", "num_unmatched_h", "num_unmatched_p", "num_h", "num_p", "neg_p", "neg_h", "neg_diff",
            "len_p", "len_h", "frac_unmatched_p", "swap_max", "swap_mean", "idf_unmatched_h", "idf_unmatched_p",
@@ -55,7 +51,8 @@ def idf_vector(size: int, docs: list[list[int]]) -> np.ndarray:
     for ids in docs:
         df[np.unique(np.asarray(ids, dtype=np.int64))] += 1
     idf = np.log((len(docs) + 1) / (df + 1)) + 1
-    return (idf / idf.max()).astype(np.float32)
+    out: np.ndarray = (idf / idf.max()).astype(np.float32)
+    return out
 
 
 def vocab_masks(vocab: dict[str, int], idf: np.ndarray | None = None) -> dict[str, np.ndarray]:
@@ -270,7 +267,7 @@ def compose(encoder: onnx.ModelProto, masks: dict[str, np.ndarray], head: Mlp | 
         outputs.append(helper.make_tensor_value_info("features", TensorProto.FLOAT, ["batch", "features"]))
     else:
         x = fname
-        for k, (w, b) in enumerate(zip(head.weights, head.biases)):
+        for k, (w, b) in enumerate(zip(head.weights, head.biases, strict=True)):
             inits += [_c(f"w{k}", w.astype(np.float32)), _c(f"b{k}", b.astype(np.float32))]
             nodes += [helper.make_node("MatMul", [x, P + f"w{k}"], [P + f"z{k}m"]),
                       helper.make_node("Add", [P + f"z{k}m", P + f"b{k}"], [P + f"z{k}"])]

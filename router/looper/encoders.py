@@ -61,9 +61,10 @@ class RuntimeEncoders:
         self._check(model)
         if not texts:
             return np.zeros((0, 0), dtype=np.float32)
-        out = await self.runtime.run_many(model, list(texts))
-        vecs = np.stack([np.asarray(e.vector, dtype=np.float32) for e in out])
-        return vecs / np.clip(np.linalg.norm(vecs, axis=1, keepdims=True), 1e-12, None)
+        embs = await self.runtime.run_many(model, list(texts))
+        vecs = np.stack([np.asarray(e.vector, dtype=np.float32) for e in embs])
+        normed: np.ndarray = vecs / np.clip(np.linalg.norm(vecs, axis=1, keepdims=True), 1e-12, None)
+        return normed
 
     async def entail(self, model: str, pairs: Sequence[tuple[str, str]]) -> list[Entailment]:
         self._check(model)

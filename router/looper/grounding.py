@@ -79,7 +79,7 @@ _BULLET = re.compile(r"^\s*(?:[-*•]|\d+[.)]|#+)\s+")
 def split_claims(text: str, max_claims: int = 8, max_chars: int = 400) -> Claims:
     """Sentences (and list items) of an answer; code blocks are not claims."""
     prose = _FENCE.sub("\n", text or "")
-    sentences = []
+    sentences: list[str] = []
     for part in _SPLIT.split(prose):
         s = _BULLET.sub("", part).strip().strip("*_").strip()
         if len(s.split()) >= 2 or (s and not sentences and len(s) > 0):
@@ -173,7 +173,7 @@ def verdict_of(claim: str, results: Sequence[tuple[str, Entailment]], mode: str)
     if not results:
         return ClaimVerdict(claim, 0.5, 0.0, False, "")
     if mode == "context":
-        label, best = max(results, key=lambda r: max(r[1].entailment, r[1].contradiction))
+        _, best = max(results, key=lambda r: max(r[1].entailment, r[1].contradiction))
         contra = best.label == "contradiction"
         return ClaimVerdict(claim, support(best), best.contradiction, contra, "context" if contra else "")
     e = sum(r.entailment for _, r in results) / len(results)
@@ -290,7 +290,7 @@ async def ground(encoders: Encoders | None, settings: GroundingSettings, answers
         if encoders is None:
             raise GroundingFailed("model_unavailable: no classifier runtime in this process")
         scores, pairs = await asyncio.wait_for(_score(encoders, settings, answers, evidence, mode), settings.timeout_seconds)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         reason = f"timeout: entailment took longer than {settings.timeout_seconds:g}s"
     except Exception as exc:  # noqa: BLE001 - grounding is optional; on_error decides what a failure means
         name = type(exc).__name__
@@ -330,7 +330,7 @@ async def _score(encoders: Encoders, settings: GroundingSettings, answers: Seque
         k = 0
         for a, cl in enumerate(claims):
             for c, claim in enumerate(cl.claims):
-                best = np.argsort(-sims[k], kind="stable")[: settings.context_chunks] if len(chunks) else []
+                best = list(np.argsort(-sims[k], kind="stable")[: settings.context_chunks]) if chunks else []
                 for j in best:
                     pairs.append((chunks[int(j)], claim))
                     index.append((a, c, "context"))
@@ -345,7 +345,7 @@ async def _score(encoders: Encoders, settings: GroundingSettings, answers: Seque
                     index.append((a, c, peer))
     results = await encoders.entail(settings.nli_model, pairs) if pairs else []
     grouped: dict[tuple[int, int], list[tuple[str, Entailment]]] = {}
-    for (a, c, label), r in zip(index, results):
+    for (a, c, label), r in zip(index, results, strict=True):
         grouped.setdefault((a, c), []).append((label, r))
     out = []
     for a, (model, _) in enumerate(answers):

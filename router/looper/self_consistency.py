@@ -196,7 +196,7 @@ async def contradiction_veto(encoders: Encoders | None, texts: Sequence[str], si
         verdicts = await encoders.entail(nli_model, [(texts[i], texts[j]) for i, j in pairs])
     except Exception as exc:  # noqa: BLE001 - the veto is optional
         return None, 0, f"unavailable ({type(exc).__name__}: {exc})"
-    bad = {(i, j) for (i, j), v in zip(pairs, verdicts) if v.label == "contradiction"}
+    bad = {(i, j) for (i, j), v in zip(pairs, verdicts, strict=True) if v.label == "contradiction"}
     return (lambda a, b: (a, b) not in bad and (b, a) not in bad), len(pairs), "applied"
 
 

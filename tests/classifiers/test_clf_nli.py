@@ -4,6 +4,7 @@ micro-batcher with pair items; the corpus generator's labels and split on its ow
 from __future__ import annotations
 
 import random
+
 import numpy as np
 import pytest
 

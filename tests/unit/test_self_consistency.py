@@ -7,7 +7,6 @@ import numpy as np
 import orjson
 
 import router.config  # noqa: F401 - the config package loads the looper registry in its usual order
-
 from router.looper.self_consistency import cluster, text_similarity, winner
 
 
