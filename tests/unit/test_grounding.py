@@ -13,10 +13,10 @@ from typing import Any
 import numpy as np
 import orjson
 import pytest
+from prometheus_client import REGISTRY
 
 from router.app import App
 from router.config import parse_config
-from router.config.schema import ClassifierSettings
 from router.extproc.pipeline import handle
 from router.looper.encoders import Entailment, ModelUnavailable
 from router.looper.grounding import (
@@ -222,6 +222,9 @@ async def test_fusion_filter_drops_the_member_that_contradicts_the_tool_result(p
         await runtime.close()
     g = body["fusion"]["grounding"]
     assert g["status"] == "applied" and g["reference"] == "context"
+    assert REGISTRY.get_sample_value("fusion_router_grounding_total", {"decision": "grounded", "status": "applied", "reason": ""}) >= 1
+    assert REGISTRY.get_sample_value("fusion_router_grounding_answers_total",
+                                     {"decision": "grounded", "result": "dropped", "kind": "contradicted"}) >= 1
     by = {a["model"]: a for a in g["answers"]}
     assert by["wrong"]["action"] == "dropped" and by["wrong"]["contradicted_claims"]
     assert by["right"]["action"] == "kept" and by["right"]["score"] > by["wrong"]["score"]
@@ -243,4 +246,13 @@ def test_a_missing_nli_model_stops_start_up_naming_the_path_unless_skip(tmp_path
     app = App.from_config(cfg, runtime=build_runtime(cfg))
     asyncio.run(app.policy.start())  # skip: starts, grounding will be skipped per request
     assert "nli" in app.policy.unavailable_models
-    _ = ClassifierSettings
+
+
+def test_check_config_names_a_missing_required_nli_model(tmp_path):
+    from router.signals.runtime import missing_models
+
+    ports = {"right": 1, "right2": 2, "wrong": 3, "judge": 4}
+    strict = parse_config(fusion_config(ports, {"enabled": True, "on_error": "fail"}, tmp_path))
+    problems = missing_models(strict, tmp_path)
+    assert any("algorithm.fusion.grounding.nli_model" in p and str(tmp_path / "nli") in p for p in problems)
+    assert missing_models(parse_config(fusion_config(ports, {"enabled": True}, tmp_path)), tmp_path) == []
