@@ -11,7 +11,7 @@ import numpy as np
 from tokenizers import Encoding, Tokenizer
 
 from .errors import ModelLoadError
-from .windows import plain_tokenizer
+from .windows import CutCache, plain_tokenizer
 
 # Callers that pass whole texts (not windows) get them cut at this many characters per model token
 # first: the tokenizer would otherwise materialise every token of a megabyte prompt.
@@ -61,6 +61,11 @@ class TextTokenizer:
     def plain(self) -> Tokenizer:
         """This tokenizer without truncation or padding, for cutting texts into windows."""
         return plain_tokenizer(self.tokenizer)
+
+    @cached_property
+    def cuts(self) -> CutCache:
+        """How texts were cut into windows with this tokenizer (``windows.plan_windows(cuts=...)``)."""
+        return CutCache()
 
     def encode(self, texts: Sequence[str], windows: bool = False) -> Encoded:
         """Encode ``texts``; with ``windows`` every overflow window becomes its own row."""

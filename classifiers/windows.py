@@ -9,6 +9,9 @@ entity on a boundary is seen whole in one of them.
 
 from __future__ import annotations
 
+import hashlib
+import threading
+from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
@@ -115,6 +118,68 @@ def _cut(text: str, source: int, offs: list[tuple[int, int]], window_tokens: int
         i += step
 
 
+class CutCache:
+    """How texts were cut into windows (token count and window slices), per text: a conversation
+    resends every earlier message with each turn, and re-tokenizing all of them only to find the same
+    windows again made the router's per-request work grow with the conversation. Bounded (least
+    recently used out); keys are hashes, so the cache holds no text. Thread-safe (plans of long inputs
+    run in a worker thread)."""
+
+    def __init__(self, max_entries: int = 8192):
+        self.max_entries = max_entries
+        self._data: OrderedDict[bytes, tuple[int, tuple[tuple[int, int], ...]]] = OrderedDict()
+        self._lock = threading.Lock()
+        self.hits = 0
+        self.misses = 0
+
+    @staticmethod
+    def key(window_tokens: int, overlap: int, text: str) -> bytes:
+        h = hashlib.blake2b(f"{window_tokens}:{overlap}".encode(), digest_size=16)
+        h.update(text.encode("utf-8", "surrogatepass"))
+        return h.digest()
+
+    def get(self, key: bytes) -> tuple[int, tuple[tuple[int, int], ...]] | None:
+        with self._lock:
+            hit = self._data.get(key)
+            if hit is None:
+                self.misses += 1
+                return None
+            self._data.move_to_end(key)
+            self.hits += 1
+            return hit
+
+    def put(self, key: bytes, value: tuple[int, tuple[tuple[int, int], ...]]) -> None:
+        with self._lock:
+            self._data[key] = value
+            while len(self._data) > self.max_entries:
+                self._data.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+
+def _plan_from_cuts(tokenizer: Tokenizer, texts: Sequence[str], window_tokens: int, overlap: int, budget: int,
+                    cuts: CutCache) -> WindowPlan | None:
+    """The plan when every text is small and all of them fit the budget (the common case), from the
+    per-text cuts; None otherwise (the caller plans the long way)."""
+    windows: list[Window] = []
+    used = 0
+    for i, text in enumerate(texts):
+        if len(text) > _SMALL_TEXT:
+            return None
+        key = cuts.key(window_tokens, overlap, text)
+        hit = cuts.get(key)
+        if hit is None:
+            offs = _offsets(tokenizer, text, 0)
+            hit = (len(offs), tuple((w.start, w.start + len(w.text)) for w in _cut(text, i, offs, window_tokens, overlap)))
+            cuts.put(key, hit)
+        used += hit[0]
+        if used > budget:
+            return None
+        windows += [Window(text[s:e], i, s) for s, e in hit[1]]
+    return WindowPlan(windows, used, True, used)
+
+
 def plan_windows(
     tokenizer: Tokenizer,
     texts: Sequence[str],
@@ -123,16 +188,22 @@ def plan_windows(
     overlap: int,
     budget: int,
     head_tail: bool,
+    cuts: CutCache | None = None,
 ) -> WindowPlan:
     """Windows over ``texts`` (in order) covering at most ``budget`` tokens in all.
 
     When everything fits, every token is covered. When it does not, ``complete`` is False and, with
     ``head_tail``, the windows cover the first and the last ``budget // 2`` tokens of the whole
     sequence of texts (attacks and secrets tend to sit at either end); without it, none are built
-    (the caller refuses the request).
+    (the caller refuses the request). ``cuts`` remembers how each text was cut (same windows, less
+    tokenizing on the next turn of a conversation).
     """
     if window_tokens < 1 or budget < 1 or not 0 <= overlap < window_tokens:
         raise ValueError("need window_tokens >= 1, budget >= 1 and 0 <= overlap < window_tokens")
+    if cuts is not None:
+        plan = _plan_from_cuts(tokenizer, texts, window_tokens, overlap, budget, cuts)
+        if plan is not None:
+            return plan
     per_text: list[list[tuple[int, int]]] = []
     used = 0
     complete = True

@@ -222,3 +222,18 @@ def compose(encoder: onnx.ModelProto, head: LinearHead, hidden_output: str = "la
     model.ir_version = encoder.ir_version
     onnx.checker.check_model(model)
     return model
+
+
+def export_head(head: LinearHead) -> bytes:
+    """The same head as ``compose`` appends to the encoder, on its own (``head.npz``): what the router
+    runs over its shared encoder pass (``classifiers.heads.TfidfLinearHead``). The coefficients are
+    rounded to float32 exactly as ``compose`` rounds them, so both score the same."""
+    from ..heads import TfidfLinearHead
+
+    return TfidfLinearHead(
+        "head", np.asarray(head.unigrams, dtype=np.int64), np.asarray(head.unigram_index, dtype=np.int64),
+        np.asarray(head.bigrams, dtype=np.int64).reshape(-1, 2), np.asarray(head.bigram_index, dtype=np.int64),
+        (head.idf.astype(np.float64) * head.coef_tfidf).astype(np.float32),
+        (head.idf.astype(np.float64) ** 2).astype(np.float32), head.coef_emb.astype(np.float32), float(head.intercept),
+        head.sub_tokens, head.sub_stride, head.max_tokens,
+    ).to_bytes()

