@@ -20,7 +20,7 @@ from router.looper.analysis import Analysis, parse_analysis
 from router.looper.base import Answer, CallResult, Looper
 from router.looper.budget import answers_tokens, check_settings, resolve_limit
 from router.looper.errors import StageFailure, UpstreamError
-from router.looper.grounding import WEIGHT_NOTE, GroundingSettings, GroundingTrace, Outcome, ground
+from router.looper.grounding import ANNOTATE_NOTE, WEIGHT_NOTE, GroundingSettings, GroundingTrace, Outcome, ground
 from router.looper.messages import final_body, original_text, subcall_body, user_prompt
 from router.looper.panel import Member, fan_out
 from router.looper.spec import AlgorithmSpec
@@ -532,7 +532,7 @@ class Fusion(Looper):
 
     async def _grounded_responses(self) -> str:
         """The panel answers as the judge and the synthesis read them: as they are, or with their
-        groundedness (``weight``), or without the ones ``filter`` left out."""
+        groundedness (``weight``, ``annotate``), or without the ones ``filter`` left out."""
         p, run = self.params, self.run
         plain = "\n\n".join(f"[{r.model}]\n{r.content}" for r in self.responses)
         if p.grounding is None:
@@ -551,8 +551,9 @@ class Fusion(Looper):
                       + (f"; left out {', '.join(dropped)}" if dropped else ""))
         kept = [r for r in self.responses if g.keep(r.model)]
         text = "\n\n".join(f"[{r.model}] {g.note(r.model)}".rstrip() + f"\n{r.content}" for r in kept)
-        if p.grounding.policy == "weight":
-            text = WEIGHT_NOTE.format(reference=g.trace.reference) + "\n\n" + text
+        if p.grounding.policy in ("weight", "annotate"):
+            note = WEIGHT_NOTE if p.grounding.policy == "weight" else ANNOTATE_NOTE
+            text = note.format(reference=g.trace.reference) + "\n\n" + text
         return text
 
     # -- judge and synthesis -----------------------------------------------------------------------

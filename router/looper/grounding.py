@@ -10,9 +10,10 @@ before the judge reads the panel — no extra LLM calls.
   chunks; panel: the mean over the other answers); it is *contradicted* when contradiction is the most
   likely verdict. An answer's score is its claims' mean support minus ``nli_contradiction_penalty`` ×
   the share of its claims that are contradicted, in [0, 1].
-* Policies: ``weight`` (the judge and the synthesis are told every answer's score and contradicted
-  claims), ``annotate`` (scores only in the trace), ``filter`` (answers below ``min_score`` are left out,
-  keeping at least ``min_keep``, best first).
+* Policies: ``weight`` (the judge and the synthesis read every answer's score and contradicted claims
+  and are told to trust grounded answers more), ``annotate`` (the same notes, no instruction: the
+  judge decides what to make of them), ``filter`` (answers below ``min_score`` are left out, keeping at
+  least ``min_keep``, best first).
 * Failures (model missing or slow, a bug) follow ``on_error``: ``skip`` runs plain Fusion and the
   trace says why; ``fail`` ends the run with ``502 grounding_failed``.
 """
@@ -255,18 +256,19 @@ class Outcome:
         return self.actions.get(model) != "dropped"
 
     def note(self, model: str) -> str:
-        """What the judge reads under an answer (policy ``weight``)."""
+        """What the judge reads beside an answer (policies ``weight`` and ``annotate``)."""
         s = self.scores.get(model)
-        if s is None or self.actions.get(model) != "weighted":
+        if s is None or self.actions.get(model) not in ("weighted", "annotated"):
             return ""
         bad = [v.claim for v in s.claims if v.contradicted]
         line = f"(groundedness {s.score:.2f} against the {self.trace.reference}"
         return line + (f"; contradicted claims: {' | '.join(bad)})" if bad else ")")
 
 
-WEIGHT_NOTE = ("Each panel answer carries a groundedness score from 0 to 1 from an entailment check of its claims against "
-               "the {reference}. Trust well-grounded answers more; treat contradicted claims as likely wrong unless "
-               "you can show otherwise.")
+ANNOTATE_NOTE = ("Each panel answer carries a groundedness score from 0 to 1 from an entailment check of its claims "
+                 "against the {reference}.")
+WEIGHT_NOTE = ANNOTATE_NOTE + (" Trust well-grounded answers more; treat contradicted claims as likely wrong unless you can "
+                               "show otherwise.")
 
 
 class GroundingFailed(RuntimeError):

@@ -256,3 +256,13 @@ def test_check_config_names_a_missing_required_nli_model(tmp_path):
     problems = missing_models(strict, tmp_path)
     assert any("algorithm.fusion.grounding.nli_model" in p and str(tmp_path / "nli") in p for p in problems)
     assert missing_models(parse_config(fusion_config(ports, {"enabled": True}, tmp_path)), tmp_path) == []
+
+
+async def test_annotate_passes_the_same_notes_without_the_weighting_instruction():
+    from router.looper.grounding import ANNOTATE_NOTE, WEIGHT_NOTE
+
+    enc = FakeEncoders({"Sydney is the capital.": C})
+    out = await ground(enc, GroundingSettings(enabled=True, policy="annotate"),
+                       [("a", "Canberra is the capital."), ("c", "Sydney is the capital.")], [{"role": "user", "content": "q"}])
+    assert "contradicted claims: Sydney is the capital." in out.note("c")
+    assert WEIGHT_NOTE.startswith(ANNOTATE_NOTE) and "Trust" not in ANNOTATE_NOTE
