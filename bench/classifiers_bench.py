@@ -283,6 +283,7 @@ def run_load(url: str, concurrency: int, duration: float, meter: CpuMeter, wd: P
 
 
 def combine(runs: list[dict[str, Any]], unit_ms: float) -> dict[str, Any]:
+    """Rounds of one (router, concurrency): req/s over the summed time, CPU per request, answers seen."""
     reqs = sum(r["requests"] for r in runs)
     secs = sum(r["seconds"] for r in runs)
     cpu: dict[str, float] = {}
@@ -384,31 +385,48 @@ def write_config(wd: Path, name: str, base: dict[str, Any], classifiers: dict[st
     return path
 
 
+def parse_variant(text: str) -> tuple[str, dict[str, Any]]:
+    """``NAME`` or ``NAME:key=value,key=value`` (global.classifiers settings)."""
+    name, _, rest = text.partition(":")
+    settings = {k.strip(): yaml.safe_load(v) for k, v in (kv.split("=", 1) for kv in rest.split(",") if kv.strip())}
+    return name.strip(), settings
+
+
+def start_stack(cleanup: Cleanup, wd: Path, name: str, base: dict[str, Any], settings: dict[str, Any]) -> Stack:
+    (wd / name).mkdir()
+    path = write_config(wd, name, base, settings)
+    return cleanup.stack(Stack(path, listen_port=pick_port(), grpc_port=pick_port(), admin_port=pick_port(),
+                               envoy_admin_port=pick_port(), internal_port=pick_port(), workdir=wd / name,
+                               quiet=True, log_format="json")).start(timeout=180)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", type=Path, default=ROOT / "models")
     ap.add_argument("--phases", default="load,conversation", help="load,conversation[,models]")
-    ap.add_argument("--duration", type=float, default=12.0, help="seconds of load per concurrency and round")
-    ap.add_argument("--rounds", type=int, default=2, help="interleaved rounds (c1, c32, c1, c32, ...)")
+    ap.add_argument("--duration", type=float, default=12.0, help="seconds of load per concurrency, variant and round")
+    ap.add_argument("--rounds", type=int, default=2, help="interleaved rounds (every variant at c1, c32, then again)")
     ap.add_argument("--concurrency", default="1,32")
-    ap.add_argument("--conversations", type=int, default=10, help="10-turn conversations per router")
+    ap.add_argument("--conversations", type=int, default=10, help="10-turn conversations per series")
     ap.add_argument("--turns", type=int, default=10)
     ap.add_argument("--settle", type=float, default=15.0, help="wait up to this long for a quieter machine first")
-    ap.add_argument("--quick", action="store_true", help="smoke run: 3 s of load, one round, 2 conversations")
-    ap.add_argument("--classifiers", action="append", default=[], metavar="KEY=VALUE",
-                    help="global.classifiers setting for the measured routers, e.g. intra_op_threads=2 (repeatable)")
+    ap.add_argument("--quick", action="store_true", help="smoke run: 3 s of load, one round, 3 conversations")
+    ap.add_argument("--variant", action="append", default=[], metavar="NAME[:KEY=VALUE,...]",
+                    help="a router with these global.classifiers settings, measured interleaved with the others "
+                    "(repeatable), e.g. --variant default --variant intra2:intra_op_threads=2; the first one also "
+                    "runs the conversation phase")
     ap.add_argument("--json", type=Path, help="also write the JSON result here")
     args = ap.parse_args(argv)
-    overrides = {k: yaml.safe_load(v) for k, v in (kv.split("=", 1) for kv in args.classifiers)}
     if args.quick:
         args.duration, args.rounds, args.conversations, args.settle = 3.0, 1, 3, 0.0
     phases = {p.strip() for p in args.phases.split(",") if p.strip()}
     conc = [int(c) for c in args.concurrency.split(",")]
+    variants = dict(parse_variant(v) for v in args.variant) or {"default": {}}
 
     info = machine()
     print_machine(info)
     info["loadavg_before"] = os.getloadavg()
-    result: dict[str, Any] = {"machine": info, "goals": GOALS}
+    result: dict[str, Any] = {"machine": info, "goals": GOALS, "variants": variants}
     if "models" in phases:
         result["model_latency"] = model_latency(args.models, 100 if args.quick else 300)
         print(table(["model (1 short prompt)", "p50 ms", "p99 ms"],
@@ -420,6 +438,7 @@ def main(argv: list[str] | None = None) -> int:
     unit = EncoderUnit(args.models)
     base = yaml.safe_load(DEFAULT_CONFIG.read_text())
     wd = workdir("classifiers-bench-")
+    first = next(iter(variants))
     with Cleanup() as cleanup:
         specs = []
         for b in base["backends"]:
@@ -429,20 +448,12 @@ def main(argv: list[str] | None = None) -> int:
             specs.append({"name": b["name"], "port": port, "models": served, "latency_ms": 0, "tps": 0,
                           "max_tokens": 16, "request_log_size": 0})
         sim = start_sims(cleanup, specs, wd)
-        variants = {"cache": write_config(wd, "cache", base, overrides)}
+        stacks = {name: start_stack(cleanup, wd, name, base, settings) for name, settings in variants.items()}
         if "conversation" in phases and cache_setting_supported():
-            variants["no-cache"] = write_config(wd, "no-cache", base, {**overrides, "result_cache_mb": 0})
-        result["classifier_settings"] = overrides
-        stacks: dict[str, Stack] = {}
-        for name, path in variants.items():
-            (wd / name).mkdir()
-            stacks[name] = cleanup.stack(Stack(path, listen_port=pick_port(), grpc_port=pick_port(), admin_port=pick_port(),
-                                               envoy_admin_port=pick_port(), internal_port=pick_port(), workdir=wd / name,
-                                               quiet=True, log_format="json")).start(timeout=180)
-        main_stack = stacks["cache"]
-        router = lambda s=main_stack: process_tree(s.procs["router"].pid)  # noqa: E731
+            stacks["no-cache"] = start_stack(cleanup, wd, "no-cache", base, {**variants[first], "result_cache_mb": 0})
         everything = lambda: [p for s in stacks.values() for pr in s.procs.values() for p in process_tree(pr.pid)]  # noqa: E731
-        decisions = sorted({check_routed(main_stack.url, prompt_body(p, words_tag(f"{i}0123456789"))) for i, p in enumerate(PROMPTS)})
+        decisions = sorted({check_routed(s.url, prompt_body(p, words_tag(f"{i}0123456789")))
+                            for s in stacks.values() for i, p in enumerate(PROMPTS)})
         print(f"workdir {wd}; routers: " + ", ".join(f"{n} {s.url}" for n, s in stacks.items())
               + f"; bench prompts route to {decisions}", flush=True)
         if args.settle:
@@ -451,69 +462,81 @@ def main(argv: list[str] | None = None) -> int:
 
         tagged = [f"Ticket {words_tag(f'012345678{i}')}: {p}" for i, p in enumerate(PROMPTS)]
         units = [unit.pass_ms(tagged)]  # before and after the measurements; their mean is the unit
-        results_raw: dict[int, list[dict[str, Any]]] = {c: [] for c in conc}
+        raw: dict[str, dict[int, list[dict[str, Any]]]] = {v: {c: [] for c in conc} for v in variants}
         if "load" in phases:
             for _ in range(args.rounds):
-                for c in conc:
-                    meter = CpuMeter({"router": router, "envoy": lambda: [main_stack.procs["envoy"].pid],
-                                      "sim": lambda: [sim.pid]}, others=everything)
-                    results_raw[c].append(run_load(main_stack.url, c, args.duration, meter, wd))
-                    r = results_raw[c][-1]
-                    print(f"  load c{c}: {r['requests'] / r['seconds']:.1f} req/s, router "
-                          f"{1000 * r['cpu_s']['router'] / max(r['requests'], 1):.1f} CPU-ms/req", flush=True)
+                for v in variants:
+                    st = stacks[v]
+                    for c in conc:
+                        meter = CpuMeter({"router": lambda s_=st: process_tree(s_.procs["router"].pid),
+                                          "envoy": lambda s_=st: [s_.procs["envoy"].pid], "sim": lambda: [sim.pid]},
+                                         others=everything)
+                        r = run_load(st.url, c, args.duration, meter, wd)
+                        raw[v][c].append(r)
+                        print(f"  load {v} c{c}: {r['requests'] / r['seconds']:.1f} req/s, router "
+                              f"{1000 * r['cpu_s']['router'] / max(r['requests'], 1):.1f} CPU-ms/req, background "
+                              f"{100 * background_share(r['cpu_s']):.0f}%", flush=True)
         conv: dict[str, dict[str, Any]] = {}
         if "conversation" in phases:
-            for s in stacks.values():  # first requests of a new shape pay one-off allocations: not measured
+            names = [first] + (["no-cache"] if "no-cache" in stacks else [])
+            for name in names:  # first requests of a new shape pay one-off allocations: not measured
                 for turn in range(1, args.turns + 1):
-                    check_routed(s.url, conversation("warm-up", turn))
-            series = [("cache", "cache", False), ("cache, one system prompt for all", "cache", True)]
+                    check_routed(stacks[name].url, conversation("warm-up", turn))
+            series = [("cache", first, False), ("cache, one system prompt for all", first, True)]
             series += [("no cache", "no-cache", False)] if "no-cache" in stacks else []
             for label, name, shared_system in series:
-                s = stacks[name]
-                pids = lambda s_=s: process_tree(s_.procs["router"].pid)  # noqa: E731
-                conv[label] = conversation_costs(s.url, pids, args.conversations, args.turns, shared_system)
+                st = stacks[name]
+                pids = lambda s_=st: process_tree(s_.procs["router"].pid)  # noqa: E731
+                conv[label] = conversation_costs(st.url, pids, args.conversations, args.turns, shared_system)
                 print(f"  conversation ({label}): " + " ".join(fmt(x, 1) for x in conv[label]["cpu_ms_per_turn"]), flush=True)
         units.append(unit.pass_ms(tagged))
     unit_ms = statistics.mean(units)
     result["encoder_pass_ms"] = {"measured": [round(u, 3) for u in units], "unit_ms": round(unit_ms, 3)}
-    if results_raw and any(results_raw.values()):
-        result["load"] = {str(c): combine(rs, unit_ms) for c, rs in results_raw.items()}
+    if "load" in phases:
+        result["load"] = {v: {str(c): combine(rs, unit_ms) for c, rs in per.items()} for v, per in raw.items()}
     if conv:
         for r in conv.values():
             r["encoder_passes_per_turn"] = [round(x / unit_ms, 2) for x in r["cpu_ms_per_turn"]]
         result["conversation"] = conv
     info["loadavg_after"] = os.getloadavg()
-
-    print(f"\nUnit: one single-threaded MiniLM-L6 encoder pass of the bench prompts = {unit_ms:.2f} CPU-ms "
-          f"(before / after the measurements: {' / '.join(fmt(u) for u in units)} ms); load average "
-          f"{info['loadavg_before'][0]:.1f} before, {info['loadavg_after'][0]:.1f} after")
-    if "load" in result:
-        rows = []
-        for c, r in result["load"].items():
-            rows.append([c, f"{r['rps']:.1f}", fmt(r["p50_ms"], 1), fmt(r["p99_ms"], 1), fmt(r["router_cpu_ms_per_request"]),
-                         fmt(r["encoder_passes_per_request"]), f"{100 * r['background_cpu_share']:.0f}%",
-                         str(r["errors"])])
-        print(table(["clients", "req/s", "p50 ms", "p99 ms", "router CPU-ms/req", "encoder passes/req", "background",
-                     "errors"], rows))
-        if "1" in result["load"] and "32" in result["load"]:
-            ratio = result["load"]["32"]["rps"] / max(result["load"]["1"]["rps"], 1e-9)
-            result["rps_ratio_32_over_1"] = round(ratio, 2)
-            print(f"req/s at 32 clients / at 1 client: {ratio:.2f}x (goal >= {GOALS['rps_ratio_32_over_1']}x); "
-                  f"encoder passes per request at 1 / 32 clients: {result['load']['1']['encoder_passes_per_request']} / "
-                  f"{result['load']['32']['encoder_passes_per_request']} (goal <= {GOALS['encoder_passes_per_request']})")
-    if "conversation" in result:
-        rows = []
-        for name, r in result["conversation"].items():
-            rows.append([name, *(fmt(x, 1) for x in r["cpu_ms_per_turn"]), fmt(r["last_over_first"]), fmt(r["last_over_second"])])
-        print(f"\nRouter CPU-ms per turn of a {args.turns}-turn conversation ({args.conversations} conversations, "
-              "one request at a time)")
-        print(table(["router", *(f"t{k}" for k in range(1, args.turns + 1)), "last/first", "last/second"], rows))
-        print("New text per turn: turn 1 = the system prompt (unless shared) + one user message; every later turn = "
-              "the previous assistant reply + one user message.")
-    print("\nJSON: " + json.dumps(result))
+    report(result, args)
     if args.json:
         args.json.write_text(json.dumps(result, indent=2) + "\n")
     return 0
+
+
+def report(result: dict[str, Any], args: argparse.Namespace) -> None:
+    info, unit = result["machine"], result["encoder_pass_ms"]
+    print(f"\nUnit: one single-threaded MiniLM-L6 encoder pass of the bench prompts = {unit['unit_ms']:.2f} CPU-ms "
+          f"(before / after the measurements: {' / '.join(fmt(u) for u in unit['measured'])} ms); load average "
+          f"{info['loadavg_before'][0]:.1f} before, {info['loadavg_after'][0]:.1f} after")
+    if "load" in result:
+        rows = []
+        for v, per in result["load"].items():
+            for c, r in per.items():
+                rows.append([v, c, f"{r['rps']:.1f}", fmt(r["p50_ms"], 1), fmt(r["p99_ms"], 1),
+                             fmt(r["router_cpu_ms_per_request"]), fmt(r["encoder_passes_per_request"]),
+                             f"{100 * r['background_cpu_share']:.0f}%", str(r["errors"]),
+                             ", ".join(f"{k} {n}" for k, n in sorted(r["decisions"].items()))])
+            if "1" in per and "32" in per:
+                per["rps_ratio_32_over_1"] = round(per["32"]["rps"] / max(per["1"]["rps"], 1e-9), 2)
+        print(table(["router", "clients", "req/s", "p50 ms", "p99 ms", "router CPU-ms/req", "encoder passes/req",
+                     "background", "errors", "answers"], rows))
+        for v, per in result["load"].items():
+            if "rps_ratio_32_over_1" in per:
+                print(f"{v}: req/s at 32 clients / at 1 client {per['rps_ratio_32_over_1']:.2f}x "
+                      f"(goal >= {GOALS['rps_ratio_32_over_1']}x); encoder passes per request at 1 / 32 clients "
+                      f"{per['1']['encoder_passes_per_request']} / {per['32']['encoder_passes_per_request']} "
+                      f"(goal <= {GOALS['encoder_passes_per_request']})")
+    if "conversation" in result:
+        rows = [[name, *(fmt(x, 1) for x in r["cpu_ms_per_turn"]), fmt(r["last_over_first"]), fmt(r["last_over_second"])]
+                for name, r in result["conversation"].items()]
+        print(f"\nRouter CPU-ms per turn of a {args.turns}-turn conversation ({args.conversations} conversations per "
+              "series, one request at a time)")
+        print(table(["series", *(f"t{k}" for k in range(1, args.turns + 1)), "last/first", "last/second"], rows))
+        print("New text per turn: turn 1 = the system prompt (unless shared) + one user message; every later turn = "
+              "the previous assistant reply + one user message.")
+    print("\nJSON: " + json.dumps(result))
 
 
 if __name__ == "__main__":

@@ -85,6 +85,7 @@ class MicroBatcher(Generic[T, R]):
         # assert on these ("was this text classified again?") rather than on timing.
         self.calls = 0
         self.items_run = 0
+        self._idle = workers  # workers not inside a model call
 
     @classmethod
     def for_model(cls, model: Any, **kwargs: Any) -> MicroBatcher[str, Any]:
@@ -173,7 +174,12 @@ class MicroBatcher(Generic[T, R]):
         # more than one item): a lone caller at low load shouldn't pay max_wait_ms on every request.
         waiting = self._last_size > 1 or not self._queue.empty()
         deadline = time.perf_counter() + (self.max_wait_s if waiting else 0.0)
-        while len(batch) < self.max_batch_size:
+        limit = self.max_batch_size
+        if self._idle > 1:
+            # Several workers free: a burst (one request's windows) is shared out among them, so the
+            # cores work on it side by side instead of one worker taking it all.
+            limit = min(limit, max(1, -(-(self._queue.qsize() + 1) // self._idle)))
+        while len(batch) < limit:
             try:
                 batch.append(self._queue.get_nowait())
                 continue
@@ -201,6 +207,7 @@ class MicroBatcher(Generic[T, R]):
             ok = True
             self.calls += 1
             self.items_run += len(batch)
+            self._idle -= 1
             try:
                 results = await loop.run_in_executor(self._executor, self.fn, [it.value for it in batch])
                 if len(results) != len(batch):
@@ -216,9 +223,11 @@ class MicroBatcher(Generic[T, R]):
                     if not it.future.done():
                         it.future.set_exception(exc)
             else:
-                for it, res in zip(batch, results):
+                for it, res in zip(batch, results, strict=True):
                     if not it.future.done():
                         it.future.set_result(res)
+            finally:
+                self._idle += 1
             if self.on_batch is not None:
                 stats = BatchStats(
                     name=self.name,

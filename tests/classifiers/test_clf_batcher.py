@@ -151,3 +151,27 @@ async def test_event_loop_keeps_ticking_during_inference(embedder: EmbeddingMode
     # A blocked loop would show one gap as long as the whole inference run.
     assert gaps.max() < max(0.1, busy / 3), (gaps.max(), busy)
     assert len(ticks) >= busy / 0.05
+
+
+async def test_a_burst_is_shared_out_among_idle_workers() -> None:
+    calls: list[list[str]] = []
+    threads: set[int] = set()
+
+    def fn(items: list[str]) -> list[str]:
+        calls.append(list(items))
+        threads.add(threading.get_ident())
+        time.sleep(0.02)
+        return [s.upper() for s in items]
+
+    async with MicroBatcher(fn, max_batch_size=32, max_wait_ms=0, workers=4) as mb:
+        out = await mb.submit_many([f"w{i}" for i in range(20)])
+    assert out == [f"W{i}" for i in range(20)]
+    assert sum(len(c) for c in calls) == 20 and len(calls) >= 4  # not one 20-item call on one worker
+    assert max(len(c) for c in calls) <= 5 and len(threads) > 1
+
+
+async def test_one_worker_takes_the_whole_burst() -> None:
+    calls: list[list[str]] = []
+    async with MicroBatcher(_echo(calls), max_batch_size=32, max_wait_ms=0, workers=1) as mb:
+        await mb.submit_many([f"w{i}" for i in range(20)])
+    assert [len(c) for c in calls] == [20]

@@ -79,11 +79,11 @@ async def test_a_window_is_computed_once_and_then_served_from_the_cache(runtime:
     # Three requests at once: the second and third join the first's computation.
     await asyncio.gather(runtime.run_many("jailbreak", [text]), runtime.run_many("embedding", [text]),
                          runtime.run_many("jailbreak", [text, text]))
-    assert await items(runtime, "embedding") - before == 1
+    assert await items(runtime, "embedding") - before == 1, runtime.counters()
     again = await runtime.run_many("jailbreak", [text])
-    assert await items(runtime, "embedding") - before == 1 and again[0].label == "benign"
+    assert await items(runtime, "embedding") - before == 1 and again[0].label == "benign", runtime.counters()
     assert REGISTRY.get_sample_value("fusion_router_classifier_cache_total",
-                                     {"model": "jailbreak", "result": "hit"}) == hits + 1
+                                     {"model": "jailbreak", "result": "hit"}) == hits + 1, runtime.counters()
     # The same text up to case and accents is the same window to an uncased model.
     await runtime.run_many("embedding", [text.upper()])
     assert await items(runtime, "embedding") - before == 1
