@@ -223,7 +223,9 @@ class GroundedAnswer(TraceModel):
     action: str  # weighted | annotated | kept | dropped
     claims: int
     claims_total: int
-    truncated: bool = False  # more sentences than max_claims, or a sentence cut to max_claim_chars
+    # More sentences than max_claims, a sentence cut to max_claim_chars, or a premise (a peer's answer,
+    # an evidence chunk) longer than the entailment model's window.
+    truncated: bool = False
     contradicted_claims: list[ContradictedClaim] = Field(default_factory=list)
     reason: str = ""
 
@@ -347,11 +349,14 @@ async def _score(encoders: Encoders, settings: GroundingSettings, answers: Seque
                     index.append((a, c, peer))
     results = await encoders.entail(settings.nli_model, pairs) if pairs else []
     grouped: dict[tuple[int, int], list[tuple[str, Entailment]]] = {}
+    cut: set[int] = set()  # answers a pair of which did not fit the model's window (a long premise)
     for (a, c, label), r in zip(index, results, strict=True):
         grouped.setdefault((a, c), []).append((label, r))
+        if r.truncated:
+            cut.add(a)
     out = []
     for a, (model, _) in enumerate(answers):
         verdicts = [verdict_of(claim, grouped.get((a, c), []), mode) for c, claim in enumerate(claims[a].claims)]
         out.append(AnswerScore(model, answer_score(verdicts, settings.nli_contradiction_penalty), verdicts,
-                               claims[a].total, claims[a].truncated))
+                               claims[a].total, claims[a].truncated or a in cut))
     return out, len(pairs)
