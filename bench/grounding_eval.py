@@ -121,11 +121,52 @@ def request(row: dict[str, Any], scenario: str, grounding: dict[str, Any] | None
     return {"model": JUDGE, "messages": messages, "plugins": [plugin], "temperature": 0, "max_tokens": 48}
 
 
+async def detection(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The grounding stage alone (no LLM): on the same scripted panels, how often it scored the right
+    answer above the wrong one, and marked each contradicted — detection quality apart from synthesis."""
+    from router.config.schema import ClassifierSettings
+    from router.looper.encoders import RuntimeEncoders
+    from router.looper.grounding import GroundingSettings, ground
+    from router.signals.models import ModelRuntime
+
+    runtime = ModelRuntime(ROOT / "models", ClassifierSettings())
+    enc = RuntimeEncoders(runtime)
+    answers = {f: {k: v for k, v in scripted(rows, f[0], f[1]).items()} for f in (("a", "answer"), ("b", "answer"),
+                                                                                  ("a", "wrong"), ("b", "wrong"))}
+    out: dict[str, Any] = {}
+    try:
+        for scenario in SCENARIOS:
+            panel = {"context": [("right", ("a", "answer")), ("wrong", ("a", "wrong"))],
+                     "majority_right": [("right", ("a", "answer")), ("right2", ("b", "answer")), ("wrong", ("a", "wrong"))],
+                     "majority_wrong": [("right", ("a", "answer")), ("wrong", ("a", "wrong")), ("wrong2", ("b", "wrong"))]}[scenario]
+            stats = {"right_above_wrong": 0, "wrong_flagged": 0, "right_flagged": 0, "wrong_dropped": 0, "right_dropped": 0}
+            for row in rows:
+                key = f"capital city of {row['country']}?"
+                msgs = request(row, scenario, None)["messages"]
+                res = await ground(enc, GroundingSettings(enabled=True, policy="filter"), [(m, answers[f][key]) for m, f in panel], msgs)
+                by = {a.model: a for a in res.trace.answers}
+                rights = [a for m, a in by.items() if m.startswith("right")]
+                wrongs = [a for m, a in by.items() if m.startswith("wrong")]
+                stats["right_above_wrong"] += min(a.score for a in rights) > max(a.score for a in wrongs)
+                stats["wrong_flagged"] += any(a.contradicted_claims for a in wrongs)
+                stats["right_flagged"] += any(a.contradicted_claims for a in rights)
+                stats["wrong_dropped"] += any(a.action == "dropped" for a in wrongs)
+                stats["right_dropped"] += any(a.action == "dropped" for a in rights)
+            out[scenario] = {k: v / len(rows) for k, v in stats.items()} | {"n": len(rows)}
+    finally:
+        await runtime.close()
+    return out
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--items", type=int, default=15)
     ap.add_argument("--sim-judge", action="store_true", help="simulated judge/synthesis (no llama-server)")
     ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument("--configs", nargs="*", choices=list(CONFIGS), default=list(CONFIGS))
+    ap.add_argument("--scenarios", nargs="*", choices=list(SCENARIOS), default=list(SCENARIOS))
+    ap.add_argument("--detection-only", action="store_true",
+                    help="the grounding stage alone on every held-out item (no stack, no LLM)")
     args = ap.parse_args()
 
     import openai
@@ -136,14 +177,27 @@ def main() -> int:
     # A stop signal still stops the stack and llama-server this started (finally below).
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     signal.signal(signal.SIGINT, signal.default_int_handler)
+    if args.detection_only:
+        import asyncio
+
+        det = asyncio.run(detection(items(10_000)))
+        print("| scenario | n | right scored above wrong | wrong answer flagged | right answer flagged | filter drops wrong "
+              "| filter drops right |\n| --- | --- | --- | --- | --- | --- | --- |")
+        for sc, r in det.items():
+            print(f"| {sc} | {r['n']} | {r['right_above_wrong']:.0%} | {r['wrong_flagged']:.0%} | {r['right_flagged']:.0%} | "
+                  f"{r['wrong_dropped']:.0%} | {r['right_dropped']:.0%} |")
+        if args.out:
+            args.out.write_text(json.dumps({"detection": det}, indent=2) + "\n")
+        return 0
     rows = items(args.items)
     workdir = Path(tempfile.mkdtemp(prefix="grounding-eval-"))
     stack, servers, _ = build(rows, args.sim_judge, workdir)
     results: dict[str, dict[str, Any]] = {}
     try:
         client = openai.OpenAI(base_url=f"{stack.url}/v1", api_key="x", max_retries=0, timeout=600)
-        for scenario in SCENARIOS:
-            for name, grounding in CONFIGS.items():
+        for scenario in args.scenarios:
+            for name in args.configs:
+                grounding = CONFIGS[name]
                 recs = []
                 for row in rows:
                     t0 = time.perf_counter()
