@@ -2,23 +2,29 @@
 """The ML signal path at production concurrency (`make bench-classifiers`).
 
 Envoy + the real router on the embedded default config (every model-backed signal on: jailbreak, two
-PII signals, domain, complexity), simulated backends at zero latency, and three measurements whose
-unit is **one single-threaded MiniLM-L6 encoder pass** of the same prompts, measured in this process
-in the same run (so a loaded machine scales both sides alike):
+PII signals, domain, complexity), simulated backends at zero latency, and measurements whose unit is
+**one single-threaded MiniLM-L6 encoder pass** of the same prompts, measured in this process in the same
+run, before and after the load (so a loaded machine scales both sides alike):
 
 * ``load``: closed-loop load at 1 and 32 clients (``wrk`` with a Lua body generator when installed,
-  else aiohttp); every request carries a prompt no earlier request had (a ticket number in the text),
-  so the result cache never answers and the models really run. Reports req/s, p50/p99 and the router's
-  CPU-ms per routed request (all threads of the router process, from /proc) in encoder passes.
-* ``conversation``: 10-turn conversations (a shared system prompt, user and assistant turns), sent
-  turn by turn, one request at a time; the router's CPU per turn, with the result cache and, on a
-  second router, without it (``global.classifiers.result_cache_mb: 0``).
+  else aiohttp); every request carries a prompt no earlier request had (a tag of words in the text:
+  digits would look like account numbers to the PII guard), so the result cache never answers and
+  the models really run. Reports req/s, p50/p99, the decisions answered and the router's CPU-ms per
+  routed request (every thread of the router process, from /proc), also in encoder passes.
+* ``conversation``: 10-turn conversations (system prompt, user and assistant turns; every user turn
+  and assistant reply new text), sent turn by turn, one request at a time; the router's CPU per turn
+  (scheduler nanoseconds of its threads), with the result cache, with one system prompt shared by
+  all conversations, and on a second router without the cache (``global.classifiers.result_cache_mb: 0``).
 * ``models`` (opt-in, ``--phases models``): per-model latency of one short prompt.
 
-Goals (printed, never asserted): ≤ 2.5 encoder passes of router CPU per routed request; req/s at 32
-clients ≥ 3x the 1-client figure; turn 10 of a conversation ≤ 1.5x turn 1 (with the cache).
+``--variant NAME[:key=value,...][@SOURCE_TREE]`` (repeatable) starts one router per variant (other
+``global.classifiers`` settings, or another checkout's router, e.g. the commit before a change) and
+measures them interleaved in the same run.
 
-    python bench/classifiers_bench.py [--duration 12] [--rounds 2] [--conversations 6] [--quick] [--json out.json]
+Goals (printed, never asserted): <= 2.5 encoder passes of router CPU per routed request; req/s at 32
+clients >= 3x the 1-client figure; turn 10 of a conversation <= 1.5x turn 1 (with the cache).
+
+    python bench/classifiers_bench.py [--duration 12] [--rounds 2] [--conversations 10] [--quick] [--json out.json]
 """
 
 from __future__ import annotations
@@ -386,18 +392,31 @@ def write_config(wd: Path, name: str, base: dict[str, Any], classifiers: dict[st
 
 
 def parse_variant(text: str) -> tuple[str, dict[str, Any]]:
-    """``NAME`` or ``NAME:key=value,key=value`` (global.classifiers settings)."""
+    """``NAME[:key=value,...][@SOURCE_TREE]``: global.classifiers settings, and optionally another checkout
+    of this repository whose router to run (a before/after comparison in one run)."""
+    text, _, code = text.partition("@")
     name, _, rest = text.partition(":")
     settings = {k.strip(): yaml.safe_load(v) for k, v in (kv.split("=", 1) for kv in rest.split(",") if kv.strip())}
+    if code:
+        settings["@code"] = str(Path(code).resolve())
     return name.strip(), settings
 
 
 def start_stack(cleanup: Cleanup, wd: Path, name: str, base: dict[str, Any], settings: dict[str, Any]) -> Stack:
     (wd / name).mkdir()
+    settings = dict(settings)
+    code = settings.pop("@code", None)
     path = write_config(wd, name, base, settings)
-    return cleanup.stack(Stack(path, listen_port=pick_port(), grpc_port=pick_port(), admin_port=pick_port(),
-                               envoy_admin_port=pick_port(), internal_port=pick_port(), workdir=wd / name,
-                               quiet=True, log_format="json")).start(timeout=180)
+    stack = cleanup.stack(Stack(path, listen_port=pick_port(), grpc_port=pick_port(), admin_port=pick_port(),
+                                envoy_admin_port=pick_port(), internal_port=pick_port(), workdir=wd / name,
+                                quiet=True, log_format="json"))
+    here = os.getcwd()
+    if code:  # `python -m router.cli` imports the router from the working directory it starts in
+        os.chdir(code)
+    try:
+        return stack.start(timeout=180)
+    finally:
+        os.chdir(here)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -451,6 +470,7 @@ def main(argv: list[str] | None = None) -> int:
         stacks = {name: start_stack(cleanup, wd, name, base, settings) for name, settings in variants.items()}
         if "conversation" in phases and cache_setting_supported():
             stacks["no-cache"] = start_stack(cleanup, wd, "no-cache", base, {**variants[first], "result_cache_mb": 0})
+        # The conversation phase reads every variant, and the first one without the cache too.
         everything = lambda: [p for s in stacks.values() for pr in s.procs.values() for p in process_tree(pr.pid)]  # noqa: E731
         decisions = sorted({check_routed(s.url, prompt_body(p, words_tag(f"{i}0123456789")))
                             for s in stacks.values() for i, p in enumerate(PROMPTS)})
@@ -478,12 +498,11 @@ def main(argv: list[str] | None = None) -> int:
                               f"{100 * background_share(r['cpu_s']):.0f}%", flush=True)
         conv: dict[str, dict[str, Any]] = {}
         if "conversation" in phases:
-            names = [first] + (["no-cache"] if "no-cache" in stacks else [])
-            for name in names:  # first requests of a new shape pay one-off allocations: not measured
+            for st in stacks.values():  # first requests of a new shape pay one-off allocations: not measured
                 for turn in range(1, args.turns + 1):
-                    check_routed(stacks[name].url, conversation("warm-up", turn))
-            series = [("cache", first, False), ("cache, one system prompt for all", first, True)]
-            series += [("no cache", "no-cache", False)] if "no-cache" in stacks else []
+                    check_routed(st.url, conversation("warm-up", turn))
+            series = [(v, v, False) for v in variants] + [(f"{first}, one system prompt for all", first, True)]
+            series += [(f"{first}, no cache", "no-cache", False)] if "no-cache" in stacks else []
             for label, name, shared_system in series:
                 st = stacks[name]
                 pids = lambda s_=st: process_tree(s_.procs["router"].pid)  # noqa: E731
@@ -532,7 +551,8 @@ def report(result: dict[str, Any], args: argparse.Namespace) -> None:
         rows = [[name, *(fmt(x, 1) for x in r["cpu_ms_per_turn"]), fmt(r["last_over_first"]), fmt(r["last_over_second"])]
                 for name, r in result["conversation"].items()]
         print(f"\nRouter CPU-ms per turn of a {args.turns}-turn conversation ({args.conversations} conversations per "
-              "series, one request at a time)")
+              "series, one request at a time; each variant with its default settings, the result cache on where the "
+              "router has one)")
         print(table(["series", *(f"t{k}" for k in range(1, args.turns + 1)), "last/first", "last/second"], rows))
         print("New text per turn: turn 1 = the system prompt (unless shared) + one user message; every later turn = "
               "the previous assistant reply + one user message.")
