@@ -218,7 +218,7 @@ def main() -> int:
                         "correct": row["answer"].lower() in reply.lower() or any(a.lower() in reply.lower() for a in row["aliases"]),
                         "contradicted_reached": any(m in reached for m in contradicted),
                         "wrong_unflagged": any(m in reached and m not in contradicted for m in wrong_members)
-                        if g.get("status") == "applied" and name != "annotate" else True,
+                        if g.get("status") == "applied" else True,
                         "wrong_flagged": any(m in contradicted for m in wrong_members),
                         "right_flagged": any(m in contradicted for m in ("right", "right2")),
                         "right_dropped": any(answers.get(m, {}).get("action") == "dropped" for m in ("right", "right2")),
@@ -235,6 +235,7 @@ def main() -> int:
                        ("contradicted_reached", "wrong_unflagged", "wrong_flagged", "right_flagged", "right_dropped")},
                     "tokens": sum(r["tokens"] for r in recs) / len(recs), "calls": sum(r["calls"] or 0 for r in recs) / len(recs),
                     "grounding_ms": sum(r["grounding_ms"] for r in recs) / len(recs),
+                    "correct": [bool(r["correct"]) for r in recs],  # per item, in item order: for paired comparisons
                 }
                 print(key, json.dumps(results[key]), flush=True)
     finally:
