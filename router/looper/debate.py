@@ -239,13 +239,13 @@ class Debate(Looper):
             if len(latest) < 2:
                 self.stop_reason = "single_answer"
                 break
-            if r == p.max_rounds + 1:
-                self.stop_reason = self.stop_reason or "max_rounds"
-                break
-            converged = await self._converged(rnd, [latest[m].content for m in p.panel if m in latest])
-            if converged:
+            # Checked after the last round too: the trace then says how far apart the final answers are.
+            if await self._converged(rnd, [latest[m].content for m in p.panel if m in latest]):
                 self.stop_reason = "converged"
                 await run.say(f"debate: answers converged after round {r}")
+                break
+            if r == p.max_rounds + 1:
+                self.stop_reason = self.stop_reason or "max_rounds"
                 break
         return await self._synthesize([latest[m] for m in p.panel if m in latest])
 

@@ -65,7 +65,7 @@ def test_debate_revises_and_streams_the_synthesis(lane: Lane) -> None:
     chunks = list(stream)
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     trace = next((c.model_extra or {}).get("debate") for c in chunks if (c.model_extra or {}).get("debate"))
-    print("debate:", trace["stop_reason"], [r["agreement"] for r in trace["rounds"]])
+    print("debate:", trace["stop_reason"], [r.get("agreement") for r in trace["rounds"]])
     assert text and trace["stop_reason"] in ("max_rounds", "converged")
     rounds = len(trace["rounds"])
     assert 1 <= rounds <= 2 and trace["rounds"][0]["answered"] == 2
