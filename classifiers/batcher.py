@@ -117,10 +117,12 @@ class MicroBatcher(Generic[T, R]):
     async def warmup(self) -> None:
         """Run the model once on one item and once on a full batch, so lazy allocations happen now."""
         assert self._executor is not None, "start() first"
+        item = self.warmup_item
+        assert item is not None, "no warmup_item"
         loop = asyncio.get_running_loop()
         t0 = time.perf_counter()
         for n in sorted({1, self.max_batch_size}):
-            await loop.run_in_executor(self._executor, self.fn, [self.warmup_item] * n)
+            await loop.run_in_executor(self._executor, self.fn, [item] * n)
         log.info("microbatcher_warmed_up", name=self.name, ms=round((time.perf_counter() - t0) * 1000, 1))
 
     async def close(self) -> None:

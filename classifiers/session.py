@@ -132,7 +132,7 @@ class OnnxSession:
         return [o.name for o in self.session.get_outputs()]
 
     def run(self, outputs: list[str] | None, feeds: Mapping[str, np.ndarray]) -> list[Any]:
-        return self.session.run(outputs, dict(feeds))
+        return list(self.session.run(outputs, dict(feeds)))
 
 
 def _start(path: Path, providers: list[str], opts: ort.SessionOptions) -> ort.InferenceSession:

@@ -215,8 +215,8 @@ def plan_windows(
             complete = False
             break
     if complete:
-        windows = [w for i, offs in enumerate(per_text) for w in _cut(texts[i], i, offs, window_tokens, overlap)]
-        return WindowPlan(windows, used, True, used)
+        every = [w for i, offs in enumerate(per_text) for w in _cut(texts[i], i, offs, window_tokens, overlap)]
+        return WindowPlan(every, used, True, used)
 
     chars = sum(len(t) for t in texts)
     approx = max(budget + 1, chars // 4)  # about 4 characters per token for English text
