@@ -32,7 +32,6 @@ from pydantic import Field
 
 from router.config.base import Strict
 from router.looper.encoders import Encoders, Entailment
-from router.looper.messages import _text
 from router.looper.trace import TraceModel
 
 Reference = Literal["hybrid", "context", "panel"]
@@ -96,6 +95,13 @@ def split_claims(text: str, max_claims: int = 8, max_chars: int = 400) -> Claims
 
 _TAGGED = re.compile(r"<(document|doc|context|source)\b[^>]*>(.*?)</\1>", re.S | re.I)
 _SECTION = re.compile(r"(?:^|\n)\s*(?:context|documents?|sources?|reference|evidence)\s*:\s*\n?(.+)$", re.S | re.I)
+
+
+def _text(content: Any) -> str:
+    """A message's text: the string, or the text parts of a content list."""
+    if isinstance(content, list):
+        return "\n".join(str(p.get("text")) for p in content if isinstance(p, dict) and p.get("text"))
+    return content if isinstance(content, str) else ""
 
 
 def evidence_texts(messages: Sequence[dict[str, Any]]) -> list[str]:
