@@ -220,6 +220,7 @@ async def test_fusion_filter_drops_the_member_that_contradicts_the_tool_result(p
         body, _ = await run_fusion(app)
     finally:
         await runtime.close()
+        await app.loopers.close()
     g = body["fusion"]["grounding"]
     assert g["status"] == "applied" and g["reference"] == "context"
     assert REGISTRY.get_sample_value("fusion_router_grounding_total", {"decision": "grounded", "status": "applied", "reason": ""}) >= 1
