@@ -30,6 +30,7 @@ class Window:
     text: str  # a slice of the source text, at most ``window_tokens`` tokens long
     source: int  # index of the text it came from
     start: int  # character offset of the slice in that text
+    tokens: int = 0  # how many tokens the slice holds (0: not counted)
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,7 +113,7 @@ def _cut(text: str, source: int, offs: list[tuple[int, int]], window_tokens: int
     while True:
         piece = offs[i : i + window_tokens]
         s, e = piece[0][0], piece[-1][1]
-        yield Window(text[s:e], source, s)
+        yield Window(text[s:e], source, s, len(piece))
         if i + window_tokens >= len(offs):
             return
         i += step
@@ -127,7 +128,7 @@ class CutCache:
 
     def __init__(self, max_entries: int = 8192):
         self.max_entries = max_entries
-        self._data: OrderedDict[bytes, tuple[int, tuple[tuple[int, int], ...]]] = OrderedDict()
+        self._data: OrderedDict[bytes, tuple[int, tuple[tuple[int, int, int], ...]]] = OrderedDict()
         self._lock = threading.Lock()
         self.hits = 0
         self.misses = 0
@@ -138,7 +139,7 @@ class CutCache:
         h.update(text.encode("utf-8", "surrogatepass"))
         return h.digest()
 
-    def get(self, key: bytes) -> tuple[int, tuple[tuple[int, int], ...]] | None:
+    def get(self, key: bytes) -> tuple[int, tuple[tuple[int, int, int], ...]] | None:
         with self._lock:
             hit = self._data.get(key)
             if hit is None:
@@ -148,7 +149,7 @@ class CutCache:
             self.hits += 1
             return hit
 
-    def put(self, key: bytes, value: tuple[int, tuple[tuple[int, int], ...]]) -> None:
+    def put(self, key: bytes, value: tuple[int, tuple[tuple[int, int, int], ...]]) -> None:
         with self._lock:
             self._data[key] = value
             while len(self._data) > self.max_entries:
@@ -171,12 +172,12 @@ def _plan_from_cuts(tokenizer: Tokenizer, texts: Sequence[str], window_tokens: i
         hit = cuts.get(key)
         if hit is None:
             offs = _offsets(tokenizer, text, 0)
-            hit = (len(offs), tuple((w.start, w.start + len(w.text)) for w in _cut(text, i, offs, window_tokens, overlap)))
+            hit = (len(offs), tuple((w.start, w.start + len(w.text), w.tokens) for w in _cut(text, i, offs, window_tokens, overlap)))
             cuts.put(key, hit)
         used += hit[0]
         if used > budget:
             return None
-        windows += [Window(text[s:e], i, s) for s, e in hit[1]]
+        windows += [Window(text[s:e], i, s, n) for s, e, n in hit[1]]
     return WindowPlan(windows, used, True, used)
 
 
@@ -240,3 +241,23 @@ def plan_windows(
         tail = list(_cut(texts[i], i, offs, window_tokens, overlap)) + tail
         left -= len(offs)
     return WindowPlan(windows + tail, budget - max(left, 0), False, approx)
+
+
+# A message this short is judged together with its neighbours: alone, a word like "sunny" (a tool
+# result) or "yes" is out of any classifier's distribution (the jailbreak model scored "sunny" 0.9999),
+# and a thousand one-line turns are a thousand chances of a false alarm.
+SHORT_WINDOW_TOKENS = 16
+
+
+def pack_short(windows: Sequence[Window], window_tokens: int, short: int = SHORT_WINDOW_TOKENS) -> list[Window]:
+    """Join each run of consecutive short windows (under ``short`` tokens) with the window before it
+    when the result stays within ``window_tokens`` (one token per joining newline counted), so a short
+    message is read in its conversation's context. The joined window keeps the first one's source."""
+    out: list[Window] = []
+    for w in windows:
+        prev = out[-1] if out else None
+        if prev is not None and (w.tokens < short or prev.tokens < short) and prev.tokens + w.tokens + 1 <= window_tokens:
+            out[-1] = Window(f"{prev.text}\n{w.text}", prev.source, prev.start, prev.tokens + w.tokens + 1)
+        else:
+            out.append(w)
+    return out

@@ -12,8 +12,13 @@ from router.signals.base import SignalContext, SignalResult
 from router.signals.ml import ModelSignal, scan_detail
 
 
+MIN_TOKENS = 2
+
+
 class JailbreakSignal(ModelSignal):
     type = "jailbreak"
+    # A one-word tool result or a "yes" is judged in its conversation's context, not alone.
+    pack_short = True
     spec: JailbreakSpec
 
     def __init__(self, spec: JailbreakSpec, runtime: Any):
@@ -37,7 +42,9 @@ class JailbreakSignal(ModelSignal):
         windows, results, cut = await self.infer(ctx, self.scope, self.spec.model)
         if not results:
             return SignalResult(self.type, self.name, False, 0.0, detail={"windows": 0})
-        scores = [r.probs[self._positive] for r in results]
+        # Two tokens cannot instruct a model; alone they are also where the classifier is least sure
+        # of itself (a lone "sunny" scored 0.9999), so such a window never counts as an attack.
+        scores = [r.probs[self._positive] if w.tokens == 0 or w.tokens > MIN_TOKENS else 0.0 for w, r in zip(windows, results)]
         score = max(scores)
         detail = {"score": round(score, 4), "threshold": self.spec.threshold, **scan_detail(windows, cut)}
         return SignalResult(self.type, self.name, score >= self.spec.threshold, score, detail=detail)

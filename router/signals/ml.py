@@ -4,11 +4,12 @@ one inference per (model, window set) per request, whatever the number of signal
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from dataclasses import replace
+from typing import Any, ClassVar
 
 import numpy as np
 
-from classifiers.windows import Window, WindowPlan, plan_windows
+from classifiers.windows import Window, WindowPlan, pack_short, plan_windows
 from router.config.schema import ModelSignalCommon
 from router.signals.base import Signal, SignalContext, SignalResult, TextTooLong
 
@@ -23,6 +24,8 @@ _PLAN_INLINE_CHARS = 16 * 1024
 
 class ModelSignal(Signal):
     cheap = False
+    # Read short messages together with their neighbours (classifiers.windows.pack_short).
+    pack_short: ClassVar[bool] = False
     spec: ModelSignalCommon
 
     def __init__(self, spec: ModelSignalCommon, runtime: Any):
@@ -69,7 +72,7 @@ class ModelSignal(Signal):
         """Windows over the scope's texts within this signal's token budget (shared per request by
         signals with the same model, scope and budget). Raises TextTooLong under ``refuse``."""
         spec = self.spec
-        key = f"plan:{model}:{scope}:{spec.token_budget}:{spec.over_budget}:{spec.window_tokens}"
+        key = f"plan:{model}:{scope}:{spec.token_budget}:{spec.over_budget}:{spec.window_tokens}:{self.pack_short}"
         plan: WindowPlan | None = ctx.cache.get(key)
         if plan is None:
             texts = ctx.texts(scope)
@@ -81,6 +84,8 @@ class ModelSignal(Signal):
                 plan = await asyncio.to_thread(plan_windows, tok.plain, texts, **kwargs)
             else:
                 plan = plan_windows(tok.plain, texts, **kwargs)
+            if self.pack_short:
+                plan = replace(plan, windows=pack_short(plan.windows, size))
             ctx.cache[key] = plan
         if not plan.complete and spec.over_budget == "refuse":
             raise TextTooLong(self.key, plan.approx_total_tokens, spec.token_budget)
@@ -90,7 +95,7 @@ class ModelSignal(Signal):
         """The model's result for every window of the scope, computed once per request; and whether
         the input was cut (head and tail only)."""
         plan = await self.plan(ctx, scope, model)
-        key = f"run:{model}:{scope}:{self.spec.token_budget}:{self.spec.over_budget}:{self.spec.window_tokens}"
+        key = f"run:{model}:{scope}:{self.spec.token_budget}:{self.spec.over_budget}:{self.spec.window_tokens}:{self.pack_short}"
         task = ctx.cache.get(key)
         if task is None:
             texts = [w.text for w in plan.windows]

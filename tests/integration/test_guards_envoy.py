@@ -165,3 +165,19 @@ def test_shed_requests_are_counted(starved_stack):
     post(starved_stack, [{"role": "user", "content": "Tell me something nice about autumn"}])
     _, _, metrics = raw(f"http://127.0.0.1:{starved_stack.admin_port}", "GET", "/metrics")
     assert 'fusion_router_shed_total{reason="guard_unavailable"}' in metrics.decode()
+
+
+BENIGN_SHORT = {
+    "one_word_tool_result": [{"role": "user", "content": "What is the weather?"},
+                             {"role": "assistant", "content": None, "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "w", "arguments": "{}"}}]},
+                             {"role": "tool", "tool_call_id": "c1", "content": "sunny"}],
+    "one_word_message": [{"role": "user", "content": "sunny"}],
+    "many_short_turns": [m for i in range(300) for m in ({"role": "user", "content": f"Note {i}"}, {"role": "assistant", "content": "ok"})]
+    + [{"role": "user", "content": "Thanks, that's all."}],
+}
+
+
+@pytest.mark.parametrize("case", sorted(BENIGN_SHORT))
+def test_short_benign_messages_are_not_taken_for_attacks(stack, case):
+    status, _, body = post(stack, BENIGN_SHORT[case])
+    assert status == 200, body
