@@ -81,9 +81,11 @@ PROMPTS = [
     "Explain what a hash map is, how collisions are handled with chaining and with open addressing, "
     "and why the load factor matters for lookups. Keep it short and give one small example in Go.",
 ]
-SYSTEM = ("You are a helpful assistant for the support team of a travel company. Answer politely and briefly, "
-          "use the customer's language, and when a booking number is mentioned repeat it back so the agent "
-          "can check it. Never invent prices; say that an agent will confirm them.")
+SYSTEM = (
+    "You are a helpful assistant for the support team of a travel company. Answer politely and briefly, "
+    "use the customer's language, and when a booking number is mentioned repeat it back so the agent "
+    "can check it. Never invent prices; say that an agent will confirm them."
+)
 USER_TURNS = [
     "Hi, I booked a hotel in Porto for next month and would like to change the dates by two days.",
     "The booking is under my surname. Can you also tell me if breakfast is included in the room rate?",
@@ -96,10 +98,12 @@ USER_TURNS = [
     "Can I pay by card in most small restaurants or should I carry cash?",
     "Thanks. Please summarise the changes to my booking so I can forward them to my partner.",
 ]
-ASSISTANT = ("Of course. I have noted your request about {topic} for conversation {n}. An agent will confirm the "
-             "details shortly; in the meantime here is what usually applies: most travellers find the metro "
-             "convenient, restaurants near the river vary a lot in price, and trains to nearby towns leave "
-             "every hour from the main station. Let me know if there is anything else I can help with.")
+ASSISTANT = (
+    "Of course. I have noted your request about {topic} for conversation {n}. An agent will confirm the "
+    "details shortly; in the meantime here is what usually applies: most travellers find the metro "
+    "convenient, restaurants near the river vary a lot in price, and trains to nearby towns leave "
+    "every hour from the main station. Let me know if there is anything else I can help with."
+)
 
 
 # --------------------------------------------------------------------------- the unit: one encoder pass
@@ -228,19 +232,35 @@ def _lua_string(s: str) -> str:
 
 def load_wrk(url: str, concurrency: int, duration: float, seed: str, meter: CpuMeter, wd: Path) -> dict[str, Any]:
     script = wd / f"load-{seed}.lua"
-    script.write_text(_WRK_LUA.format(prompts="{" + ", ".join(_lua_string(p) for p in PROMPTS) + "}", seed=words_tag(seed) + "-",
-                                      words="{" + ", ".join(_lua_string(w) for w in _WORDS) + "}"))
+    script.write_text(
+        _WRK_LUA.format(
+            prompts="{" + ", ".join(_lua_string(p) for p in PROMPTS) + "}",
+            seed=words_tag(seed) + "-",
+            words="{" + ", ".join(_lua_string(w) for w in _WORDS) + "}",
+        )
+    )
     meter.start()
-    proc = subprocess.run(["wrk", "-t1", f"-c{concurrency}", f"-d{duration:g}s", "--timeout", "20s", "-s", str(script), url],
-                          capture_output=True, text=True, timeout=duration + 90)
+    proc = subprocess.run(
+        ["wrk", "-t1", f"-c{concurrency}", f"-d{duration:g}s", "--timeout", "20s", "-s", str(script), url],
+        capture_output=True,
+        text=True,
+        timeout=duration + 90,
+    )
     cpu = meter.stop()
     m = re.search(r"WRKJSON (\{.*\})", proc.stdout)
     if proc.returncode != 0 or not m:
         raise RuntimeError(f"wrk failed ({proc.returncode}): {proc.stdout[-400:]} {proc.stderr[-400:]}")
     d = json.loads(m.group(1))
     secs = d["duration_us"] / 1e6
-    return {"requests": d["requests"], "errors": d["errors"], "seconds": secs, "p50_ms": d["p50_us"] / 1000,
-            "p99_ms": d["p99_us"] / 1000, "cpu_s": cpu, "decisions": d.get("decisions", {})}
+    return {
+        "requests": d["requests"],
+        "errors": d["errors"],
+        "seconds": secs,
+        "p50_ms": d["p50_us"] / 1000,
+        "p99_ms": d["p99_us"] / 1000,
+        "cpu_s": cpu,
+        "decisions": d.get("decisions", {}),
+    }
 
 
 def load_aiohttp(url: str, concurrency: int, duration: float, seed: str, meter: CpuMeter) -> dict[str, Any]:
@@ -274,15 +294,24 @@ def load_aiohttp(url: str, concurrency: int, duration: float, seed: str, meter: 
     meter.start()
     lat, errors, secs, decisions = asyncio.run(main())
     cpu = meter.stop()
-    return {"requests": len(lat), "errors": errors, "seconds": secs, "p50_ms": pct(lat, 50), "p99_ms": pct(lat, 99),
-            "cpu_s": cpu, "decisions": decisions}
+    return {
+        "requests": len(lat),
+        "errors": errors,
+        "seconds": secs,
+        "p50_ms": pct(lat, 50),
+        "p99_ms": pct(lat, 99),
+        "cpu_s": cpu,
+        "decisions": decisions,
+    }
 
 
 def run_load(url: str, concurrency: int, duration: float, meter: CpuMeter, wd: Path) -> dict[str, Any]:
     seed = f"{random.randint(0, 10**9):09d}"  # never seen before: the result cache cannot answer
     full = f"{url}/v1/chat/completions"
-    use_wrk = os.environ.get("BENCH_LOAD_TOOL", "") != "aiohttp" and subprocess.run(
-        ["sh", "-c", "command -v wrk"], capture_output=True).returncode == 0
+    use_wrk = (
+        os.environ.get("BENCH_LOAD_TOOL", "") != "aiohttp"
+        and subprocess.run(["sh", "-c", "command -v wrk"], capture_output=True).returncode == 0
+    )
     if use_wrk:
         return load_wrk(full, concurrency, duration, seed, meter, wd)
     return load_aiohttp(full, concurrency, duration, seed, meter)
@@ -301,16 +330,23 @@ def combine(runs: list[dict[str, Any]], unit_ms: float) -> dict[str, Any]:
     for r in runs:
         for k, v in r.get("decisions", {}).items():
             decisions[k] = decisions.get(k, 0) + v
-    return {"requests": reqs, "errors": sum(r["errors"] for r in runs), "rps": round(reqs / secs, 1),
-            "decisions": decisions,
-            "rps_rounds": [round(r["requests"] / r["seconds"], 1) for r in runs],
-            "p50_ms": round(statistics.mean(r["p50_ms"] for r in runs), 1),
-            "p99_ms": round(statistics.mean(r["p99_ms"] for r in runs), 1),
-            "router_cpu_ms_per_request": round(router_ms, 2),
-            "encoder_passes_per_request": round(router_ms / unit_ms, 2),
-            "cpu_ms_per_request": {k: round(1000 * v / max(reqs, 1), 2) for k, v in cpu.items()
-                                   if k not in ("wall", "background", "load_generator+bench")},
-            "background_cpu_share": round(background_share(cpu), 3)}
+    return {
+        "requests": reqs,
+        "errors": sum(r["errors"] for r in runs),
+        "rps": round(reqs / secs, 1),
+        "decisions": decisions,
+        "rps_rounds": [round(r["requests"] / r["seconds"], 1) for r in runs],
+        "p50_ms": round(statistics.mean(r["p50_ms"] for r in runs), 1),
+        "p99_ms": round(statistics.mean(r["p99_ms"] for r in runs), 1),
+        "router_cpu_ms_per_request": round(router_ms, 2),
+        "encoder_passes_per_request": round(router_ms / unit_ms, 2),
+        "cpu_ms_per_request": {
+            k: round(1000 * v / max(reqs, 1), 2)
+            for k, v in cpu.items()
+            if k not in ("wall", "background", "load_generator+bench")
+        },
+        "background_cpu_share": round(background_share(cpu), 3),
+    }
 
 
 # --------------------------------------------------------------------------- conversation
@@ -346,10 +382,12 @@ def conversation_costs(url: str, router_pids: Any, convs: int, turns: int, share
         for n in names:
             decisions.add(check_routed(url, conversation(n, turn, shared_system)))
         per_turn.append(1000 * (cpu_seconds(pids) - c0) / convs)
-    return {"cpu_ms_per_turn": [round(x, 2) for x in per_turn],
-            "last_over_first": round(per_turn[-1] / per_turn[0], 2) if per_turn[0] > 0 else None,
-            "last_over_second": round(per_turn[-1] / per_turn[1], 2) if len(per_turn) > 1 and per_turn[1] > 0 else None,
-            "decisions": sorted(decisions)}
+    return {
+        "cpu_ms_per_turn": [round(x, 2) for x in per_turn],
+        "last_over_first": round(per_turn[-1] / per_turn[0], 2) if per_turn[0] > 0 else None,
+        "last_over_second": round(per_turn[-1] / per_turn[1], 2) if len(per_turn) > 1 and per_turn[1] > 0 else None,
+        "decisions": sorted(decisions),
+    }
 
 
 # --------------------------------------------------------------------------- model latency (opt-in)
@@ -407,9 +445,19 @@ def start_stack(cleanup: Cleanup, wd: Path, name: str, base: dict[str, Any], set
     settings = dict(settings)
     code = settings.pop("@code", None)
     path = write_config(wd, name, base, settings)
-    stack = cleanup.stack(Stack(path, listen_port=pick_port(), grpc_port=pick_port(), admin_port=pick_port(),
-                                envoy_admin_port=pick_port(), internal_port=pick_port(), workdir=wd / name,
-                                quiet=True, log_format="json"))
+    stack = cleanup.stack(
+        Stack(
+            path,
+            listen_port=pick_port(),
+            grpc_port=pick_port(),
+            admin_port=pick_port(),
+            envoy_admin_port=pick_port(),
+            internal_port=pick_port(),
+            workdir=wd / name,
+            quiet=True,
+            log_format="json",
+        )
+    )
     here = os.getcwd()
     if code:  # `python -m router.cli` imports the router from the working directory it starts in
         os.chdir(code)
@@ -430,10 +478,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--turns", type=int, default=10)
     ap.add_argument("--settle", type=float, default=15.0, help="wait up to this long for a quieter machine first")
     ap.add_argument("--quick", action="store_true", help="smoke run: 3 s of load, one round, 3 conversations")
-    ap.add_argument("--variant", action="append", default=[], metavar="NAME[:KEY=VALUE,...]",
-                    help="a router with these global.classifiers settings, measured interleaved with the others "
-                    "(repeatable), e.g. --variant default --variant intra2:intra_op_threads=2; the first one also "
-                    "runs the conversation phase")
+    ap.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        metavar="NAME[:KEY=VALUE,...]",
+        help="a router with these global.classifiers settings, measured interleaved with the others "
+        "(repeatable), e.g. --variant default --variant intra2:intra_op_threads=2; the first one also "
+        "runs the conversation phase",
+    )
     ap.add_argument("--json", type=Path, help="also write the JSON result here")
     args = ap.parse_args(argv)
     if args.quick:
@@ -448,8 +501,12 @@ def main(argv: list[str] | None = None) -> int:
     result: dict[str, Any] = {"machine": info, "goals": GOALS, "variants": variants}
     if "models" in phases:
         result["model_latency"] = model_latency(args.models, 100 if args.quick else 300)
-        print(table(["model (1 short prompt)", "p50 ms", "p99 ms"],
-                    [[n, fmt(r["p50_ms"]), fmt(r["p99_ms"])] for n, r in result["model_latency"].items()]))
+        print(
+            table(
+                ["model (1 short prompt)", "p50 ms", "p99 ms"],
+                [[n, fmt(r["p50_ms"]), fmt(r["p99_ms"])] for n, r in result["model_latency"].items()],
+            )
+        )
     if not phases & {"load", "conversation"}:
         print("\nJSON: " + json.dumps(result))
         return 0
@@ -464,18 +521,36 @@ def main(argv: list[str] | None = None) -> int:
             port = pick_port()
             b["endpoint"] = f"http://127.0.0.1:{port}"
             served = [m.get("served_model_id", m["name"]) for m in base["models"] if m["backend"] == b["name"]]
-            specs.append({"name": b["name"], "port": port, "models": served, "latency_ms": 0, "tps": 0,
-                          "max_tokens": 16, "request_log_size": 0})
+            specs.append(
+                {
+                    "name": b["name"],
+                    "port": port,
+                    "models": served,
+                    "latency_ms": 0,
+                    "tps": 0,
+                    "max_tokens": 16,
+                    "request_log_size": 0,
+                }
+            )
         sim = start_sims(cleanup, specs, wd)
         stacks = {name: start_stack(cleanup, wd, name, base, settings) for name, settings in variants.items()}
         if "conversation" in phases and cache_setting_supported():
             stacks["no-cache"] = start_stack(cleanup, wd, "no-cache", base, {**variants[first], "result_cache_mb": 0})
         # The conversation phase reads every variant, and the first one without the cache too.
         everything = lambda: [p for s in stacks.values() for pr in s.procs.values() for p in process_tree(pr.pid)]  # noqa: E731
-        decisions = sorted({check_routed(s.url, prompt_body(p, words_tag(f"{i}0123456789")))
-                            for s in stacks.values() for i, p in enumerate(PROMPTS)})
-        print(f"workdir {wd}; routers: " + ", ".join(f"{n} {s.url}" for n, s in stacks.items())
-              + f"; bench prompts route to {decisions}", flush=True)
+        decisions = sorted(
+            {
+                check_routed(s.url, prompt_body(p, words_tag(f"{i}0123456789")))
+                for s in stacks.values()
+                for i, p in enumerate(PROMPTS)
+            }
+        )
+        print(
+            f"workdir {wd}; routers: "
+            + ", ".join(f"{n} {s.url}" for n, s in stacks.items())
+            + f"; bench prompts route to {decisions}",
+            flush=True,
+        )
         if args.settle:
             share = wait_quiet(args.settle)
             print(f"background CPU before measuring: {100 * share:.0f}% of all cores", flush=True)
@@ -488,14 +563,22 @@ def main(argv: list[str] | None = None) -> int:
                 for v in variants:
                     st = stacks[v]
                     for c in conc:
-                        meter = CpuMeter({"router": lambda s_=st: process_tree(s_.procs["router"].pid),
-                                          "envoy": lambda s_=st: [s_.procs["envoy"].pid], "sim": lambda: [sim.pid]},
-                                         others=everything)
+                        meter = CpuMeter(
+                            {
+                                "router": lambda s_=st: process_tree(s_.procs["router"].pid),
+                                "envoy": lambda s_=st: [s_.procs["envoy"].pid],
+                                "sim": lambda: [sim.pid],
+                            },
+                            others=everything,
+                        )
                         r = run_load(st.url, c, args.duration, meter, wd)
                         raw[v][c].append(r)
-                        print(f"  load {v} c{c}: {r['requests'] / r['seconds']:.1f} req/s, router "
-                              f"{1000 * r['cpu_s']['router'] / max(r['requests'], 1):.1f} CPU-ms/req, background "
-                              f"{100 * background_share(r['cpu_s']):.0f}%", flush=True)
+                        print(
+                            f"  load {v} c{c}: {r['requests'] / r['seconds']:.1f} req/s, router "
+                            f"{1000 * r['cpu_s']['router'] / max(r['requests'], 1):.1f} CPU-ms/req, background "
+                            f"{100 * background_share(r['cpu_s']):.0f}%",
+                            flush=True,
+                        )
         conv: dict[str, dict[str, Any]] = {}
         if "conversation" in phases:
             for st in stacks.values():  # first requests of a new shape pay one-off allocations: not measured
@@ -526,36 +609,71 @@ def main(argv: list[str] | None = None) -> int:
 
 def report(result: dict[str, Any], args: argparse.Namespace) -> None:
     info, unit = result["machine"], result["encoder_pass_ms"]
-    print(f"\nUnit: one single-threaded MiniLM-L6 encoder pass of the bench prompts = {unit['unit_ms']:.2f} CPU-ms "
-          f"(before / after the measurements: {' / '.join(fmt(u) for u in unit['measured'])} ms); load average "
-          f"{info['loadavg_before'][0]:.1f} before, {info['loadavg_after'][0]:.1f} after")
+    print(
+        f"\nUnit: one single-threaded MiniLM-L6 encoder pass of the bench prompts = {unit['unit_ms']:.2f} CPU-ms "
+        f"(before / after the measurements: {' / '.join(fmt(u) for u in unit['measured'])} ms); load average "
+        f"{info['loadavg_before'][0]:.1f} before, {info['loadavg_after'][0]:.1f} after"
+    )
     if "load" in result:
         rows = []
         for v, per in result["load"].items():
             for c, r in per.items():
-                rows.append([v, c, f"{r['rps']:.1f}", fmt(r["p50_ms"], 1), fmt(r["p99_ms"], 1),
-                             fmt(r["router_cpu_ms_per_request"]), fmt(r["encoder_passes_per_request"]),
-                             f"{100 * r['background_cpu_share']:.0f}%", str(r["errors"]),
-                             ", ".join(f"{k} {n}" for k, n in sorted(r["decisions"].items()))])
+                rows.append(
+                    [
+                        v,
+                        c,
+                        f"{r['rps']:.1f}",
+                        fmt(r["p50_ms"], 1),
+                        fmt(r["p99_ms"], 1),
+                        fmt(r["router_cpu_ms_per_request"]),
+                        fmt(r["encoder_passes_per_request"]),
+                        f"{100 * r['background_cpu_share']:.0f}%",
+                        str(r["errors"]),
+                        ", ".join(f"{k} {n}" for k, n in sorted(r["decisions"].items())),
+                    ]
+                )
             if "1" in per and "32" in per:
                 per["rps_ratio_32_over_1"] = round(per["32"]["rps"] / max(per["1"]["rps"], 1e-9), 2)
-        print(table(["router", "clients", "req/s", "p50 ms", "p99 ms", "router CPU-ms/req", "encoder passes/req",
-                     "background", "errors", "answers"], rows))
+        print(
+            table(
+                [
+                    "router",
+                    "clients",
+                    "req/s",
+                    "p50 ms",
+                    "p99 ms",
+                    "router CPU-ms/req",
+                    "encoder passes/req",
+                    "background",
+                    "errors",
+                    "answers",
+                ],
+                rows,
+            )
+        )
         for v, per in result["load"].items():
             if "rps_ratio_32_over_1" in per:
-                print(f"{v}: req/s at 32 clients / at 1 client {per['rps_ratio_32_over_1']:.2f}x "
-                      f"(goal >= {GOALS['rps_ratio_32_over_1']}x); encoder passes per request at 1 / 32 clients "
-                      f"{per['1']['encoder_passes_per_request']} / {per['32']['encoder_passes_per_request']} "
-                      f"(goal <= {GOALS['encoder_passes_per_request']})")
+                print(
+                    f"{v}: req/s at 32 clients / at 1 client {per['rps_ratio_32_over_1']:.2f}x "
+                    f"(goal >= {GOALS['rps_ratio_32_over_1']}x); encoder passes per request at 1 / 32 clients "
+                    f"{per['1']['encoder_passes_per_request']} / {per['32']['encoder_passes_per_request']} "
+                    f"(goal <= {GOALS['encoder_passes_per_request']})"
+                )
     if "conversation" in result:
-        rows = [[name, *(fmt(x, 1) for x in r["cpu_ms_per_turn"]), fmt(r["last_over_first"]), fmt(r["last_over_second"])]
-                for name, r in result["conversation"].items()]
-        print(f"\nRouter CPU-ms per turn of a {args.turns}-turn conversation ({args.conversations} conversations per "
-              "series, one request at a time; each variant with its default settings, the result cache on where the "
-              "router has one)")
+        rows = [
+            [name, *(fmt(x, 1) for x in r["cpu_ms_per_turn"]), fmt(r["last_over_first"]), fmt(r["last_over_second"])]
+            for name, r in result["conversation"].items()
+        ]
+        print(
+            f"\nRouter CPU-ms per turn of a {args.turns}-turn conversation ({args.conversations} conversations per "
+            "series, one request at a time; each variant with its default settings, the result cache on where the "
+            "router has one)"
+        )
         print(table(["series", *(f"t{k}" for k in range(1, args.turns + 1)), "last/first", "last/second"], rows))
-        print("New text per turn: turn 1 = the system prompt (unless shared) + one user message; every later turn = "
-              "the previous assistant reply + one user message.")
+        print(
+            "New text per turn: turn 1 = the system prompt (unless shared) + one user message; every later turn = "
+            "the previous assistant reply + one user message."
+        )
     print("\nJSON: " + json.dumps(result))
 
 

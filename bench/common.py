@@ -32,8 +32,8 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # `python bench/x.py` puts bench/ first, not the repo root
     sys.path.insert(0, str(ROOT))
 
-from router.local import Stack, envoy_binary  # noqa: E402
-from router.processes import children_of, http_ok, stop_process, wait_until  # noqa: E402
+from router.local import Stack, envoy_binary
+from router.processes import children_of, http_ok, stop_process, wait_until
 
 PORT_RANGE = (30000, 39999)
 _taken: set[int] = set()
@@ -102,7 +102,7 @@ class Cleanup:
                     stop_session(obj)
                 else:
                     stop_proc(obj)
-            except Exception as exc:  # noqa: BLE001 - keep stopping the rest
+            except Exception as exc:
                 print(f"bench: could not stop {obj!r}: {exc}", file=sys.stderr)
 
     def __enter__(self) -> Cleanup:
@@ -138,24 +138,49 @@ def start_sims(cleanup: Cleanup, specs: list[dict[str, Any]], workdir: Path, tim
     ready = workdir / "bench-sim.ready.json"
     ready.unlink(missing_ok=True)
     log = open(workdir / "bench-sim.log", "ab")  # noqa: SIM115 - lives with the process
-    proc = cleanup.proc(subprocess.Popen(
-        [sys.executable, "-m", "router.sim", "--config", str(sim_file), "--ready-file", str(ready)],
-        stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, start_new_session=True,
-    ))
+    proc = cleanup.proc(
+        subprocess.Popen(
+            [sys.executable, "-m", "router.sim", "--config", str(sim_file), "--ready-file", str(ready)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+            start_new_session=True,
+        )
+    )
     wait_until("the simulated backends", ready.exists, timeout, proc)
     return proc
 
 
-def start_envoy(cleanup: Cleanup, config: dict[str, Any], admin_port: int, workdir: Path, name: str,
-                concurrency: int = 2, timeout: float = 30.0) -> subprocess.Popen:
+def start_envoy(
+    cleanup: Cleanup,
+    config: dict[str, Any],
+    admin_port: int,
+    workdir: Path,
+    name: str,
+    concurrency: int = 2,
+    timeout: float = 30.0,
+) -> subprocess.Popen:
     path = workdir / f"{name}.yaml"
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     log = open(workdir / f"{name}.log", "ab")  # noqa: SIM115
-    proc = cleanup.proc(subprocess.Popen(
-        [envoy_binary(), "-c", str(path), "--base-id", str(random.randint(1000, 60000)),
-         "--log-level", "warn", "--concurrency", str(concurrency)],
-        stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-    ))
+    proc = cleanup.proc(
+        subprocess.Popen(
+            [
+                envoy_binary(),
+                "-c",
+                str(path),
+                "--base-id",
+                str(random.randint(1000, 60000)),
+                "--log-level",
+                "warn",
+                "--concurrency",
+                str(concurrency),
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    )
     wait_until(f"Envoy ({name})", lambda: http_ok(f"http://127.0.0.1:{admin_port}/ready"), timeout, proc)
     return proc
 
@@ -294,8 +319,14 @@ def table(headers: list[str], rows: list[list[str]]) -> str:
 # --------------------------------------------------------------------------- sequential latency
 
 
-def sequential_latency(url: str, body: bytes, headers: dict[str, str], n: int, warmup: int,
-                       check: Callable[[http.client.HTTPResponse, bytes], None] | None = None) -> list[float]:
+def sequential_latency(
+    url: str,
+    body: bytes,
+    headers: dict[str, str],
+    n: int,
+    warmup: int,
+    check: Callable[[http.client.HTTPResponse, bytes], None] | None = None,
+) -> list[float]:
     """``n`` POSTs one after another on one keep-alive connection; per-request wall time in ms."""
     parsed = url.removeprefix("http://")
     hostport, _, path = parsed.partition("/")
@@ -352,7 +383,8 @@ class LoadResult:
 
     def as_dict(self) -> dict[str, Any]:
         return {k: (round(v, 3) if isinstance(v, float) else v) for k, v in self.__dict__.items()} | {
-            "cpu_s": {k: round(v, 3) for k, v in self.cpu_s.items()}}
+            "cpu_s": {k: round(v, 3) for k, v in self.cpu_s.items()}
+        }
 
 
 def load_tool() -> str:
@@ -364,16 +396,24 @@ def load_tool() -> str:
     return "wrk" if shutil.which("wrk") else "aiohttp"
 
 
-def run_load(url: str, body: bytes, headers: dict[str, str], concurrency: int, duration: float,
-             meter: CpuMeter | None = None, workdir_: Path | None = None) -> LoadResult:
+def run_load(
+    url: str,
+    body: bytes,
+    headers: dict[str, str],
+    concurrency: int,
+    duration: float,
+    meter: CpuMeter | None = None,
+    workdir_: Path | None = None,
+) -> LoadResult:
     """Closed-loop load: ``concurrency`` keep-alive connections for ``duration`` seconds."""
     if load_tool() == "wrk":
         return _wrk(url, body, headers, concurrency, duration, meter, workdir_ or Path(tempfile.gettempdir()))
     return _aiohttp_load(url, body, headers, concurrency, duration, meter)
 
 
-def _wrk(url: str, body: bytes, headers: dict[str, str], concurrency: int, duration: float,
-         meter: CpuMeter | None, wd: Path) -> LoadResult:
+def _wrk(
+    url: str, body: bytes, headers: dict[str, str], concurrency: int, duration: float, meter: CpuMeter | None, wd: Path
+) -> LoadResult:
     hdr_lines = "\n".join(f'wrk.headers["{k}"] = "{v}"' for k, v in {"Content-Type": "application/json", **headers}.items())
     script = wd / f"wrk-{os.getpid()}.lua"
     script.write_text(_WRK_LUA.format(body=body.decode(), headers=hdr_lines))
@@ -389,12 +429,23 @@ def _wrk(url: str, body: bytes, headers: dict[str, str], concurrency: int, durat
     d = json.loads(m.group(1))
     secs = d["duration_us"] / 1e6
     errors = d["status_errors"] + d["connect"] + d["read"] + d["write"] + d["timeout"]
-    return LoadResult("wrk", concurrency, secs, d["requests"], errors, d["requests"] / secs,
-                      d["p50_us"] / 1000, d["p90_us"] / 1000, d["p99_us"] / 1000, cpu)
+    return LoadResult(
+        "wrk",
+        concurrency,
+        secs,
+        d["requests"],
+        errors,
+        d["requests"] / secs,
+        d["p50_us"] / 1000,
+        d["p90_us"] / 1000,
+        d["p99_us"] / 1000,
+        cpu,
+    )
 
 
-def _aiohttp_load(url: str, body: bytes, headers: dict[str, str], concurrency: int, duration: float,
-                  meter: CpuMeter | None) -> LoadResult:
+def _aiohttp_load(
+    url: str, body: bytes, headers: dict[str, str], concurrency: int, duration: float, meter: CpuMeter | None
+) -> LoadResult:
     import aiohttp
 
     async def main() -> tuple[list[float], int, float]:
@@ -432,8 +483,9 @@ def _aiohttp_load(url: str, body: bytes, headers: dict[str, str], concurrency: i
         meter.start()
     lat, errors, secs = runner(main())
     cpu = meter.stop() if meter else {}
-    return LoadResult("aiohttp", concurrency, secs, len(lat), errors, len(lat) / secs,
-                      pct(lat, 50), pct(lat, 90), pct(lat, 99), cpu)
+    return LoadResult(
+        "aiohttp", concurrency, secs, len(lat), errors, len(lat) / secs, pct(lat, 50), pct(lat, 90), pct(lat, 99), cpu
+    )
 
 
 # --------------------------------------------------------------------------- machine description
@@ -450,8 +502,10 @@ def machine() -> dict[str, Any]:
         pass
     try:
         envoy = subprocess.run([envoy_binary(), "--version"], capture_output=True, text=True, timeout=20).stdout.strip()
-        envoy = re.search(r"version: \S+?/([\d.]+)", envoy).group(1) if re.search(r"version: \S+?/([\d.]+)", envoy) else envoy[:60]
-    except Exception:  # noqa: BLE001
+        envoy = (
+            re.search(r"version: \S+?/([\d.]+)", envoy).group(1) if re.search(r"version: \S+?/([\d.]+)", envoy) else envoy[:60]
+        )
+    except Exception:
         envoy = "?"
     try:
         import uvloop
@@ -463,7 +517,7 @@ def machine() -> dict[str, Any]:
     if shutil.which("nvidia-smi"):
         gpu = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True).stdout.strip() or "none"
     return {
-        "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "cpu": cpu,
         "cores": os.cpu_count(),
         "gpu": gpu,
@@ -476,5 +530,7 @@ def machine() -> dict[str, Any]:
 
 
 def print_machine(m: dict[str, Any]) -> None:
-    print(f"machine: {m['cores']} cores ({m['cpu']}), GPU: {m['gpu']}, Python {m['python']}, Envoy {m['envoy']}, "
-          f"{m['event_loop']}, load generator: {m['load_generator']}, {m['date']}")
+    print(
+        f"machine: {m['cores']} cores ({m['cpu']}), GPU: {m['gpu']}, Python {m['python']}, Envoy {m['envoy']}, "
+        f"{m['event_loop']}, load generator: {m['load_generator']}, {m['date']}"
+    )

@@ -38,7 +38,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import looper_bench
-from common import (  # noqa: E402
+from common import (
     Cleanup,
     CpuMeter,
     background_share,
@@ -54,7 +54,7 @@ from common import (  # noqa: E402
     workdir,
 )
 
-from router.local import Stack  # noqa: E402
+from router.local import Stack
 
 CONFIG = Path(__file__).resolve().parent / "fusion-bench.yaml"
 PANEL_MS = {"panel-fast": 50.0, "panel-mid": 80.0, "panel-slow": 120.0}
@@ -65,12 +65,19 @@ STREAM_PROMPT = PROMPT + " (streamjudge)"
 
 
 def sim_specs(config: dict[str, Any], tps: float) -> list[dict[str, Any]]:
-    served = {b["name"]: [m["served_model_id"] for m in config["models"] if m["backend"] == b["name"]] for b in config["backends"]}
+    served = {
+        b["name"]: [m["served_model_id"] for m in config["models"] if m["backend"] == b["name"]] for b in config["backends"]
+    }
     specs = []
     for b in config["backends"]:
         name = b["name"]
-        spec: dict[str, Any] = {"name": name, "port": int(b["endpoint"].rsplit(":", 1)[1]), "models": served[name],
-                                "request_log_size": 5000, "max_tokens": 32}
+        spec: dict[str, Any] = {
+            "name": name,
+            "port": int(b["endpoint"].rsplit(":", 1)[1]),
+            "models": served[name],
+            "request_log_size": 5000,
+            "max_tokens": 32,
+        }
         if name in PANEL_MS:
             spec["latency_ms"] = PANEL_MS[name]
         else:
@@ -145,8 +152,16 @@ async def fusion_stream_once(session: aiohttp.ClientSession, url: str, rid: str)
     if first_content is None or trace.get("decision") != "bench_fusion_stream":
         raise RuntimeError(f"no content or unexpected decision in the stream: {json.dumps(trace)[:300]}")
     ms = lambda t: (t - p0) * 1000  # noqa: E731
-    return {"rid": rid, "t0": t0, "first_byte_ms": ms(first_byte), "first_content_ms": ms(first_content),
-            "t_first_content": t0 + ms(first_content) / 1000, "wall_ms": ms(end), "comments": comments, "trace": trace}
+    return {
+        "rid": rid,
+        "t0": t0,
+        "first_byte_ms": ms(first_byte),
+        "first_content_ms": ms(first_content),
+        "t_first_content": t0 + ms(first_content) / 1000,
+        "wall_ms": ms(end),
+        "comments": comments,
+        "trace": trace,
+    }
 
 
 async def direct_call(session: aiohttp.ClientSession, url: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -162,8 +177,12 @@ async def direct_call(session: aiohttp.ClientSession, url: str, body: dict[str, 
         else:
             await resp.read()
     wall = (time.perf_counter() - p0) * 1000
-    return {"t0": t0, "wall_ms": wall, "first_content_ms": None if first is None else (first - p0) * 1000,
-            "t_first_content": None if first is None else t0 + (first - p0)}
+    return {
+        "t0": t0,
+        "wall_ms": wall,
+        "first_content_ms": None if first is None else (first - p0) * 1000,
+        "t_first_content": None if first is None else t0 + (first - p0),
+    }
 
 
 async def sim_log(session: aiohttp.ClientSession, base: str) -> list[dict[str, Any]]:
@@ -208,7 +227,9 @@ async def run_mode(mode: str, stack: Stack, sims: dict[str, str], args: argparse
         logs = {name: _by_rid(await sim_log(s, base)) for name, base in sims.items()}
         critical = max(PANEL_MS.values()) + 2 * JUDGE_MS
         e2e = [r["wall_ms"] - critical for r in runs]
-        seg: dict[str, list[float]] = {k: [] for k in ("ingress", "fanout_spread", "panel_to_judge", "judge_to_synthesis", "egress")}
+        seg: dict[str, list[float]] = {
+            k: [] for k in ("ingress", "fanout_spread", "panel_to_judge", "judge_to_synthesis", "egress")
+        }
         for r in runs:
             rid = r["rid"]
             panel = {n: logs[n].get(rid, []) for n in PANEL_MS}
@@ -236,7 +257,8 @@ async def run_mode(mode: str, stack: Stack, sims: dict[str, str], args: argparse
         floor = [d["wall_ms"] - JUDGE_MS for d in direct]
         floor_p50 = pct(floor, 50)
         out["nonstream"] = {
-            "requests": len(runs), "critical_path_ms": critical,
+            "requests": len(runs),
+            "critical_path_ms": critical,
             "wall_ms": summary([r["wall_ms"] for r in runs]),
             "e2e_overhead_ms": summary(e2e),
             "sim_call_floor_ms": summary(floor),
@@ -283,8 +305,9 @@ async def run_mode(mode: str, stack: Stack, sims: dict[str, str], args: argparse
             "relay_overhead_vs_configured_ms": summary([x - (JUDGE_MS + 1000 / args.tps) for x in since_arrival]),
             "progress_comments_p50": pct([r["comments"] for r in sruns], 50),
             "content_before_end_ms_p50": pct([r["wall_ms"] - r["first_content_ms"] for r in sruns], 50),
-            "trace_stage_ms_p50": {k: pct([r["trace"]["latency_ms"][k] for r in sruns], 50)
-                                   for k in sruns[0]["trace"]["latency_ms"]},
+            "trace_stage_ms_p50": {
+                k: pct([r["trace"]["latency_ms"][k] for r in sruns], 50) for k in sruns[0]["trace"]["latency_ms"]
+            },
         }
 
         # ---- concurrency bursts
@@ -297,8 +320,11 @@ async def run_mode(mode: str, stack: Stack, sims: dict[str, str], args: argparse
         totals = [b["total_ms"] for b in bursts]
         per = [x for b in bursts for x in b["per_request_ms"]]
         out["concurrency"] = {
-            "concurrency": args.concurrency, "bursts": args.bursts, "single_p50_ms": single,
-            "burst_total_ms": summary(totals), "per_request_ms": summary(per),
+            "concurrency": args.concurrency,
+            "bursts": args.bursts,
+            "single_p50_ms": single,
+            "burst_total_ms": summary(totals),
+            "per_request_ms": summary(per),
             "burst_total_over_single": pct(totals, 50) / single,
             "throughput_fusion_per_s": args.concurrency / (pct(totals, 50) / 1000),
         }
@@ -310,58 +336,140 @@ async def run_mode(mode: str, stack: Stack, sims: dict[str, str], args: argparse
 
 def report(results: list[dict[str, Any]], args: argparse.Namespace) -> dict[str, Any]:
     verdict: dict[str, Any] = {}
-    print(f"\nNon-stream: {args.requests} sequential Fusion requests per mode; critical path "
-          f"{max(PANEL_MS.values()):g} (slowest panel) + {JUDGE_MS:g} (judge) + {JUDGE_MS:g} (synthesis) = "
-          f"{max(PANEL_MS.values()) + 2 * JUDGE_MS:g} ms")
+    print(
+        f"\nNon-stream: {args.requests} sequential Fusion requests per mode; critical path "
+        f"{max(PANEL_MS.values()):g} (slowest panel) + {JUDGE_MS:g} (judge) + {JUDGE_MS:g} (synthesis) = "
+        f"{max(PANEL_MS.values()) + 2 * JUDGE_MS:g} ms"
+    )
     rows = []
     for r in results:
         n = r["nonstream"]
-        rows.append([r["mode"], fmt(n["wall_ms"]["p50"]), fmt(n["wall_ms"]["p99"]), fmt(n["e2e_overhead_ms"]["p50"]),
-                     fmt(n["e2e_overhead_ms"]["p99"]), fmt(n["sim_call_floor_ms"]["p50"]),
-                     fmt(n["orchestration_overhead_ms"]["p50"]), fmt(n["orchestration_overhead_ms"]["p99"])])
-    print(table(["looper sub-calls", "wall p50", "wall p99", "e2e overhead p50", "e2e p99", "1 sim call (direct) p50",
-                 "orchestration p50", "orchestration p99"], rows))
+        rows.append(
+            [
+                r["mode"],
+                fmt(n["wall_ms"]["p50"]),
+                fmt(n["wall_ms"]["p99"]),
+                fmt(n["e2e_overhead_ms"]["p50"]),
+                fmt(n["e2e_overhead_ms"]["p99"]),
+                fmt(n["sim_call_floor_ms"]["p50"]),
+                fmt(n["orchestration_overhead_ms"]["p50"]),
+                fmt(n["orchestration_overhead_ms"]["p99"]),
+            ]
+        )
+    print(
+        table(
+            [
+                "looper sub-calls",
+                "wall p50",
+                "wall p99",
+                "e2e overhead p50",
+                "e2e p99",
+                "1 sim call (direct) p50",
+                "orchestration p50",
+                "orchestration p99",
+            ],
+            rows,
+        )
+    )
     print("\nWhere the end-to-end overhead goes (p50 ms; timeline from the sims' arrival times):")
     rows = []
     for r in results:
         n = r["nonstream"]
         t = n["timeline_ms"]
-        rows.append([r["mode"], *(fmt(t[k]["p50"]) for k in ("ingress", "fanout_spread", "panel_to_judge", "judge_to_synthesis", "egress")),
-                     fmt(n["outside_looper_ms"]["p50"]), fmt(n["panel_stage_minus_slowest_call_ms"]["p50"]),
-                     f"{n['timeline_requests']}/{n['requests']}"])
-    print(table(["mode", "ingress", "fan-out spread", "panel->judge", "judge->synth", "egress",
-                 "outside looper", "panel stage - slowest call", "timelines"], rows))
+        rows.append(
+            [
+                r["mode"],
+                *(fmt(t[k]["p50"]) for k in ("ingress", "fanout_spread", "panel_to_judge", "judge_to_synthesis", "egress")),
+                fmt(n["outside_looper_ms"]["p50"]),
+                fmt(n["panel_stage_minus_slowest_call_ms"]["p50"]),
+                f"{n['timeline_requests']}/{n['requests']}",
+            ]
+        )
+    print(
+        table(
+            [
+                "mode",
+                "ingress",
+                "fan-out spread",
+                "panel->judge",
+                "judge->synth",
+                "egress",
+                "outside looper",
+                "panel stage - slowest call",
+                "timelines",
+            ],
+            rows,
+        )
+    )
 
     print(f"\nStream: {args.stream_requests} sequential streamed Fusion requests per mode")
     rows = []
     for r in results:
         st = r["stream"]
-        rows.append([r["mode"], fmt(st["first_byte_ms"]["p50"]), fmt(st["first_content_ms"]["p50"]), fmt(st["wall_ms"]["p50"]),
-                     fmt(st["synthesis_arrival_to_first_content_direct_ms"]["p50"]),
-                     fmt(st["synthesis_arrival_to_first_content_ms"]["p50"]),
-                     fmt(st["relay_overhead_ms"]["p50"]), fmt(st["relay_overhead_ms"]["p99"]),
-                     fmt(st["relay_overhead_vs_configured_ms"]["p50"])])
-    print(table(["mode", "first byte", "first content", "done", "synth own 1st token (direct)",
-                 "synth arrival -> client 1st content", "relay overhead p50", "relay p99",
-                 f"relay vs configured {JUDGE_MS + 1000 / args.tps:g} ms, p50"], rows))
+        rows.append(
+            [
+                r["mode"],
+                fmt(st["first_byte_ms"]["p50"]),
+                fmt(st["first_content_ms"]["p50"]),
+                fmt(st["wall_ms"]["p50"]),
+                fmt(st["synthesis_arrival_to_first_content_direct_ms"]["p50"]),
+                fmt(st["synthesis_arrival_to_first_content_ms"]["p50"]),
+                fmt(st["relay_overhead_ms"]["p50"]),
+                fmt(st["relay_overhead_ms"]["p99"]),
+                fmt(st["relay_overhead_vs_configured_ms"]["p50"]),
+            ]
+        )
+    print(
+        table(
+            [
+                "mode",
+                "first byte",
+                "first content",
+                "done",
+                "synth own 1st token (direct)",
+                "synth arrival -> client 1st content",
+                "relay overhead p50",
+                "relay p99",
+                f"relay vs configured {JUDGE_MS + 1000 / args.tps:g} ms, p50",
+            ],
+            rows,
+        )
+    )
 
     print(f"\nConcurrency: {args.bursts} bursts of {args.concurrency} concurrent non-stream Fusion requests")
     rows = []
     for r in results:
         c = r["concurrency"]
-        rows.append([r["mode"], fmt(c["single_p50_ms"]), fmt(c["burst_total_ms"]["p50"]), fmt(c["burst_total_over_single"]),
-                     fmt(c["per_request_ms"]["p50"]), fmt(c["per_request_ms"]["max"]), fmt(c["throughput_fusion_per_s"], 1)])
-    print(table(["mode", "single p50", "burst total p50", "burst / single", "per-request p50", "per-request max",
-                 "Fusion req/s"], rows))
+        rows.append(
+            [
+                r["mode"],
+                fmt(c["single_p50_ms"]),
+                fmt(c["burst_total_ms"]["p50"]),
+                fmt(c["burst_total_over_single"]),
+                fmt(c["per_request_ms"]["p50"]),
+                fmt(c["per_request_ms"]["max"]),
+                fmt(c["throughput_fusion_per_s"], 1),
+            ]
+        )
+    print(
+        table(
+            ["mode", "single p50", "burst total p50", "burst / single", "per-request p50", "per-request max", "Fusion req/s"],
+            rows,
+        )
+    )
 
     print("\nGoals (reported, not asserted): orchestration overhead <= 2 ms p50; stream relay overhead <= 5 ms p50")
     for r in results:
         o = r["nonstream"]["orchestration_overhead_ms"]["p50"]
         s = r["stream"]["relay_overhead_ms"]["p50"]
-        verdict[r["mode"]] = {"orchestration_ok": o <= GOALS["orchestration_overhead_p50_ms"],
-                              "stream_relay_ok": s <= GOALS["stream_relay_overhead_p50_ms"]}
-        print(f"  {r['mode']}: orchestration {o:.2f} ms -> {'yes' if o <= 2 else 'NO'}; "
-              f"stream relay {s:.2f} ms -> {'yes' if s <= 5 else 'NO'}")
+        verdict[r["mode"]] = {
+            "orchestration_ok": o <= GOALS["orchestration_overhead_p50_ms"],
+            "stream_relay_ok": s <= GOALS["stream_relay_overhead_p50_ms"],
+        }
+        print(
+            f"  {r['mode']}: orchestration {o:.2f} ms -> {'yes' if o <= 2 else 'NO'}; "
+            f"stream relay {s:.2f} ms -> {'yes' if s <= 5 else 'NO'}"
+        )
     return verdict
 
 
@@ -384,14 +492,20 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--concurrency", type=int, default=16)
     ap.add_argument("--bursts", type=int, default=5)
     ap.add_argument("--tps", type=float, default=500.0, help="tokens/s of the streaming judge (default 500)")
-    ap.add_argument("--modes", default="envoy,envoy-main,direct",
-                    help="looper sub-call paths: envoy (Envoy's internal listener, the default config), envoy-main "
-                    "(the main listener, ext_proc again with the looper marker) and/or direct (straight to backends)")
+    ap.add_argument(
+        "--modes",
+        default="envoy,envoy-main,direct",
+        help="looper sub-call paths: envoy (Envoy's internal listener, the default config), envoy-main "
+        "(the main listener, ext_proc again with the looper marker) and/or direct (straight to backends)",
+    )
     ap.add_argument("--settle", type=float, default=15.0, help="wait up to this long for other work on the machine to calm down")
     ap.add_argument("--json", type=Path, help="also write the JSON result here")
-    ap.add_argument("--phases", default="overhead,loopers",
-                    help="overhead (Fusion orchestration overhead per looper mode) and/or loopers (every looper "
-                    "algorithm against its critical path and its baselines; bench/looper-bench.yaml)")
+    ap.add_argument(
+        "--phases",
+        default="overhead,loopers",
+        help="overhead (Fusion orchestration overhead per looper mode) and/or loopers (every looper "
+        "algorithm against its critical path and its baselines; bench/looper-bench.yaml)",
+    )
     ap.add_argument("--looper-requests", type=int, default=40, help="requests per looper scenario (default 40)")
     ap.add_argument("--quick", action="store_true", help="smoke run: few requests")
     args = ap.parse_args(argv)
@@ -414,7 +528,9 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     loopers: dict[str, Any] = {}
     with Cleanup() as cleanup:
-        specs = (sim_specs(base_cfg, args.tps) if modes else []) + (looper_bench.sim_specs(looper_cfg) if "loopers" in phases else [])
+        specs = (sim_specs(base_cfg, args.tps) if modes else []) + (
+            looper_bench.sim_specs(looper_cfg) if "loopers" in phases else []
+        )
         start_sims(cleanup, specs, wd)
         sims = {b["name"]: b["endpoint"] for b in base_cfg["backends"]}
         stacks: dict[str, Stack] = {}
@@ -427,17 +543,37 @@ def main(argv: list[str] | None = None) -> int:
             path = wd / f"fusion-bench-{mode}.yaml"
             path.write_text(yaml.safe_dump(cfg, sort_keys=False))
             (wd / mode).mkdir()
-            stacks[mode] = cleanup.stack(Stack(path, listen_port=pick_port(), grpc_port=pick_port(), admin_port=pick_port(),
-                                               envoy_admin_port=pick_port(), internal_port=pick_port(), workdir=wd / mode,
-                                               quiet=True, log_format="json"))
+            stacks[mode] = cleanup.stack(
+                Stack(
+                    path,
+                    listen_port=pick_port(),
+                    grpc_port=pick_port(),
+                    admin_port=pick_port(),
+                    envoy_admin_port=pick_port(),
+                    internal_port=pick_port(),
+                    workdir=wd / mode,
+                    quiet=True,
+                    log_format="json",
+                )
+            )
             stacks[mode].start()
         if "loopers" in phases:
             path = wd / "looper-bench.yaml"
             path.write_text(yaml.safe_dump(looper_cfg, sort_keys=False))
             (wd / "loopers").mkdir()
-            stacks["loopers"] = cleanup.stack(Stack(path, listen_port=pick_port(), grpc_port=pick_port(), admin_port=pick_port(),
-                                                    envoy_admin_port=pick_port(), internal_port=pick_port(), workdir=wd / "loopers",
-                                                    quiet=True, log_format="json"))
+            stacks["loopers"] = cleanup.stack(
+                Stack(
+                    path,
+                    listen_port=pick_port(),
+                    grpc_port=pick_port(),
+                    admin_port=pick_port(),
+                    envoy_admin_port=pick_port(),
+                    internal_port=pick_port(),
+                    workdir=wd / "loopers",
+                    quiet=True,
+                    log_format="json",
+                )
+            )
             stacks["loopers"].start()
         print(f"workdir {wd}; " + "; ".join(f"{m}: {st.url}" for m, st in stacks.items()), flush=True)
         if args.settle:
@@ -457,28 +593,48 @@ def main(argv: list[str] | None = None) -> int:
             cpu = meter.stop()
             res["background_cpu_share"] = round(background_share(cpu), 3)
             results.append(res)
-            print(f"  {mode}: done ({time.monotonic() - t0:.0f}s; other work on the machine meanwhile: "
-                  f"{100 * res['background_cpu_share']:.0f}% of all cores)", flush=True)
+            print(
+                f"  {mode}: done ({time.monotonic() - t0:.0f}s; other work on the machine meanwhile: "
+                f"{100 * res['background_cpu_share']:.0f}% of all cores)",
+                flush=True,
+            )
         if "loopers" in phases:
             t0 = time.monotonic()
             meter = CpuMeter({"bench processes": cleanup.pids})
             meter.start()
             looper_sims = {b["name"]: b["endpoint"] for b in looper_cfg["backends"]}
-            runs = runner(looper_bench.run_loopers(stacks["loopers"].url, looper_sims, looper_cfg, args.looper_requests,
-                                                   min(args.warmup, 2)))
+            runs = runner(
+                looper_bench.run_loopers(
+                    stacks["loopers"].url, looper_sims, looper_cfg, args.looper_requests, min(args.warmup, 2)
+                )
+            )
             cpu = meter.stop()
-            loopers = {"requests_per_scenario": args.looper_requests, "background_cpu_share": round(background_share(cpu), 3),
-                       "scenarios": looper_bench.summarize(runs)}
-            print(f"  loopers: done ({time.monotonic() - t0:.0f}s; other work on the machine meanwhile: "
-                  f"{100 * loopers['background_cpu_share']:.0f}% of all cores)", flush=True)
+            loopers = {
+                "requests_per_scenario": args.looper_requests,
+                "background_cpu_share": round(background_share(cpu), 3),
+                "scenarios": looper_bench.summarize(runs),
+            }
+            print(
+                f"  loopers: done ({time.monotonic() - t0:.0f}s; other work on the machine meanwhile: "
+                f"{100 * loopers['background_cpu_share']:.0f}% of all cores)",
+                flush=True,
+            )
 
     verdict = report(results, args) if results else {}
     if loopers:
         looper_bench.report(loopers["scenarios"], args.looper_requests)
     print(f"\nbench-fusion took {time.monotonic() - started:.0f}s")
-    blob = _round({"bench": "fusion", "machine": info, "goals": GOALS,
-                   "settings": {k: v for k, v in vars(args).items() if k != "json"} | {"panel_ms": PANEL_MS, "judge_ms": JUDGE_MS},
-                   "results": results, "verdict": verdict, "loopers": loopers})
+    blob = _round(
+        {
+            "bench": "fusion",
+            "machine": info,
+            "goals": GOALS,
+            "settings": {k: v for k, v in vars(args).items() if k != "json"} | {"panel_ms": PANEL_MS, "judge_ms": JUDGE_MS},
+            "results": results,
+            "verdict": verdict,
+            "loopers": loopers,
+        }
+    )
     blob["settings"]["json"] = str(args.json) if args.json else None
     print("\nJSON:")
     print(json.dumps(blob, default=str))

@@ -45,19 +45,32 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--cases", type=int, default=300, help="number of request cases (default 300, the CI size)")
     p.add_argument("--seed", type=int, default=1, help="corpus seed (default 1)")
-    p.add_argument("--profile", choices=("ci", "full"), default="ci",
-                   help="ci: bodies up to ~1 MB (+ over-limit ones); full: up to the 16 MiB limit, 50k messages")
+    p.add_argument(
+        "--profile",
+        choices=("ci", "full"),
+        default="ci",
+        help="ci: bodies up to ~1 MB (+ over-limit ones); full: up to the 16 MiB limit, 50k messages",
+    )
     p.add_argument("--category", action="append", help=f"only these categories (repeatable): {', '.join(corpus.CATEGORIES)}")
     p.add_argument("--only", action="append", help="only these case ids (e.g. guard_card-0007), repeatable")
     p.add_argument("--body-mode", choices=("FULL_DUPLEX_STREAMED", "BUFFERED"), default="FULL_DUPLEX_STREAMED")
     p.add_argument("--rss-growth-mb", type=float, default=512.0, help="allowed router RSS growth over the warm baseline")
-    p.add_argument("--rss-kill-mb", type=float, default=3072.0,
-                   help="the harness SIGKILLs its router above this RSS (protects a shared machine); recorded as a violation")
+    p.add_argument(
+        "--rss-kill-mb",
+        type=float,
+        default=3072.0,
+        help="the harness SIGKILLs its router above this RSS (protects a shared machine); recorded as a violation",
+    )
     p.add_argument("--no-down-checks", action="store_true", help="skip the backend-down / router-down checks at the end")
-    p.add_argument("--no-upstream", action="store_true",
-                   help="skip Fusion against a misbehaving backend (tests/fuzz/upstream.py; every entry x stream combination with --profile full)")
+    p.add_argument(
+        "--no-upstream",
+        action="store_true",
+        help="skip Fusion against a misbehaving backend (tests/fuzz/upstream.py; every entry x stream combination with --profile full)",
+    )
     p.add_argument("--json", type=Path, help="write the full report here")
-    p.add_argument("--markdown", type=Path, help="write the summary and violation checklist as Markdown (for docs/reliability.md)")
+    p.add_argument(
+        "--markdown", type=Path, help="write the summary and violation checklist as Markdown (for docs/reliability.md)"
+    )
     p.add_argument("--render", type=Path, metavar="REPORT_JSON", help="only turn an earlier --json report into --markdown")
     p.add_argument("-v", "--verbose", action="store_true", help="one line per case")
     return p.parse_args(argv)
@@ -80,12 +93,16 @@ def select(args: argparse.Namespace) -> list[corpus.Case]:
 def print_summary(report: Report) -> None:
     d = report.as_dict()
     print()
-    print(f"fuzz: {d['cases']} cases (seed {report.seed}, profile {report.profile}, {report.body_mode}), "
-          f"{d['cases_with_violations']} with violations, {d['violations']} violations, "
-          f"{report.restarts} stack restarts, {d['wall_s']} s")
-    print(f"router RSS: baseline {d['rss']['baseline_mb']} MB, max peak {d['rss']['max_peak_mb']} MB "
-          f"(allowed +{report.rss_growth_mb:.0f} MB); {d['retried_after_shedding']} cases shed once and asked again; "
-          f"load average at the end {d['loadavg']}")
+    print(
+        f"fuzz: {d['cases']} cases (seed {report.seed}, profile {report.profile}, {report.body_mode}), "
+        f"{d['cases_with_violations']} with violations, {d['violations']} violations, "
+        f"{report.restarts} stack restarts, {d['wall_s']} s"
+    )
+    print(
+        f"router RSS: baseline {d['rss']['baseline_mb']} MB, max peak {d['rss']['max_peak_mb']} MB "
+        f"(allowed +{report.rss_growth_mb:.0f} MB); {d['retried_after_shedding']} cases shed once and asked again; "
+        f"load average at the end {d['loadavg']}"
+    )
     print()
     rows = [[c, str(v["cases"]), str(v["failing"])] for c, v in sorted(d["per_category"].items())]
     print(_table(["category", "cases", "failing"], rows))
@@ -93,8 +110,17 @@ def print_summary(report: Report) -> None:
         print("\nno invariant violated")
         return
     print()
-    rows = [[g["category"], g["invariant"], str(g["count"]), g["example"]["case_id"],
-             str(g["example"]["status"]), g["example"]["detail"][:90]] for g in d["groups"]]
+    rows = [
+        [
+            g["category"],
+            g["invariant"],
+            str(g["count"]),
+            g["example"]["case_id"],
+            str(g["example"]["status"]),
+            g["example"]["detail"][:90],
+        ]
+        for g in d["groups"]
+    ]
     print(_table(["category", "invariant", "count", "example", "status", "detail"], rows))
 
 
@@ -106,10 +132,12 @@ def markdown(d: dict, command: str) -> str:
     lines = [
         f"### {d['started']}: `{command}`",
         "",
-        (f"Commit `{d.get('commit', '?')}`, {d['body_mode']}, seed {d['seed']}, profile {d['profile']}: {d['cases']} cases, "
-         f"{d['cases_with_violations']} with violations ({d['violations']} violations), {d['restarts']} stack restarts, "
-         f"{d['wall_s']} s. Router RSS baseline {d['rss']['baseline_mb']} MB, highest peak {d['rss']['max_peak_mb']} MB. "
-         f"Load average at the end: {d.get('loadavg', '?')}."),
+        (
+            f"Commit `{d.get('commit', '?')}`, {d['body_mode']}, seed {d['seed']}, profile {d['profile']}: {d['cases']} cases, "
+            f"{d['cases_with_violations']} with violations ({d['violations']} violations), {d['restarts']} stack restarts, "
+            f"{d['wall_s']} s. Router RSS baseline {d['rss']['baseline_mb']} MB, highest peak {d['rss']['max_peak_mb']} MB. "
+            f"Load average at the end: {d.get('loadavg', '?')}."
+        ),
         "",
         "| category | cases | failing |",
         "| --- | --- | --- |",
@@ -121,8 +149,10 @@ def markdown(d: dict, command: str) -> str:
     for g in d["groups"]:
         ex = g["example"]
         req = repro.get(ex["case_id"], ex["variant"])
-        lines.append(f"| {g['category']} | {g['invariant']} | {g['count']} | `{ex['case_id']}` {_md(ex['variant'], 60)} | "
-                     f"{ex['status']} {_md(ex['body'], 90)} | {_md(req, 200)} | {_md(ex['detail'], 140)} |")
+        lines.append(
+            f"| {g['category']} | {g['invariant']} | {g['count']} | `{ex['case_id']}` {_md(ex['variant'], 60)} | "
+            f"{ex['status']} {_md(ex['body'], 90)} | {_md(req, 200)} | {_md(ex['detail'], 140)} |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -136,7 +166,9 @@ def _commit() -> str:
     try:
         import subprocess
 
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT, timeout=10, check=False)
+        out = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT, timeout=10, check=False
+        )
         return out.stdout.strip() or "?"
     except OSError:
         return "?"
@@ -144,7 +176,10 @@ def _commit() -> str:
 
 def _table(headers: list[str], rows: list[list[str]]) -> str:
     widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
-    line = lambda cells: "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths)) + " |"
+
+    def line(cells: list[str]) -> str:
+        return "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths)) + " |"
+
     return "\n".join([line(headers), "|" + "|".join("-" * (w + 2) for w in widths) + "|", *(line(r) for r in rows)])
 
 
@@ -171,8 +206,10 @@ def main(argv: list[str] | None = None) -> int:
         n = done
         if args.verbose or r.violations:
             flag = ",".join(sorted({v.invariant for v in r.violations})) or "ok"
-            print(f"[{n}] {r.case.id} {r.case.variant[:70]} -> {r.status} ({r.elapsed_s:.2f}s, "
-                  f"{r.rss_peak_mb:.0f} MB) {flag}", flush=True)
+            print(
+                f"[{n}] {r.case.id} {r.case.variant[:70]} -> {r.status} ({r.elapsed_s:.2f}s, {r.rss_peak_mb:.0f} MB) {flag}",
+                flush=True,
+            )
         elif n % 50 == 0:
             print(f"[{n}] ...", flush=True)
 
@@ -190,8 +227,9 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_upstream and not args.only:
         from tests.fuzz import upstream
 
-        report.results += upstream.run(workroot, args.rss_kill_mb, args.rss_growth_mb, progress=progress,
-                                       every_combination=args.profile == "full")
+        report.results += upstream.run(
+            workroot, args.rss_kill_mb, args.rss_growth_mb, progress=progress, every_combination=args.profile == "full"
+        )
     report.wall_s = time.monotonic() - started
     print_summary(report)
     d = report.as_dict() | {"commit": _commit(), "command": command}

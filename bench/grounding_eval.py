@@ -66,12 +66,23 @@ def build(rows: list[dict[str, Any]], sim_judge: bool, workdir: Path) -> tuple[A
 
     from router.local import Stack, free_port
 
-    sims = {"b-right": scripted(rows, "a", "answer"), "b-right2": scripted(rows, "b", "answer"),
-            "b-wrong": scripted(rows, "a", "wrong"), "b-wrong2": scripted(rows, "b", "wrong")}
+    sims = {
+        "b-right": scripted(rows, "a", "answer"),
+        "b-right2": scripted(rows, "b", "answer"),
+        "b-wrong": scripted(rows, "a", "wrong"),
+        "b-wrong2": scripted(rows, "b", "wrong"),
+    }
     backends = [{"name": b, "endpoint": f"http://127.0.0.1:{free_port()}"} for b in sims]
     models = [{"name": b.removeprefix("b-"), "backend": b} for b in sims]
-    specs = [{"name": b["name"], "port": int(b["endpoint"].rsplit(":", 1)[1]), "models": [b["name"].removeprefix("b-")],
-              "answers": sims[b["name"]]} for b in backends]
+    specs = [
+        {
+            "name": b["name"],
+            "port": int(b["endpoint"].rsplit(":", 1)[1]),
+            "models": [b["name"].removeprefix("b-")],
+            "answers": sims[b["name"]],
+        }
+        for b in backends
+    ]
     servers: list[Any] = []
     if sim_judge:
         port = free_port()
@@ -85,39 +96,90 @@ def build(rows: list[dict[str, Any]], sim_judge: bool, workdir: Path) -> tuple[A
         port = free_port()
         backends.append({"name": "llamacpp-qwen-coder", "endpoint": f"http://127.0.0.1:{port}"})
         models.append({"name": JUDGE, "backend": "llamacpp-qwen-coder", "served_model_id": "Qwen2.5-Coder-0.5B-Instruct"})
-    cfg = {"global": {"router": {"auto_model_names": ["vllm-sr/auto"]}, "classifiers": {"models_dir": str(ROOT / "models")},
-                      "integrations": {"looper": {"timeout_seconds": 300}}},
-           "backends": backends, "models": models, "default_model": JUDGE,
-           # A grounding decision that never matches: it makes the router load the NLI model at start-up.
-           "routing": {"signals": {"keywords": [{"name": "never", "keywords": ["zzz-never-zzz"]}]},
-                       "decisions": [{"name": "grounded", "priority": 1, "rules": {"type": "keyword", "name": "never"},
-                                      "modelRefs": [{"model": "right"}, {"model": "wrong"}],
-                                      "algorithm": {"type": "fusion", "fusion": {"grounding": {"enabled": True, "on_error": "fail"}}}}]}}
+    cfg = {
+        "global": {
+            "router": {"auto_model_names": ["vllm-sr/auto"]},
+            "classifiers": {"models_dir": str(ROOT / "models")},
+            "integrations": {"looper": {"timeout_seconds": 300}},
+        },
+        "backends": backends,
+        "models": models,
+        "default_model": JUDGE,
+        # A grounding decision that never matches: it makes the router load the NLI model at start-up.
+        "routing": {
+            "signals": {"keywords": [{"name": "never", "keywords": ["zzz-never-zzz"]}]},
+            "decisions": [
+                {
+                    "name": "grounded",
+                    "priority": 1,
+                    "rules": {"type": "keyword", "name": "never"},
+                    "modelRefs": [{"model": "right"}, {"model": "wrong"}],
+                    "algorithm": {"type": "fusion", "fusion": {"grounding": {"enabled": True, "on_error": "fail"}}},
+                }
+            ],
+        },
+    }
     path = workdir / "router.yaml"
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))
     if not sim_judge:
         servers_file = workdir / "servers.yaml"
-        servers_file.write_text(yaml.safe_dump({"servers": [{"backend": "llamacpp-qwen-coder", "model": JUDGE, "threads": 2,
-                                                             "parallel": 1, "ctx_size": 4096}]}))
+        servers_file.write_text(
+            yaml.safe_dump(
+                {"servers": [{"backend": "llamacpp-qwen-coder", "model": JUDGE, "threads": 2, "parallel": 1, "ctx_size": 4096}]}
+            )
+        )
         servers = start_servers(specs_for(servers_file, parse_config(cfg)), load_install(), log_dir=workdir, timeout=300)
-    stack = Stack(path, listen_port=free_port(), grpc_port=free_port(), admin_port=free_port(), envoy_admin_port=free_port(),
-                  internal_port=free_port(), sim_specs=specs, workdir=workdir, quiet=True, log_format="json")
+    stack = Stack(
+        path,
+        listen_port=free_port(),
+        grpc_port=free_port(),
+        admin_port=free_port(),
+        envoy_admin_port=free_port(),
+        internal_port=free_port(),
+        sim_specs=specs,
+        workdir=workdir,
+        quiet=True,
+        log_format="json",
+    )
     stack.start(timeout=180)
     return stack, servers, cfg
 
 
 def request(row: dict[str, Any], scenario: str, grounding: dict[str, Any] | None) -> dict[str, Any]:
-    panel = {"context": ["right", "wrong"], "majority_right": ["right", "right2", "wrong"],
-             "majority_wrong": ["right", "wrong", "wrong2"]}[scenario]
-    plugin: dict[str, Any] = {"id": "fusion", "analysis_models": panel, "model": JUDGE, "max_completion_tokens": 48,
-                              "temperature": 0}
+    panel = {
+        "context": ["right", "wrong"],
+        "majority_right": ["right", "right2", "wrong"],
+        "majority_wrong": ["right", "wrong", "wrong2"],
+    }[scenario]
+    plugin: dict[str, Any] = {
+        "id": "fusion",
+        "analysis_models": panel,
+        "model": JUDGE,
+        "max_completion_tokens": 48,
+        "temperature": 0,
+    }
     if grounding is not None:
         plugin["grounding"] = {"enabled": True, "on_error": "fail", **grounding}
     messages: list[dict[str, Any]] = [{"role": "user", "content": row["prompt"]}]
     if scenario == "context":
-        messages += [{"role": "assistant", "content": None, "tool_calls": [
-                         {"id": "c1", "type": "function", "function": {"name": "atlas", "arguments": json.dumps({"country": row["country"]})}}]},
-                     {"role": "tool", "tool_call_id": "c1", "content": f"Atlas entry. Country: {row['country']}. Capital city: {row['answer']}."}]
+        messages += [
+            {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [
+                    {
+                        "id": "c1",
+                        "type": "function",
+                        "function": {"name": "atlas", "arguments": json.dumps({"country": row["country"]})},
+                    }
+                ],
+            },
+            {
+                "role": "tool",
+                "tool_call_id": "c1",
+                "content": f"Atlas entry. Country: {row['country']}. Capital city: {row['answer']}.",
+            },
+        ]
     return {"model": JUDGE, "messages": messages, "plugins": [plugin], "temperature": 0, "max_tokens": 48}
 
 
@@ -131,19 +193,25 @@ async def detection(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
     runtime = ModelRuntime(ROOT / "models", ClassifierSettings())
     enc = RuntimeEncoders(runtime)
-    answers = {f: {k: v for k, v in scripted(rows, f[0], f[1]).items()} for f in (("a", "answer"), ("b", "answer"),
-                                                                                  ("a", "wrong"), ("b", "wrong"))}
+    answers = {
+        f: {k: v for k, v in scripted(rows, f[0], f[1]).items()}
+        for f in (("a", "answer"), ("b", "answer"), ("a", "wrong"), ("b", "wrong"))
+    }
     out: dict[str, Any] = {}
     try:
         for scenario in SCENARIOS:
-            panel = {"context": [("right", ("a", "answer")), ("wrong", ("a", "wrong"))],
-                     "majority_right": [("right", ("a", "answer")), ("right2", ("b", "answer")), ("wrong", ("a", "wrong"))],
-                     "majority_wrong": [("right", ("a", "answer")), ("wrong", ("a", "wrong")), ("wrong2", ("b", "wrong"))]}[scenario]
+            panel = {
+                "context": [("right", ("a", "answer")), ("wrong", ("a", "wrong"))],
+                "majority_right": [("right", ("a", "answer")), ("right2", ("b", "answer")), ("wrong", ("a", "wrong"))],
+                "majority_wrong": [("right", ("a", "answer")), ("wrong", ("a", "wrong")), ("wrong2", ("b", "wrong"))],
+            }[scenario]
             stats = {"right_above_wrong": 0, "wrong_flagged": 0, "right_flagged": 0, "wrong_dropped": 0, "right_dropped": 0}
             for row in rows:
                 key = f"capital city of {row['country']}?"
                 msgs = request(row, scenario, None)["messages"]
-                res = await ground(enc, GroundingSettings(enabled=True, policy="filter"), [(m, answers[f][key]) for m, f in panel], msgs)
+                res = await ground(
+                    enc, GroundingSettings(enabled=True, policy="filter"), [(m, answers[f][key]) for m, f in panel], msgs
+                )
                 by = {a.model: a for a in res.trace.answers}
                 rights = [a for m, a in by.items() if m.startswith("right")]
                 wrongs = [a for m, a in by.items() if m.startswith("wrong")]
@@ -165,8 +233,9 @@ def main() -> int:
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("--configs", nargs="*", choices=list(CONFIGS), default=list(CONFIGS))
     ap.add_argument("--scenarios", nargs="*", choices=list(SCENARIOS), default=list(SCENARIOS))
-    ap.add_argument("--detection-only", action="store_true",
-                    help="the grounding stage alone on every held-out item (no stack, no LLM)")
+    ap.add_argument(
+        "--detection-only", action="store_true", help="the grounding stage alone on every held-out item (no stack, no LLM)"
+    )
     args = ap.parse_args()
 
     import openai
@@ -181,11 +250,15 @@ def main() -> int:
         import asyncio
 
         det = asyncio.run(detection(items(10_000)))
-        print("| scenario | n | right scored above wrong | wrong answer flagged | right answer flagged | filter drops wrong "
-              "| filter drops right |\n| --- | --- | --- | --- | --- | --- | --- |")
+        print(
+            "| scenario | n | right scored above wrong | wrong answer flagged | right answer flagged | filter drops wrong "
+            "| filter drops right |\n| --- | --- | --- | --- | --- | --- | --- |"
+        )
         for sc, r in det.items():
-            print(f"| {sc} | {r['n']} | {r['right_above_wrong']:.0%} | {r['wrong_flagged']:.0%} | {r['right_flagged']:.0%} | "
-                  f"{r['wrong_dropped']:.0%} | {r['right_dropped']:.0%} |")
+            print(
+                f"| {sc} | {r['n']} | {r['right_above_wrong']:.0%} | {r['wrong_flagged']:.0%} | {r['right_flagged']:.0%} | "
+                f"{r['wrong_dropped']:.0%} | {r['right_dropped']:.0%} |"
+            )
         if args.out:
             args.out.write_text(json.dumps({"detection": det}, indent=2) + "\n")
         return 0
@@ -203,37 +276,57 @@ def main() -> int:
                     t0 = time.perf_counter()
                     body = request(row, scenario, grounding)
                     resp = client.chat.completions.with_raw_response.create(
-                        model=body["model"], messages=body["messages"], temperature=0, max_tokens=48,
-                        extra_body={"plugins": body["plugins"]})
+                        model=body["model"],
+                        messages=body["messages"],
+                        temperature=0,
+                        max_tokens=48,
+                        extra_body={"plugins": body["plugins"]},
+                    )
                     doc = json.loads(resp.http_response.text)
                     reply = doc["choices"][0]["message"]["content"] or ""
                     trace = doc.get("fusion") or {}
                     g = trace.get("grounding") or {}
                     answers = {a["model"]: a for a in g.get("answers", [])}
                     contradicted = [m for m, a in answers.items() if a["contradicted_claims"]]
-                    reached = [m for m, a in answers.items() if a["action"] != "dropped"] if g.get("status") == "applied" else \
-                        list(trace.get("analysis_models") or [])
-                    wrong_members = [m for m in ("wrong", "wrong2") if m in request(row, scenario, None)["plugins"][0]["analysis_models"]]
-                    recs.append({
-                        "correct": row["answer"].lower() in reply.lower() or any(a.lower() in reply.lower() for a in row["aliases"]),
-                        "contradicted_reached": any(m in reached for m in contradicted),
-                        "wrong_unflagged": any(m in reached and m not in contradicted for m in wrong_members)
-                        if g.get("status") == "applied" else True,
-                        "wrong_flagged": any(m in contradicted for m in wrong_members),
-                        "right_flagged": any(m in contradicted for m in ("right", "right2")),
-                        "right_dropped": any(answers.get(m, {}).get("action") == "dropped" for m in ("right", "right2")),
-                        "tokens": doc["usage"]["total_tokens"], "calls": trace.get("iterations"),
-                        "grounding_ms": (trace.get("latency_ms") or {}).get("grounding", 0.0),
-                        "seconds": time.perf_counter() - t0, "status": g.get("status", "off"),
-                    })
+                    reached = (
+                        [m for m, a in answers.items() if a["action"] != "dropped"]
+                        if g.get("status") == "applied"
+                        else list(trace.get("analysis_models") or [])
+                    )
+                    wrong_members = [
+                        m for m in ("wrong", "wrong2") if m in request(row, scenario, None)["plugins"][0]["analysis_models"]
+                    ]
+                    recs.append(
+                        {
+                            "correct": row["answer"].lower() in reply.lower()
+                            or any(a.lower() in reply.lower() for a in row["aliases"]),
+                            "contradicted_reached": any(m in reached for m in contradicted),
+                            "wrong_unflagged": any(m in reached and m not in contradicted for m in wrong_members)
+                            if g.get("status") == "applied"
+                            else True,
+                            "wrong_flagged": any(m in contradicted for m in wrong_members),
+                            "right_flagged": any(m in contradicted for m in ("right", "right2")),
+                            "right_dropped": any(answers.get(m, {}).get("action") == "dropped" for m in ("right", "right2")),
+                            "tokens": doc["usage"]["total_tokens"],
+                            "calls": trace.get("iterations"),
+                            "grounding_ms": (trace.get("latency_ms") or {}).get("grounding", 0.0),
+                            "seconds": time.perf_counter() - t0,
+                            "status": g.get("status", "off"),
+                        }
+                    )
                 ci = mean_ci([float(r["correct"]) for r in recs])
                 acc = {"mean": ci.mean, "low": ci.low, "high": ci.high}
                 key = f"{scenario}/{name}"
                 results[key] = {
-                    "n": len(recs), "accuracy": acc, "status": sorted({r["status"] for r in recs}),
-                    **{k: sum(bool(r[k]) for r in recs) / len(recs) for k in
-                       ("contradicted_reached", "wrong_unflagged", "wrong_flagged", "right_flagged", "right_dropped")},
-                    "tokens": sum(r["tokens"] for r in recs) / len(recs), "calls": sum(r["calls"] or 0 for r in recs) / len(recs),
+                    "n": len(recs),
+                    "accuracy": acc,
+                    "status": sorted({r["status"] for r in recs}),
+                    **{
+                        k: sum(bool(r[k]) for r in recs) / len(recs)
+                        for k in ("contradicted_reached", "wrong_unflagged", "wrong_flagged", "right_flagged", "right_dropped")
+                    },
+                    "tokens": sum(r["tokens"] for r in recs) / len(recs),
+                    "calls": sum(r["calls"] or 0 for r in recs) / len(recs),
                     "grounding_ms": sum(r["grounding_ms"] for r in recs) / len(recs),
                     "correct": [bool(r["correct"]) for r in recs],  # per item, in item order: for paired comparisons
                 }
@@ -242,19 +335,25 @@ def main() -> int:
         stack.stop()
         stop_servers(servers)
         shutil.rmtree(workdir, ignore_errors=True)
-    print("\n| scenario | configuration | accuracy (95% CI) | wrong answer flagged | right answer flagged | contradicted reached synthesis "
-          "| wrong reached unflagged | right dropped | tokens/request | grounding ms |")
+    print(
+        "\n| scenario | configuration | accuracy (95% CI) | wrong answer flagged | right answer flagged | contradicted reached synthesis "
+        "| wrong reached unflagged | right dropped | tokens/request | grounding ms |"
+    )
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for key, r in results.items():
         s, c = key.split("/")
         a = r["accuracy"]
-        print(f"| {s} | {c} | {a['mean']:.2f} ({a['low']:.2f}–{a['high']:.2f}) | {r['wrong_flagged']:.0%} | {r['right_flagged']:.0%} | "
-              f"{r['contradicted_reached']:.0%} | {r['wrong_unflagged']:.0%} | {r['right_dropped']:.0%} | {r['tokens']:.0f} | "
-              f"{r['grounding_ms']:.0f} |")
+        print(
+            f"| {s} | {c} | {a['mean']:.2f} ({a['low']:.2f}–{a['high']:.2f}) | {r['wrong_flagged']:.0%} | {r['right_flagged']:.0%} | "
+            f"{r['contradicted_reached']:.0%} | {r['wrong_unflagged']:.0%} | {r['right_dropped']:.0%} | {r['tokens']:.0f} | "
+            f"{r['grounding_ms']:.0f} |"
+        )
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps({"items": len(rows), "judge": "simulated" if args.sim_judge else JUDGE,
-                                        "results": results}, indent=2) + "\n")
+        args.out.write_text(
+            json.dumps({"items": len(rows), "judge": "simulated" if args.sim_judge else JUDGE, "results": results}, indent=2)
+            + "\n"
+        )
     return 0
 
 

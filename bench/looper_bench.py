@@ -36,9 +36,25 @@ from common import (  # bench/ is on sys.path (fusion_bench.py puts it there)
 
 CONFIG = Path(__file__).resolve().parent / "looper-bench.yaml"
 # Simulated latency (ms before the answer) per backend, and token confidence per served model.
-BACKEND_MS = {"lp-panel-a": 50.0, "lp-panel-b": 80.0, "lp-panel-c": 120.0, "lp-judge": 60.0, "lp-tier-small": 30.0,
-              "lp-tier-medium": 60.0, "lp-tier-large": 120.0, "lp-quorum-a": 50.0, "lp-quorum-b": 50.0, "lp-quorum-slow": 500.0}
-CONFIDENCE = {"sim/gate-sure": 0.95, "sim/gate-unsure": 0.3, "sim/tier-small": 0.3, "sim/tier-medium": 0.5, "sim/tier-large": 0.95}
+BACKEND_MS = {
+    "lp-panel-a": 50.0,
+    "lp-panel-b": 80.0,
+    "lp-panel-c": 120.0,
+    "lp-judge": 60.0,
+    "lp-tier-small": 30.0,
+    "lp-tier-medium": 60.0,
+    "lp-tier-large": 120.0,
+    "lp-quorum-a": 50.0,
+    "lp-quorum-b": 50.0,
+    "lp-quorum-slow": 500.0,
+}
+CONFIDENCE = {
+    "sim/gate-sure": 0.95,
+    "sim/gate-unsure": 0.3,
+    "sim/tier-small": 0.3,
+    "sim/tier-medium": 0.5,
+    "sim/tier-large": 0.95,
+}
 PASS_RATES = (0.0, 0.5, 0.9)
 QUESTION = "what are the trade-offs between B-trees and LSM-trees for a write-heavy database?"
 
@@ -47,10 +63,18 @@ def sim_specs(config: dict[str, Any]) -> list[dict[str, Any]]:
     specs = []
     for b in config["backends"]:
         served = [m["served_model_id"] for m in config["models"] if m["backend"] == b["name"]]
-        specs.append({"name": b["name"], "port": int(b["endpoint"].rsplit(":", 1)[1]), "models": served,
-                      "latency_ms": BACKEND_MS[b["name"]], "max_tokens": 32, "request_log_size": 20000,
-                      "mode": "judge_json" if b["name"] == "lp-judge" else "normal",
-                      "model_confidence": {m: CONFIDENCE[m] for m in served if m in CONFIDENCE}})
+        specs.append(
+            {
+                "name": b["name"],
+                "port": int(b["endpoint"].rsplit(":", 1)[1]),
+                "models": served,
+                "latency_ms": BACKEND_MS[b["name"]],
+                "max_tokens": 32,
+                "request_log_size": 20000,
+                "mode": "judge_json" if b["name"] == "lp-judge" else "normal",
+                "model_confidence": {m: CONFIDENCE[m] for m in served if m in CONFIDENCE},
+            }
+        )
     return specs
 
 
@@ -108,18 +132,46 @@ def _gate_mix(rate: float) -> Callable[[int], dict[str, Any]]:
 
 
 def scenarios() -> list[Scenario]:
-    out = [Scenario("Fusion, plain (baseline)", "adaptive", "fusion", lambda i: _chat(f"plainfusion: {QUESTION}"), ("fusion_plain",))]
+    out = [
+        Scenario("Fusion, plain (baseline)", "adaptive", "fusion", lambda i: _chat(f"plainfusion: {QUESTION}"), ("fusion_plain",))
+    ]
     for rate in PASS_RATES:
-        out.append(Scenario(f"adaptive Fusion, gate passes {rate:.0%}", "adaptive", "fusion", _gate_mix(rate),
-                            ("adaptive_pass", "adaptive_fail")))
+        out.append(
+            Scenario(
+                f"adaptive Fusion, gate passes {rate:.0%}",
+                "adaptive",
+                "fusion",
+                _gate_mix(rate),
+                ("adaptive_pass", "adaptive_fail"),
+            )
+        )
     out += [
         Scenario("large model asked directly (baseline)", "confidence", None, lambda i: _chat(QUESTION, model="tier-large"), ()),
-        Scenario("confidence, escalates to tier 3", "confidence", "confidence", lambda i: _chat(f"escalate: {QUESTION}"), ("cascade",)),
-        Scenario("confidence, accepted at tier 1", "confidence", "confidence",
-                 lambda i: _chat(f"escalate: {QUESTION}", plugins=[{"id": "confidence", "threshold": 0.25}]), ("cascade",)),
+        Scenario(
+            "confidence, escalates to tier 3", "confidence", "confidence", lambda i: _chat(f"escalate: {QUESTION}"), ("cascade",)
+        ),
+        Scenario(
+            "confidence, accepted at tier 1",
+            "confidence",
+            "confidence",
+            lambda i: _chat(f"escalate: {QUESTION}", plugins=[{"id": "confidence", "threshold": 0.25}]),
+            ("cascade",),
+        ),
         Scenario("ReMoM, rounds [3, 2] + synthesis", "remom", "remom", lambda i: _chat(f"rounds: {QUESTION}"), ("rounds",)),
-        Scenario("Fusion waits for everyone (baseline)", "quorum", "fusion", lambda i: _chat(f"everyone: {QUESTION}"), ("fusion_everyone",)),
-        Scenario("Fusion, min_successful_responses = 2 of 3", "quorum", "fusion", lambda i: _chat(f"quorum: {QUESTION}"), ("fusion_quorum",)),
+        Scenario(
+            "Fusion waits for everyone (baseline)",
+            "quorum",
+            "fusion",
+            lambda i: _chat(f"everyone: {QUESTION}"),
+            ("fusion_everyone",),
+        ),
+        Scenario(
+            "Fusion, min_successful_responses = 2 of 3",
+            "quorum",
+            "fusion",
+            lambda i: _chat(f"quorum: {QUESTION}"),
+            ("fusion_quorum",),
+        ),
     ]
     return out
 
@@ -156,9 +208,15 @@ async def _once(session: aiohttp.ClientSession, url: str, sc: Scenario, i: int, 
     trace = doc.get(sc.algorithm) if sc.algorithm else None
     if sc.algorithm is not None and (trace is None or trace["decision"] not in sc.decisions):
         raise RuntimeError(f"{sc.name}: unexpected trace {json.dumps(trace)[:400]}")
-    return Sample(rid, wall, critical_path(trace, sc.algorithm, lat, selected), trace["outcome"] if trace else "routed",
-                  trace["iterations"] if trace else 1, int(doc["usage"]["total_tokens"]),
-                  len(trace.get("cancelled_models") or []) if trace else 0)
+    return Sample(
+        rid,
+        wall,
+        critical_path(trace, sc.algorithm, lat, selected),
+        trace["outcome"] if trace else "routed",
+        trace["iterations"] if trace else 1,
+        int(doc["usage"]["total_tokens"]),
+        len(trace.get("cancelled_models") or []) if trace else 0,
+    )
 
 
 async def run_loopers(stack_url: str, sims: dict[str, str], config: dict[str, Any], requests: int, warmup: int) -> list[Result]:
@@ -207,7 +265,9 @@ def summarize(results: list[Result]) -> dict[str, Any]:
             "outcomes": dict(Counter(x.outcome for x in smp)),
             "wall_ms": summary(walls),
             # A mix of gated and fused runs is bimodal: its median sits between the two modes.
-            "wall_ms_by_outcome": {o: summary([x.wall_ms for x in smp if x.outcome == o]) for o in sorted({x.outcome for x in smp})},
+            "wall_ms_by_outcome": {
+                o: summary([x.wall_ms for x in smp if x.outcome == o]) for o in sorted({x.outcome for x in smp})
+            },
             "critical_path_ms_mean": _mean([x.critical_ms for x in smp]),
             "overhead_ms": summary([x.wall_ms - x.critical_ms for x in smp]),
             "wall_over_critical_p50": pct([x.wall_ms / x.critical_ms for x in smp], 50),
@@ -221,17 +281,46 @@ def summarize(results: list[Result]) -> dict[str, Any]:
 
 
 def report(s: dict[str, Any], requests: int) -> None:
-    print(f"\nLooper toolbox: {requests} requests per scenario, interleaved, through Envoy (sub-calls via its internal "
-          "listener). Critical path = the calls a run had to wait for, at the sims' latencies; calls = what the "
-          "backends' request logs saw per request (= the trace's iterations in every row where the last column is full).")
+    print(
+        f"\nLooper toolbox: {requests} requests per scenario, interleaved, through Envoy (sub-calls via its internal "
+        "listener). Critical path = the calls a run had to wait for, at the sims' latencies; calls = what the "
+        "backends' request logs saw per request (= the trace's iterations in every row where the last column is full)."
+    )
     rows = []
     for name, r in s.items():
-        rows.append([name, ", ".join(f"{k} {v}" for k, v in sorted(r["outcomes"].items())), fmt(r["calls_per_request"], 2),
-                     fmt(r["tokens_per_request"], 0), fmt(r["critical_path_ms_mean"]), fmt(r["wall_ms"]["p50"]),
-                     fmt(r["wall_ms"]["p99"]), fmt(r["overhead_ms"]["p50"]), fmt(r["overhead_ms"]["p99"]),
-                     fmt(r["wall_over_critical_p50"], 2), f"{r['calls_match_trace']}/{r['requests']}"])
-    print(table(["scenario", "outcomes", "calls/req", "tokens/req", "critical path (mean)", "wall p50", "wall p99",
-                 "overhead p50", "overhead p99", "wall/critical p50", "calls = trace"], rows))
+        rows.append(
+            [
+                name,
+                ", ".join(f"{k} {v}" for k, v in sorted(r["outcomes"].items())),
+                fmt(r["calls_per_request"], 2),
+                fmt(r["tokens_per_request"], 0),
+                fmt(r["critical_path_ms_mean"]),
+                fmt(r["wall_ms"]["p50"]),
+                fmt(r["wall_ms"]["p99"]),
+                fmt(r["overhead_ms"]["p50"]),
+                fmt(r["overhead_ms"]["p99"]),
+                fmt(r["wall_over_critical_p50"], 2),
+                f"{r['calls_match_trace']}/{r['requests']}",
+            ]
+        )
+    print(
+        table(
+            [
+                "scenario",
+                "outcomes",
+                "calls/req",
+                "tokens/req",
+                "critical path (mean)",
+                "wall p50",
+                "wall p99",
+                "overhead p50",
+                "overhead p99",
+                "wall/critical p50",
+                "calls = trace",
+            ],
+            rows,
+        )
+    )
 
     plain = s["Fusion, plain (baseline)"]
     print("\nAdaptive Fusion against plain Fusion (same run; ratios = adaptive / plain):")
@@ -242,13 +331,43 @@ def report(s: dict[str, Any], requests: int) -> None:
         gated = r["outcomes"].get("gated", 0) / r["requests"]
         by = r["wall_ms_by_outcome"]
         modes = " / ".join(fmt(by[o]["p50"]) if o in by else "-" for o in ("gated", "fused"))
-        rows.append([name, f"{gated:.0%}", fmt(r["calls_per_request"], 2), fmt(r["calls_per_request"] / plain["calls_per_request"], 2),
-                     fmt(r["tokens_per_request"], 0), fmt(r["tokens_per_request"] / plain["tokens_per_request"], 2),
-                     fmt(r["wall_ms"]["mean"]), fmt(r["wall_ms"]["mean"] / plain["wall_ms"]["mean"], 2),
-                     fmt(r["wall_ms"]["p50"]), fmt(r["wall_ms"]["p50"] / plain["wall_ms"]["p50"], 2),
-                     fmt(r["wall_ms"]["p99"]), fmt(r["wall_ms"]["p99"] / plain["wall_ms"]["p99"], 2), modes])
-    print(table(["scenario", "gated", "mean calls", "÷ plain", "mean tokens", "÷ plain", "wall mean", "÷ plain", "wall p50", "÷ plain",
-                 "wall p99", "÷ plain", "p50 gated / fused"], rows))
+        rows.append(
+            [
+                name,
+                f"{gated:.0%}",
+                fmt(r["calls_per_request"], 2),
+                fmt(r["calls_per_request"] / plain["calls_per_request"], 2),
+                fmt(r["tokens_per_request"], 0),
+                fmt(r["tokens_per_request"] / plain["tokens_per_request"], 2),
+                fmt(r["wall_ms"]["mean"]),
+                fmt(r["wall_ms"]["mean"] / plain["wall_ms"]["mean"], 2),
+                fmt(r["wall_ms"]["p50"]),
+                fmt(r["wall_ms"]["p50"] / plain["wall_ms"]["p50"], 2),
+                fmt(r["wall_ms"]["p99"]),
+                fmt(r["wall_ms"]["p99"] / plain["wall_ms"]["p99"], 2),
+                modes,
+            ]
+        )
+    print(
+        table(
+            [
+                "scenario",
+                "gated",
+                "mean calls",
+                "÷ plain",
+                "mean tokens",
+                "÷ plain",
+                "wall mean",
+                "÷ plain",
+                "wall p50",
+                "÷ plain",
+                "wall p99",
+                "÷ plain",
+                "p50 gated / fused",
+            ],
+            rows,
+        )
+    )
 
     direct = s["large model asked directly (baseline)"]
     print("\nConfidence escalation against asking the large model directly (same run):")
@@ -256,9 +375,17 @@ def report(s: dict[str, Any], requests: int) -> None:
     for name, r in s.items():
         if r["group"] != "confidence":
             continue
-        rows.append([name, fmt(r["calls_per_request"], 2), fmt(r["tokens_per_request"], 0), fmt(r["wall_ms"]["p50"]),
-                     fmt(r["wall_ms"]["p50"] / direct["wall_ms"]["p50"], 2), fmt(r["wall_ms"]["p99"]),
-                     fmt(r["wall_ms"]["p99"] / direct["wall_ms"]["p99"], 2)])
+        rows.append(
+            [
+                name,
+                fmt(r["calls_per_request"], 2),
+                fmt(r["tokens_per_request"], 0),
+                fmt(r["wall_ms"]["p50"]),
+                fmt(r["wall_ms"]["p50"] / direct["wall_ms"]["p50"], 2),
+                fmt(r["wall_ms"]["p99"]),
+                fmt(r["wall_ms"]["p99"] / direct["wall_ms"]["p99"], 2),
+            ]
+        )
     print(table(["scenario", "calls/req", "tokens/req", "wall p50", "÷ direct", "wall p99", "÷ direct"], rows))
 
     everyone = s["Fusion waits for everyone (baseline)"]
@@ -267,8 +394,30 @@ def report(s: dict[str, Any], requests: int) -> None:
     for name, r in s.items():
         if r["group"] != "quorum":
             continue
-        rows.append([name, fmt(r["critical_path_ms_mean"]), fmt(r["wall_ms"]["p50"]), fmt(r["wall_ms"]["p99"]),
-                     fmt(r["wall_ms"]["p99"] / everyone["wall_ms"]["p99"], 2), fmt(r["calls_per_request"], 2),
-                     fmt(r["cancelled_per_request"], 2), fmt(r["tokens_per_request"], 0)])
-    print(table(["scenario", "critical path", "wall p50", "wall p99", "p99 ÷ everyone", "calls/req", "stragglers cancelled/req",
-                 "tokens/req"], rows))
+        rows.append(
+            [
+                name,
+                fmt(r["critical_path_ms_mean"]),
+                fmt(r["wall_ms"]["p50"]),
+                fmt(r["wall_ms"]["p99"]),
+                fmt(r["wall_ms"]["p99"] / everyone["wall_ms"]["p99"], 2),
+                fmt(r["calls_per_request"], 2),
+                fmt(r["cancelled_per_request"], 2),
+                fmt(r["tokens_per_request"], 0),
+            ]
+        )
+    print(
+        table(
+            [
+                "scenario",
+                "critical path",
+                "wall p50",
+                "wall p99",
+                "p99 ÷ everyone",
+                "calls/req",
+                "stragglers cancelled/req",
+                "tokens/req",
+            ],
+            rows,
+        )
+    )

@@ -29,8 +29,10 @@ sys.path.insert(0, str(ROOT))
 
 SHORT = ("The capital of Australia is Canberra.", "Sydney is the capital of Australia.")
 DOC = ("The city council met on Tuesday to review the budget for the coming year. " * 12).strip()
-ANSWER = ("The Eiffel Tower was completed in 1889 for the World's Fair. It is about 330 metres tall. "
-          "It stands on the Champ de Mars in Paris. Millions of people visit it every year.")
+ANSWER = (
+    "The Eiffel Tower was completed in 1889 for the World's Fair. It is about 330 metres tall. "
+    "It stands on the Champ de Mars in Paris. Millions of people visit it every year."
+)
 
 
 def pairs_phase(reps: int) -> dict[str, Any]:
@@ -106,7 +108,10 @@ def main() -> int:
         print("\nNLI pairs (models/nli, CPU, provider", cpu["provider"] + ")")
         print("| pairs | batch 1 | batch 4 | batch 16 | batch 32 |\n| --- | --- | --- | --- | --- |")
         for label in ("short", "long"):
-            cells = [f"{cpu[f'{label}_b{b}']['pairs_per_s']:.0f}/s ({cpu[f'{label}_b{b}']['ms_per_call']:.0f} ms)" for b in (1, 4, 16, 32)]
+            cells = [
+                f"{cpu[f'{label}_b{b}']['pairs_per_s']:.0f}/s ({cpu[f'{label}_b{b}']['ms_per_call']:.0f} ms)"
+                for b in (1, 4, 16, 32)
+            ]
             print(f"| {label} | " + " | ".join(cells) + " |")
         if isinstance(result["pairs"]["cuda"], str):
             print("CUDA:", result["pairs"]["cuda"])
@@ -116,7 +121,11 @@ def main() -> int:
         print("\nGrounding stage added latency (4-sentence answers; median ms, NLI pairs)")
         print("| reference | panel 2 | panel 3 | panel 4 | panel 5 |\n| --- | --- | --- | --- | --- |")
         for ref in ("panel", "context"):
-            print(f"| {ref} | " + " | ".join(f"{g[f'{ref}_panel{n}']['ms']:.0f} ms ({g[f'{ref}_panel{n}']['pairs']})" for n in (2, 3, 4, 5)) + " |")
+            print(
+                f"| {ref} | "
+                + " | ".join(f"{g[f'{ref}_panel{n}']['ms']:.0f} ms ({g[f'{ref}_panel{n}']['pairs']})" for n in (2, 3, 4, 5))
+                + " |"
+            )
     if args.json:
         args.json.write_text(json.dumps(result, indent=2) + "\n")
     return 0

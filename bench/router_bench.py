@@ -40,8 +40,8 @@ from typing import Any
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import peer_litellm  # noqa: E402
-from common import (  # noqa: E402
+import peer_litellm
+from common import (
     Cleanup,
     CpuMeter,
     LoadResult,
@@ -62,10 +62,10 @@ from common import (  # noqa: E402
     workdir,
 )
 
-from router.config import load_config  # noqa: E402
-from router.envoyconf import EnvoyPorts, build_envoy_config  # noqa: E402
-from router.local import Stack  # noqa: E402
-from router.processes import spawn  # noqa: E402
+from router.config import load_config
+from router.envoyconf import EnvoyPorts, build_envoy_config
+from router.local import Stack
+from router.processes import spawn
 
 BACKEND = "bench-backend"
 PROMPT = "Write a Python function that reverses a list"
@@ -76,10 +76,20 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "w1": {"label": "router, 1 worker", "workers": 1, "body_mode": "FULL_DUPLEX_STREAMED", "log_level": "info"},
     "w2": {"label": "router, 2 workers", "workers": 2, "body_mode": "FULL_DUPLEX_STREAMED", "log_level": "info"},
     "w1-buffered": {"label": "router, 1 worker, BUFFERED", "workers": 1, "body_mode": "BUFFERED", "log_level": "info"},
-    "w1-quiet": {"label": "router, 1 worker, log warning", "workers": 1, "body_mode": "FULL_DUPLEX_STREAMED", "log_level": "warning"},
+    "w1-quiet": {
+        "label": "router, 1 worker, log warning",
+        "workers": 1,
+        "body_mode": "FULL_DUPLEX_STREAMED",
+        "log_level": "warning",
+    },
     # `serve` installs uvloop when importable; a shim on PYTHONPATH makes that import fail -> stock asyncio.
-    "w1-asyncio": {"label": "router, 1 worker, no uvloop", "workers": 1, "body_mode": "FULL_DUPLEX_STREAMED", "log_level": "info",
-                   "no_uvloop": True},
+    "w1-asyncio": {
+        "label": "router, 1 worker, no uvloop",
+        "workers": 1,
+        "body_mode": "FULL_DUPLEX_STREAMED",
+        "log_level": "info",
+        "no_uvloop": True,
+    },
     # Not the router: a transport-only grpc.aio ext_proc (this file, --serve-null-extproc) = the Python floor.
     "floor": {"label": "minimal grpc.aio ext_proc", "floor": True, "body_mode": "FULL_DUPLEX_STREAMED"},
 }
@@ -96,13 +106,34 @@ def router_config(backend_port: int) -> dict[str, Any]:
         ],
         "default_model": "general",
         "routing": {
-            "signals": {"keywords": [{
-                "name": "code_keywords", "operator": "any", "method": "word",
-                "keywords": ["python", "javascript", "rust", "function", "class", "bug", "compile", "refactor", "sql", "regex"],
-            }]},
+            "signals": {
+                "keywords": [
+                    {
+                        "name": "code_keywords",
+                        "operator": "any",
+                        "method": "word",
+                        "keywords": [
+                            "python",
+                            "javascript",
+                            "rust",
+                            "function",
+                            "class",
+                            "bug",
+                            "compile",
+                            "refactor",
+                            "sql",
+                            "regex",
+                        ],
+                    }
+                ]
+            },
             "decisions": [
-                {"name": "coding", "priority": 100, "modelRefs": [{"model": "coder"}],
-                 "rules": {"operator": "OR", "conditions": [{"type": "keyword", "name": "code_keywords"}]}},
+                {
+                    "name": "coding",
+                    "priority": 100,
+                    "modelRefs": [{"model": "coder"}],
+                    "rules": {"operator": "OR", "conditions": [{"type": "keyword", "name": "code_keywords"}]},
+                },
                 {"name": "general", "priority": 0, "modelRefs": [{"model": "general"}]},
             ],
         },
@@ -110,8 +141,7 @@ def router_config(backend_port: int) -> dict[str, Any]:
 
 
 def request_body() -> bytes:
-    return json.dumps({"model": "vllm-sr/auto", "max_tokens": 16,
-                       "messages": [{"role": "user", "content": PROMPT}]}).encode()
+    return json.dumps({"model": "vllm-sr/auto", "max_tokens": 16, "messages": [{"role": "user", "content": PROMPT}]}).encode()
 
 
 def _check_routed(resp, data: bytes) -> None:
@@ -143,9 +173,14 @@ def profile_router(stack: Stack, url: str, args: argparse.Namespace, wd: Path) -
     raw, svg = wd / "router-profile.txt", wd / "router-profile.svg"
     pid = stack.procs["router"].pid
     dur = max(4, int(args.duration))
-    recs = [subprocess.Popen([spy, "record", "-p", str(pid), "-d", str(dur), "-r", "250", "--native", "--idle",
-                              "-f", kind, "-o", str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-            for kind, out in (("raw", raw), ("flamegraph", svg))]
+    recs = [
+        subprocess.Popen(
+            [spy, "record", "-p", str(pid), "-d", str(dur), "-r", "250", "--native", "--idle", "-f", kind, "-o", str(out)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        for kind, out in (("raw", raw), ("flamegraph", svg))
+    ]
     errs: list[str] = []
     try:
         time.sleep(0.5)
@@ -223,9 +258,15 @@ def summarize_profile(text: str, svg: Path | None, top: int = 25) -> dict[str, A
                     py_incl[key] += n
                     seen.add(key)
     share = lambda c: {k: round(100 * v / max(1, active), 1) for k, v in c.most_common(top)}  # noqa: E731
-    return {"samples": total, "active_pct": round(100 * active / max(1, total), 1), "buckets_pct": share(buckets),
-            "threads_pct": share(threads), "syscalls_pct": share(syscalls),
-            "python_inclusive_pct": list(share(py_incl).items()), "flamegraph": str(svg) if svg else None}
+    return {
+        "samples": total,
+        "active_pct": round(100 * active / max(1, total), 1),
+        "buckets_pct": share(buckets),
+        "threads_pct": share(threads),
+        "syscalls_pct": share(syscalls),
+        "python_inclusive_pct": list(share(py_incl).items()),
+        "flamegraph": str(svg) if svg else None,
+    }
 
 
 def microbench(cfg_path: Path, n: int, level: str) -> int:
@@ -248,11 +289,21 @@ def microbench(cfg_path: Path, n: int, level: str) -> int:
     from router.signals.runtime import build_runtime
 
     body = request_body()
-    hdrs = {":method": "POST", ":path": "/v1/chat/completions", ":authority": "127.0.0.1:8801", ":scheme": "http",
-            "content-type": "application/json", "content-length": str(len(body)), "user-agent": "bench",
-            "x-forwarded-proto": "http", "x-request-id": "5f0c1f9e-3b1a-4c55-9d0e-1b2c3d4e5f60"}
+    hdrs = {
+        ":method": "POST",
+        ":path": "/v1/chat/completions",
+        ":authority": "127.0.0.1:8801",
+        ":scheme": "http",
+        "content-type": "application/json",
+        "content-length": str(len(body)),
+        "user-agent": "bench",
+        "x-forwarded-proto": "http",
+        "x-request-id": "5f0c1f9e-3b1a-4c55-9d0e-1b2c3d4e5f60",
+    }
     head = ep.ProcessingRequest(
-        request_headers=ep.HttpHeaders(headers=core.HeaderMap(headers=[core.HeaderValue(key=k, raw_value=v.encode()) for k, v in hdrs.items()])),
+        request_headers=ep.HttpHeaders(
+            headers=core.HeaderMap(headers=[core.HeaderValue(key=k, raw_value=v.encode()) for k, v in hdrs.items()])
+        ),
         protocol_config=ep.ProtocolConfiguration(request_body_mode=pm.ProcessingMode.FULL_DUPLEX_STREAMED),
     ).SerializeToString()
     tail = ep.ProcessingRequest(request_body=ep.HttpBody(body=body, end_of_stream=True)).SerializeToString()
@@ -298,17 +349,36 @@ def microbench(cfg_path: Path, n: int, level: str) -> int:
             await app.close()
             return {k: round(v, 2) for k, v in out.items()}
         log = structlog.get_logger("bench.microbench")
-        out["one_info_log_line_us"] = best(lambda: log.info("request_routed", request_id="5f0c1f9e", entry="auto",
-                                                              decision="coding", model="coder", cluster=BACKEND,
-                                                              signals=["keyword:code_keywords"], signal_ms=0.012, latency_ms=0.2))
+        out["one_info_log_line_us"] = best(
+            lambda: log.info(
+                "request_routed",
+                request_id="5f0c1f9e",
+                entry="auto",
+                decision="coding",
+                model="coder",
+                cluster=BACKEND,
+                signals=["keyword:code_keywords"],
+                signal_ms=0.012,
+                latency_ms=0.2,
+            )
+        )
         out["parse_2_messages_us"] = best(lambda: (ep.ProcessingRequest.FromString(head), ep.ProcessingRequest.FromString(tail)))
         out["orjson_loads_us"] = best(lambda: orjson.loads(body))
         out["parse_chat_body_us"] = best(lambda: parse_chat_body(body))
         routed = orjson.dumps({**orjson.loads(body), "model": "sim-coder"})
-        set_h = {"x-vsr-cluster": BACKEND, "x-vsr-selected-decision": "coding", "x-vsr-response-path": "routed",
-                 "x-vsr-selected-model": "coder", "x-vsr-entry-path": "auto"}
-        out["build_and_serialize_answers_us"] = best(lambda: [m.SerializeToString() for m in (
-            wire.headers_response(set_h, ["content-length"]), *wire.streamed_body_responses(routed))])
+        set_h = {
+            "x-vsr-cluster": BACKEND,
+            "x-vsr-selected-decision": "coding",
+            "x-vsr-response-path": "routed",
+            "x-vsr-selected-model": "coder",
+            "x-vsr-entry-path": "auto",
+        }
+        out["build_and_serialize_answers_us"] = best(
+            lambda: [
+                m.SerializeToString()
+                for m in (wire.headers_response(set_h, ["content-length"]), *wire.streamed_body_responses(routed))
+            ]
+        )
         await app.close()
         return {k: round(v, 2) for k, v in out.items()}
 
@@ -327,9 +397,22 @@ def run_microbench(cfg_path: Path, wd: Path, n: int = 2000) -> dict[str, Any]:
     out: dict[str, Any] = {"requests_per_run": n}
     for level in ("info", "warning"):
         with open(log, "ab") as err:
-            proc = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--microbench", str(cfg_path),
-                                   "--micro-n", str(n), "--micro-level", level],
-                                  stdout=subprocess.PIPE, stderr=err, text=True, timeout=300)
+            proc = subprocess.run(
+                [
+                    sys.executable,
+                    str(Path(__file__).resolve()),
+                    "--microbench",
+                    str(cfg_path),
+                    "--micro-n",
+                    str(n),
+                    "--micro-level",
+                    level,
+                ],
+                stdout=subprocess.PIPE,
+                stderr=err,
+                text=True,
+                timeout=300,
+            )
         line = next((x for x in proc.stdout.splitlines() if x.startswith("MICRO ")), None)
         if proc.returncode != 0 or line is None:
             return {"error": f"microbench failed ({proc.returncode}); see {log}"}
@@ -349,7 +432,7 @@ def serve_null_extproc(port: int) -> int:
     from router.extproc import wire
 
     class Null(ep_grpc.ExternalProcessorServicer):
-        async def Process(self, requests, context):  # noqa: N802
+        async def Process(self, requests, context):
             body = b""
             async for msg in requests:
                 kind = msg.WhichOneof("request")
@@ -384,8 +467,12 @@ def serve_null_extproc(port: int) -> int:
 
 def start_floor(cleanup: Cleanup, config: Any, wd: Path) -> tuple[str, subprocess.Popen, subprocess.Popen]:
     grpc_port, listen, admin = pick_port(), pick_port(), pick_port()
-    srv = cleanup.proc(spawn([sys.executable, str(Path(__file__).resolve()), "--serve-null-extproc", str(grpc_port)],
-                             log_path=wd / "floor-extproc.log"))
+    srv = cleanup.proc(
+        spawn(
+            [sys.executable, str(Path(__file__).resolve()), "--serve-null-extproc", str(grpc_port)],
+            log_path=wd / "floor-extproc.log",
+        )
+    )
     deadline = time.monotonic() + 30
     while True:
         try:
@@ -395,8 +482,15 @@ def start_floor(cleanup: Cleanup, config: Any, wd: Path) -> tuple[str, subproces
             if srv.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError("the minimal ext_proc server did not start") from None
             time.sleep(0.1)
-    envoy = start_envoy(cleanup, build_envoy_config(config, EnvoyPorts(
-        listen_host="127.0.0.1", listen_port=listen, admin_port=admin, router_port=grpc_port)), admin, wd, "envoy-floor")
+    envoy = start_envoy(
+        cleanup,
+        build_envoy_config(
+            config, EnvoyPorts(listen_host="127.0.0.1", listen_port=listen, admin_port=admin, router_port=grpc_port)
+        ),
+        admin,
+        wd,
+        "envoy-floor",
+    )
     return f"http://127.0.0.1:{listen}/v1/chat/completions", srv, envoy
 
 
@@ -444,10 +538,15 @@ def run_throughput(targets: list[Target], args: argparse.Namespace, everything: 
                 if background_share(res.cpu_s) > args.noisy and budget > 0:
                     t0 = time.monotonic()
                     wait_quiet(min(10.0, budget))
-                    again = run_load(t.url, body, t.headers, c, args.duration / args.rounds, CpuMeter(t.groups, others=everything), wd)
+                    again = run_load(
+                        t.url, body, t.headers, c, args.duration / args.rounds, CpuMeter(t.groups, others=everything), wd
+                    )
                     budget -= time.monotonic() - t0
-                    print(f"    {t.name} c{c}: background {100 * background_share(res.cpu_s):.0f}% -> re-ran "
-                          f"({100 * background_share(again.cpu_s):.0f}%)", flush=True)
+                    print(
+                        f"    {t.name} c{c}: background {100 * background_share(res.cpu_s):.0f}% -> re-ran "
+                        f"({100 * background_share(again.cpu_s):.0f}%)",
+                        flush=True,
+                    )
                     if background_share(again.cpu_s) < background_share(res.cpu_s):
                         res = again
                 t.runs.setdefault(c, []).append(res)
@@ -463,14 +562,22 @@ def combine(runs: list[LoadResult]) -> dict[str, Any]:
             cpu[k] = cpu.get(k, 0.0) + v
     mean = lambda xs: sum(xs) / len(xs)  # noqa: E731
     return {
-        "tool": runs[0].tool, "concurrency": runs[0].concurrency, "duration_s": round(secs, 3), "requests": reqs,
-        "errors": sum(r.errors for r in runs), "rps": round(reqs / secs, 1),
+        "tool": runs[0].tool,
+        "concurrency": runs[0].concurrency,
+        "duration_s": round(secs, 3),
+        "requests": reqs,
+        "errors": sum(r.errors for r in runs),
+        "rps": round(reqs / secs, 1),
         "rps_rounds": [round(r.rps, 1) for r in runs],
-        "p50_ms": round(mean([r.p50_ms for r in runs]), 3), "p90_ms": round(mean([r.p90_ms for r in runs]), 3),
+        "p50_ms": round(mean([r.p50_ms for r in runs]), 3),
+        "p90_ms": round(mean([r.p90_ms for r in runs]), 3),
         "p99_ms": round(mean([r.p99_ms for r in runs]), 3),
         "cpu_s": {k: round(v, 3) for k, v in cpu.items()},
-        "cpu_ms_per_request": {k: round(1000 * v / max(1, reqs), 4) for k, v in cpu.items()
-                               if k not in ("wall", "background", "load_generator+bench")},
+        "cpu_ms_per_request": {
+            k: round(1000 * v / max(1, reqs), 4)
+            for k, v in cpu.items()
+            if k not in ("wall", "background", "load_generator+bench")
+        },
         "background_cpu_share": round(background_share(cpu), 3),
     }
 
@@ -478,10 +585,13 @@ def combine(runs: list[LoadResult]) -> dict[str, Any]:
 def report(targets: list[Target], args: argparse.Namespace) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     results: list[dict[str, Any]] = []
     for t in targets:
-        r: dict[str, Any] = {"target": t.name, "variant": t.variant,
-                             "sequential_ms": {k: round(v, 4) for k, v in summary(t.seq).items()},
-                             "sequential_block_p50_ms": [round(x, 3) for x in t.seq_block_p50],
-                             "load": {str(c): combine(runs) for c, runs in t.runs.items()}}
+        r: dict[str, Any] = {
+            "target": t.name,
+            "variant": t.variant,
+            "sequential_ms": {k: round(v, 4) for k, v in summary(t.seq).items()},
+            "sequential_block_p50_ms": [round(x, 3) for x in t.seq_block_p50],
+            "load": {str(c): combine(runs) for c, runs in t.runs.items()},
+        }
         if t.stack is not None:
             r["router_connections"] = t.connections
         if t.peer:
@@ -495,8 +605,11 @@ def report(targets: list[Target], args: argparse.Namespace) -> tuple[list[dict[s
         row = [r["target"], fmt(s["p50"]), fmt(s["p90"]), fmt(s["p99"])]
         if r["variant"]:
             b = base["sequential_ms"]
-            r["added_ms"] = {"p50": round(s["p50"] - b["p50"], 3), "p90": round(s["p90"] - b["p90"], 3),
-                             "p99": round(s["p99"] - b["p99"], 3)}
+            r["added_ms"] = {
+                "p50": round(s["p50"] - b["p50"], 3),
+                "p90": round(s["p90"] - b["p90"], 3),
+                "p99": round(s["p99"] - b["p99"], 3),
+            }
             row += [fmt(r["added_ms"]["p50"]), fmt(r["added_ms"]["p99"])]
         else:
             row += ["-", "-"]
@@ -515,9 +628,11 @@ def report(targets: list[Target], args: argparse.Namespace) -> tuple[list[dict[s
     for c in cs:
         headers += [f"c{c} req/s", f"c{c} / envoy", f"c{c} p99 ms"]
     print()
-    print(f"Sequential: {args.requests} keep-alive requests per target (interleaved blocks, {args.warmup} warm-up); "
-          f"load: {args.duration:g}s per target and concurrency in {args.rounds} interleaved rounds "
-          f"({results[0]['load'][cs[0]]['tool'] if cs else '-'})")
+    print(
+        f"Sequential: {args.requests} keep-alive requests per target (interleaved blocks, {args.warmup} warm-up); "
+        f"load: {args.duration:g}s per target and concurrency in {args.rounds} interleaved rounds "
+        f"({results[0]['load'][cs[0]]['tool'] if cs else '-'})"
+    )
     print(table(headers, rows))
 
     if cs:
@@ -530,8 +645,16 @@ def report(targets: list[Target], args: argparse.Namespace) -> tuple[list[dict[s
                 ld = r["load"][c]
                 per = ld["cpu_ms_per_request"]
                 total = sum(per.get(g, 0.0) for g in groups)
-                crow.append([r["target"], c, *[fmt(per.get(g), 3) for g in groups], fmt(total, 3),
-                             f"{100 * ld['background_cpu_share']:.0f}%", " / ".join(f"{x:.0f}" for x in ld["rps_rounds"])])
+                crow.append(
+                    [
+                        r["target"],
+                        c,
+                        *[fmt(per.get(g), 3) for g in groups],
+                        fmt(total, 3),
+                        f"{100 * ld['background_cpu_share']:.0f}%",
+                        " / ".join(f"{x:.0f}" for x in ld["rps_rounds"]),
+                    ]
+                )
         print(table(["target", "conc", *groups, "sum", "background", "req/s per round"], crow))
 
     comparison = peer_comparison(results, cs)
@@ -563,8 +686,11 @@ def peer_comparison(results: list[dict[str, Any]], cs: list[str]) -> dict[str, A
     if not peers or direct is None:
         return None
     d = direct["sequential_ms"]
-    added = {r["target"]: {q: round(r["sequential_ms"][q] - d[q], 3) for q in ("p50", "p90", "p99")}
-             for r in results if r is not direct}
+    added = {
+        r["target"]: {q: round(r["sequential_ms"][q] - d[q], 3) for q in ("p50", "p90", "p99")}
+        for r in results
+        if r is not direct
+    }
     out: dict[str, Any] = {}
     for peer in peers:
         pa = added[peer["target"]]
@@ -582,15 +708,34 @@ def peer_comparison(results: list[dict[str, Any]], cs: list[str]) -> dict[str, A
             }
             x = per[r["target"]]
             errs = {c: r["load"][c]["errors"] for c in cs}
-            rows.append([r["target"], fmt(a["p50"]), fmt(a["p99"]),
-                         *(f"{rps[c]:.0f}" + (f" ({errs[c]} err)" if errs[c] else "") for c in cs),
-                         " / ".join(fmt(x["rps_vs_peer"][c]) for c in cs),
-                         "-" if r is peer else fmt(x["peer_added_p50_over_this"], 1)])
+            rows.append(
+                [
+                    r["target"],
+                    fmt(a["p50"]),
+                    fmt(a["p99"]),
+                    *(f"{rps[c]:.0f}" + (f" ({errs[c]} err)" if errs[c] else "") for c in cs),
+                    " / ".join(fmt(x["rps_vs_peer"][c]) for c in cs),
+                    "-" if r is peer else fmt(x["peer_added_p50_over_this"], 1),
+                ]
+            )
         out[peer["target"]] = per
-        print(f"\nPeers side by side: the same request, simulated backend, client and concurrency, interleaved "
-              f"in this run. Added = target − backend direct (sequential, p50 {fmt(d['p50'])} ms direct).")
-        print(table(["target", "added p50 ms", "added p99 ms", *(f"c{c} req/s" for c in cs),
-                     f"req/s ÷ {peer['target']} ({' / '.join('c' + c for c in cs)})", "peer's added p50 ÷ this"], rows))
+        print(
+            f"\nPeers side by side: the same request, simulated backend, client and concurrency, interleaved "
+            f"in this run. Added = target − backend direct (sequential, p50 {fmt(d['p50'])} ms direct)."
+        )
+        print(
+            table(
+                [
+                    "target",
+                    "added p50 ms",
+                    "added p99 ms",
+                    *(f"c{c} req/s" for c in cs),
+                    f"req/s ÷ {peer['target']} ({' / '.join('c' + c for c in cs)})",
+                    "peer's added p50 ÷ this",
+                ],
+                rows,
+            )
+        )
     return out
 
 
@@ -600,25 +745,43 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--warmup", type=int, default=200)
     ap.add_argument("--duration", type=float, default=6.0, help="seconds of load per target and concurrency (default 6)")
     ap.add_argument("--rounds", type=int, default=2, help="interleaved rounds the load time is split into (default 2)")
-    ap.add_argument("--concurrency", type=lambda s: [int(x) for x in s.split(",")], default=None,
-                    help="load concurrencies (default 8,32; 1,8,32 with --peer)")
+    ap.add_argument(
+        "--concurrency",
+        type=lambda s: [int(x) for x in s.split(",")],
+        default=None,
+        help="load concurrencies (default 8,32; 1,8,32 with --peer)",
+    )
     ap.add_argument("--variants", default="floor,w1,w2,w1-buffered", help=f"router variants, from {','.join(VARIANTS)}")
     ap.add_argument("--no-load", action="store_true", help="sequential latency only")
     ap.add_argument("--no-micro", action="store_true", help="skip the in-process hot-path microbenchmark")
     ap.add_argument("--profile", action="store_true", help="py-spy (native) the 1-worker router under c32 load")
-    ap.add_argument("--settle", type=float, default=15.0,
-                    help="wait up to this many seconds for other work on the machine to calm down first (default 15)")
-    ap.add_argument("--noisy", type=float, default=0.25,
-                    help="re-run a load run once when other work used more than this share of the machine (default 0.25)")
+    ap.add_argument(
+        "--settle",
+        type=float,
+        default=15.0,
+        help="wait up to this many seconds for other work on the machine to calm down first (default 15)",
+    )
+    ap.add_argument(
+        "--noisy",
+        type=float,
+        default=0.25,
+        help="re-run a load run once when other work used more than this share of the machine (default 0.25)",
+    )
     ap.add_argument("--retry-budget", type=float, default=20.0, help="seconds that re-runs may add in total (default 20)")
     ap.add_argument("--serve-null-extproc", type=int, metavar="PORT", help=argparse.SUPPRESS)
     ap.add_argument("--microbench", type=Path, metavar="CONFIG", help=argparse.SUPPRESS)
     ap.add_argument("--micro-n", type=int, default=2000, help=argparse.SUPPRESS)
     ap.add_argument("--micro-level", default="info", help=argparse.SUPPRESS)
-    ap.add_argument("--peer", choices=["litellm"],
-                    help="also measure a peer gateway on the same backend and request (installed into bench/.work/)")
-    ap.add_argument("--peer-version", default=peer_litellm.DEFAULT_VERSION,
-                    help=f"LiteLLM version for --peer litellm (default {peer_litellm.DEFAULT_VERSION})")
+    ap.add_argument(
+        "--peer",
+        choices=["litellm"],
+        help="also measure a peer gateway on the same backend and request (installed into bench/.work/)",
+    )
+    ap.add_argument(
+        "--peer-version",
+        default=peer_litellm.DEFAULT_VERSION,
+        help=f"LiteLLM version for --peer litellm (default {peer_litellm.DEFAULT_VERSION})",
+    )
     ap.add_argument("--json", type=Path, help="also write the JSON result here")
     ap.add_argument("--quick", action="store_true", help="smoke run: 300 requests, 2 s load, one round")
     args = ap.parse_args(argv)
@@ -644,31 +807,64 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     with Cleanup() as cleanup:
         backend_port = pick_port()
-        sim = start_sims(cleanup, [{"name": BACKEND, "port": backend_port, "models": ["sim-general", "sim-coder"],
-                                    "latency_ms": 0, "tps": 0, "max_tokens": 16, "request_log_size": 0}], wd)
+        sim = start_sims(
+            cleanup,
+            [
+                {
+                    "name": BACKEND,
+                    "port": backend_port,
+                    "models": ["sim-general", "sim-coder"],
+                    "latency_ms": 0,
+                    "tps": 0,
+                    "max_tokens": 16,
+                    "request_log_size": 0,
+                }
+            ],
+            wd,
+        )
         cfg_path = wd / "router-bench.yaml"
         cfg_path.write_text(yaml.safe_dump(router_config(backend_port), sort_keys=False))
         config = load_config(cfg_path)
 
         # (a) Envoy alone: the same generated config minus the ext_proc filter, one fixed cluster.
         plain_port, plain_admin = pick_port(), pick_port()
-        plain = start_envoy(cleanup, build_envoy_config(
-            config, EnvoyPorts(listen_host="127.0.0.1", listen_port=plain_port, admin_port=plain_admin),
-            ext_proc=False, default_cluster=BACKEND), plain_admin, wd, "envoy-alone")
+        plain = start_envoy(
+            cleanup,
+            build_envoy_config(
+                config,
+                EnvoyPorts(listen_host="127.0.0.1", listen_port=plain_port, admin_port=plain_admin),
+                ext_proc=False,
+                default_cluster=BACKEND,
+            ),
+            plain_admin,
+            wd,
+            "envoy-alone",
+        )
         sim_pids = lambda: [sim.pid]  # noqa: E731
         targets = [
             Target("backend direct", f"http://127.0.0.1:{backend_port}/v1/chat/completions", _check_backend, {"sim": sim_pids}),
-            Target("envoy-alone", f"http://127.0.0.1:{plain_port}/v1/chat/completions", _check_backend,
-                   {"envoy": lambda: [plain.pid], "sim": sim_pids}),
+            Target(
+                "envoy-alone",
+                f"http://127.0.0.1:{plain_port}/v1/chat/completions",
+                _check_backend,
+                {"envoy": lambda: [plain.pid], "sim": sim_pids},
+            ),
         ]
         # (b) Envoy + router, every variant up at once (idle ones cost nothing measurable), measured in turns.
         for key in variants:
             v = VARIANTS[key]
             if v.get("floor"):
                 url, srv, fenvoy = start_floor(cleanup, config, wd)
-                targets.append(Target(v["label"], url, _check_floor,
-                                      {"envoy": lambda e=fenvoy: [e.pid], "router": lambda s_=srv: [s_.pid], "sim": sim_pids},
-                                      variant=key, extra_procs=[srv, fenvoy]))
+                targets.append(
+                    Target(
+                        v["label"],
+                        url,
+                        _check_floor,
+                        {"envoy": lambda e=fenvoy: [e.pid], "router": lambda s_=srv: [s_.pid], "sim": sim_pids},
+                        variant=key,
+                        extra_procs=[srv, fenvoy],
+                    )
+                )
                 continue
             (wd / key).mkdir()
             env = {}
@@ -677,24 +873,49 @@ def main(argv: list[str] | None = None) -> int:
                 shim.mkdir(exist_ok=True)
                 (shim / "uvloop.py").write_text('raise ImportError("uvloop disabled by bench/router_bench.py")\n')
                 env["PYTHONPATH"] = os.pathsep.join([str(shim), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)
-            stack = cleanup.stack(Stack(cfg_path, listen_port=pick_port(), grpc_port=pick_port(), admin_port=pick_port(),
-                                        envoy_admin_port=pick_port(), workdir=wd / key, quiet=True, log_format="json",
-                                        log_level=v["log_level"], body_mode=v["body_mode"], env=env,
-                                        workers=v["workers"], internal_port=pick_port()))
+            stack = cleanup.stack(
+                Stack(
+                    cfg_path,
+                    listen_port=pick_port(),
+                    grpc_port=pick_port(),
+                    admin_port=pick_port(),
+                    envoy_admin_port=pick_port(),
+                    workdir=wd / key,
+                    quiet=True,
+                    log_format="json",
+                    log_level=v["log_level"],
+                    body_mode=v["body_mode"],
+                    env=env,
+                    workers=v["workers"],
+                    internal_port=pick_port(),
+                )
+            )
             stack.start()
             if v["workers"] > 1:
                 _wait_workers(stack, v["workers"])
-            targets.append(Target(v["label"], f"{stack.url}/v1/chat/completions", _check_routed,
-                                  {"envoy": lambda s=stack: [s.procs["envoy"].pid], "router": lambda s=stack: _router_pids(s),
-                                   "sim": sim_pids}, variant=key, stack=stack))
+            targets.append(
+                Target(
+                    v["label"],
+                    f"{stack.url}/v1/chat/completions",
+                    _check_routed,
+                    {"envoy": lambda s=stack: [s.procs["envoy"].pid], "router": lambda s=stack: _router_pids(s), "sim": sim_pids},
+                    variant=key,
+                    stack=stack,
+                )
+            )
         if peer_python is not None:
             targets.append(start_litellm(cleanup, peer_python, args.peer_version, backend_port, wd, sim_pids))
             for t in targets:  # the same request everywhere: LiteLLM checks this header, the others ignore it
                 t.headers = dict(targets[-1].headers)
-        everything = lambda: [p for pr in [sim, plain, *(x for t in targets for x in t.procs())]  # noqa: E731
-                              for p in process_tree(pr.pid)]
-        print(f"workdir {wd}; backend :{backend_port}; Envoy alone :{plain_port}; "
-              + "; ".join(f"{t.variant} {t.url.split('/v1')[0]}" for t in targets if t.variant), flush=True)
+
+        def everything() -> list[int]:
+            return [p for pr in [sim, plain, *(x for t in targets for x in t.procs())] for p in process_tree(pr.pid)]
+
+        print(
+            f"workdir {wd}; backend :{backend_port}; Envoy alone :{plain_port}; "
+            + "; ".join(f"{t.variant} {t.url.split('/v1')[0]}" for t in targets if t.variant),
+            flush=True,
+        )
         if args.settle:
             share = wait_quiet(args.settle)
             print(f"background CPU before measuring: {100 * share:.0f}% of all cores", flush=True)
@@ -724,11 +945,24 @@ def main(argv: list[str] | None = None) -> int:
     if profile:
         print_profile(profile)
     print(f"\nbench-router took {time.monotonic() - started:.0f}s")
-    blob = {"bench": "router", "machine": info, "goals": GOALS,
-            "settings": {"requests": args.requests, "warmup": args.warmup, "duration_s": args.duration, "rounds": args.rounds,
-                         "concurrency": args.concurrency, "variants": variants,
-                         "peer": f"litellm {args.peer_version}" if args.peer else None},
-            "results": results, "verdict": verdict, "microbench_us": micro, "profile": profile}
+    blob = {
+        "bench": "router",
+        "machine": info,
+        "goals": GOALS,
+        "settings": {
+            "requests": args.requests,
+            "warmup": args.warmup,
+            "duration_s": args.duration,
+            "rounds": args.rounds,
+            "concurrency": args.concurrency,
+            "variants": variants,
+            "peer": f"litellm {args.peer_version}" if args.peer else None,
+        },
+        "results": results,
+        "verdict": verdict,
+        "microbench_us": micro,
+        "profile": profile,
+    }
     print("\nJSON:")
     print(json.dumps(blob, indent=None))
     if args.json:
@@ -736,16 +970,23 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def start_litellm(cleanup: Cleanup, python: Path, version: str, backend_port: int, wd: Path,
-                  sim_pids: Callable[[], list[int]]) -> Target:
+def start_litellm(
+    cleanup: Cleanup, python: Path, version: str, backend_port: int, wd: Path, sim_pids: Callable[[], list[int]]
+) -> Target:
     """LiteLLM's proxy sending the bench's model name to the coder model on the same simulated backend."""
     key = peer_litellm.new_master_key()
     config = peer_litellm.write_config(wd / "litellm.yaml", json.loads(request_body())["model"], "sim-coder", backend_port)
     port = pick_port()
     proc = peer_litellm.start(cleanup, python, config, port, wd, key)
-    return Target(f"LiteLLM {version} proxy", f"http://127.0.0.1:{port}/v1/chat/completions", _check_peer,
-                  {"peer": lambda: process_tree(proc.pid), "sim": sim_pids}, extra_procs=[proc], peer=f"litellm {version}",
-                  headers={"authorization": f"Bearer {key}"})
+    return Target(
+        f"LiteLLM {version} proxy",
+        f"http://127.0.0.1:{port}/v1/chat/completions",
+        _check_peer,
+        {"peer": lambda: process_tree(proc.pid), "sim": sim_pids},
+        extra_procs=[proc],
+        peer=f"litellm {version}",
+        headers={"authorization": f"Bearer {key}"},
+    )
 
 
 def _check_peer(resp, data: bytes) -> None:
@@ -770,8 +1011,9 @@ def _grpc_conn_spread(stack: Stack) -> dict[str, int]:
     """How Envoy's ext_proc connections landed on the router processes (worker i listens on grpc_port + i)."""
     ports = " or ".join(f"sport = :{stack.grpc_port + i}" for i in range(max(1, stack.workers)))
     try:
-        out = subprocess.run(["ss", "-Htnp", "state", "established", f"( {ports} )"],
-                             capture_output=True, text=True, timeout=10).stdout
+        out = subprocess.run(
+            ["ss", "-Htnp", "state", "established", f"( {ports} )"], capture_output=True, text=True, timeout=10
+        ).stdout
     except (OSError, subprocess.TimeoutExpired):
         return {}
     return {str(pid): out.count(f"pid={pid},") for pid in _router_pids(stack)}

@@ -56,12 +56,22 @@ class Tally:
 
     def as_dict(self) -> dict[str, Any]:
         lat = sorted(self.latencies_ms)
-        return {"sent": self.sent, "served_200": self.served, "blocked_403_422": self.blocked,
-                "blocked_codes": dict(self.blocked_codes), "shed": dict(self.shed), "shed_total": sum(self.shed.values()),
-                "errors": dict(self.errors), "errors_total": sum(self.errors.values()),
-                "not_openai_shaped": dict(self.bad_shape),
-                "latency_ms": {"p50": round(_pct(lat, 50), 1), "p99": round(_pct(lat, 99), 1),
-                               "max": round(lat[-1], 1) if lat else None}}
+        return {
+            "sent": self.sent,
+            "served_200": self.served,
+            "blocked_403_422": self.blocked,
+            "blocked_codes": dict(self.blocked_codes),
+            "shed": dict(self.shed),
+            "shed_total": sum(self.shed.values()),
+            "errors": dict(self.errors),
+            "errors_total": sum(self.errors.values()),
+            "not_openai_shaped": dict(self.bad_shape),
+            "latency_ms": {
+                "p50": round(_pct(lat, 50), 1),
+                "p99": round(_pct(lat, 99), 1),
+                "max": round(lat[-1], 1) if lat else None,
+            },
+        }
 
 
 def _pct(sorted_values: list[float], p: float) -> float:
@@ -100,8 +110,9 @@ def hostile_body(rng: random.Random, n: int) -> tuple[dict[str, Any], str, str]:
     return {"model": "auto", "messages": [{"role": "user", "content": text}]}, kind, marker
 
 
-async def client(session: aiohttp.ClientSession, url: str, kind: str, seed: int, end: float, tallies: dict[str, Tally],
-                 timeout: float) -> None:
+async def client(
+    session: aiohttp.ClientSession, url: str, kind: str, seed: int, end: float, tallies: dict[str, Tally], timeout: float
+) -> None:
     rng = random.Random(seed)
     n = 0
     while time.monotonic() < end:
@@ -115,8 +126,9 @@ async def client(session: aiohttp.ClientSession, url: str, kind: str, seed: int,
         tally.sent += 1
         t0 = time.perf_counter()
         try:
-            async with session.post(url, json=body, headers={TICKET_HEADER: ticket},
-                                    timeout=aiohttp.ClientTimeout(total=timeout)) as resp:
+            async with session.post(
+                url, json=body, headers={TICKET_HEADER: ticket}, timeout=aiohttp.ClientTimeout(total=timeout)
+            ) as resp:
                 data = await resp.read()
                 status = resp.status
                 headers = [(k.lower(), v) for k, v in resp.headers.items()]
@@ -188,20 +200,27 @@ def forwarded(target: Target) -> dict[str, Any]:
             if T.found_in(phrase, body):
                 jailbreaks.setdefault(phrase[:40], set()).update(tickets)
                 calls["jailbreak"] += 1
-    return {"backend_calls": len(records),
-            "cards_forwarded": sum(len(t) for t in cards.values()), "card_backend_calls": calls["card"],
-            "cards": {k: len(v) for k, v in cards.items()},
-            "jailbreaks_forwarded": sum(len(t) for t in jailbreaks.values()), "jailbreak_backend_calls": calls["jailbreak"],
-            "jailbreaks": {k: len(v) for k, v in jailbreaks.items()}}
+    return {
+        "backend_calls": len(records),
+        "cards_forwarded": sum(len(t) for t in cards.values()),
+        "card_backend_calls": calls["card"],
+        "cards": {k: len(v) for k, v in cards.items()},
+        "jailbreaks_forwarded": sum(len(t) for t in jailbreaks.values()),
+        "jailbreak_backend_calls": calls["jailbreak"],
+        "jailbreaks": {k: len(v) for k, v in jailbreaks.items()},
+    }
 
 
 def proc_stats(target: Target) -> dict[str, Any]:
     assert target.stack is not None and target.watchdog is not None
     router = target.stack.procs["router"]
     envoy = target.stack.procs["envoy"]
-    return {"router_rss_mb": round(sum(rss_mb(p) or 0 for p in target.watchdog.pids), 1),
-            "router_fds": sum(open_fds(p) or 0 for p in target.watchdog.pids),
-            "envoy_fds": open_fds(envoy.pid), "router_alive": router.poll() is None}
+    return {
+        "router_rss_mb": round(sum(rss_mb(p) or 0 for p in target.watchdog.pids), 1),
+        "router_fds": sum(open_fds(p) or 0 for p in target.watchdog.pids),
+        "envoy_fds": open_fds(envoy.pid),
+        "router_alive": router.poll() is None,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -212,7 +231,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--timeout", type=float, default=60.0, help="per-request client timeout in seconds (default 60)")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--body-mode", choices=("FULL_DUPLEX_STREAMED", "BUFFERED"), default="FULL_DUPLEX_STREAMED")
-    p.add_argument("--rss-kill-mb", type=float, default=4096.0, help="SIGKILL the router above this RSS (protects a shared machine)")
+    p.add_argument(
+        "--rss-kill-mb", type=float, default=4096.0, help="SIGKILL the router above this RSS (protects a shared machine)"
+    )
     p.add_argument("--json", type=Path, help="write the result here (also printed as one JSON: line)")
     args = p.parse_args(argv)
 
@@ -221,8 +242,11 @@ def main(argv: list[str] | None = None) -> int:
     # Every backend request of the run stays in the sims' logs, to be searched for cards at the end.
     sims = default_sims(log_size=1_000_000)
     target = Target(workroot, load_default_config(), sims, args.body_mode, args.rss_kill_mb)
-    result: dict[str, Any] = {"args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
-                              "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "loadavg_before": loadavg()}
+    result: dict[str, Any] = {
+        "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "loadavg_before": loadavg(),
+    }
     try:
         target.start()
         assert target.watchdog is not None
@@ -265,12 +289,22 @@ def judge(r: dict[str, Any]) -> list[dict[str, Any]]:
     return [
         {"check": "benign requests answered 403/422", "value": benign_blocked, "ok": benign_blocked == 0},
         {"check": "hostile requests answered 200", "value": hostile_served, "ok": hostile_served == 0},
-        {"check": "requests whose card number reached a backend", "value": fwd.get("cards_forwarded"), "ok": fwd.get("cards_forwarded") == 0},
-        {"check": "requests whose jailbreak reached a backend", "value": fwd.get("jailbreaks_forwarded"),
-         "ok": fwd.get("jailbreaks_forwarded") == 0},
+        {
+            "check": "requests whose card number reached a backend",
+            "value": fwd.get("cards_forwarded"),
+            "ok": fwd.get("cards_forwarded") == 0,
+        },
+        {
+            "check": "requests whose jailbreak reached a backend",
+            "value": fwd.get("jailbreaks_forwarded"),
+            "ok": fwd.get("jailbreaks_forwarded") == 0,
+        },
         {"check": "error replies not OpenAI-shaped", "value": bad_shape, "ok": bad_shape == 0},
-        {"check": "router alive and serving afterwards", "value": r.get("normal_request_after"),
-         "ok": r.get("stack_broken") is None and r.get("normal_request_after") == 200},
+        {
+            "check": "router alive and serving afterwards",
+            "value": r.get("normal_request_after"),
+            "ok": r.get("stack_broken") is None and r.get("normal_request_after") == 200,
+        },
     ]
 
 
@@ -280,8 +314,19 @@ def print_summary(r: dict[str, Any]) -> None:
     rows = []
     for name, t in r["clients"].items():
         shaped = sum(t["not_openai_shaped"].values())
-        rows.append([name, str(t["sent"]), str(t["served_200"]), str(t["blocked_403_422"]), str(t["shed_total"]),
-                     str(t["errors_total"]), str(shaped), f"{t['latency_ms']['p50']:.0f}", f"{t['latency_ms']['p99']:.0f}"])
+        rows.append(
+            [
+                name,
+                str(t["sent"]),
+                str(t["served_200"]),
+                str(t["blocked_403_422"]),
+                str(t["shed_total"]),
+                str(t["errors_total"]),
+                str(shaped),
+                f"{t['latency_ms']['p50']:.0f}",
+                f"{t['latency_ms']['p99']:.0f}",
+            ]
+        )
     print(_table(headers, rows))
     for name, t in r["clients"].items():
         for what in ("blocked_codes", "shed", "errors"):
@@ -289,27 +334,43 @@ def print_summary(r: dict[str, Any]) -> None:
                 print(f"  {name} {what}: " + ", ".join(f"{k}: {v}" for k, v in sorted(t[what].items())))
     b, a = r["before"], r["after"]
     print()
-    print(_table(["router", "before", "after"], [
-        ["RSS MB", str(b["router_rss_mb"]), str(a["router_rss_mb"])],
-        ["open fds", str(b["router_fds"]), str(a["router_fds"])],
-        ["Envoy open fds", str(b["envoy_fds"]), str(a["envoy_fds"])],
-    ]))
+    print(
+        _table(
+            ["router", "before", "after"],
+            [
+                ["RSS MB", str(b["router_rss_mb"]), str(a["router_rss_mb"])],
+                ["open fds", str(b["router_fds"]), str(a["router_fds"])],
+                ["Envoy open fds", str(b["envoy_fds"]), str(a["envoy_fds"])],
+            ],
+        )
+    )
     print(f"machine load average (1/5/15 min) before: {r['loadavg_before']}, at the end of the load: {r.get('loadavg_after')}")
-    print(f"router RSS peak during the soak: {r['router_rss_peak_mb']} MB"
-          + (f" (SIGKILLed by the RSS guard at {r['killed_by_rss_guard_at_mb']:.0f} MB)" if r["killed_by_rss_guard_at_mb"] else "")
-          + f"; busy {r['busy_after_s']} s after the load stopped")
+    print(
+        f"router RSS peak during the soak: {r['router_rss_peak_mb']} MB"
+        + (f" (SIGKILLed by the RSS guard at {r['killed_by_rss_guard_at_mb']:.0f} MB)" if r["killed_by_rss_guard_at_mb"] else "")
+        + f"; busy {r['busy_after_s']} s after the load stopped"
+    )
     fwd = r.get("forwarded") or {}
-    print(f"backend calls: {fwd.get('backend_calls')}; client requests whose card reached a backend: {fwd.get('cards_forwarded')} "
-          f"({fwd.get('card_backend_calls')} calls); whose jailbreak did: {fwd.get('jailbreaks_forwarded')} "
-          f"({fwd.get('jailbreak_backend_calls')} calls); each Fusion sub-call counts as one request (no ticket)")
+    print(
+        f"backend calls: {fwd.get('backend_calls')}; client requests whose card reached a backend: {fwd.get('cards_forwarded')} "
+        f"({fwd.get('card_backend_calls')} calls); whose jailbreak did: {fwd.get('jailbreaks_forwarded')} "
+        f"({fwd.get('jailbreak_backend_calls')} calls); each Fusion sub-call counts as one request (no ticket)"
+    )
     print()
-    print(_table(["check (must be 0 / ok)", "value", "ok"],
-                 [[v["check"], str(v["value"]), "yes" if v["ok"] else "NO"] for v in r["verdict"]]))
+    print(
+        _table(
+            ["check (must be 0 / ok)", "value", "ok"],
+            [[v["check"], str(v["value"]), "yes" if v["ok"] else "NO"] for v in r["verdict"]],
+        )
+    )
 
 
 def _table(headers: list[str], rows: list[list[str]]) -> str:
     widths = [max(len(h), *(len(row[i]) for row in rows)) if rows else len(h) for i, h in enumerate(headers)]
-    line = lambda cells: "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths)) + " |"
+
+    def line(cells: list[str]) -> str:
+        return "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths)) + " |"
+
     return "\n".join([line(headers), "|" + "|".join("-" * (w + 2) for w in widths) + "|", *(line(row) for row in rows)])
 
 

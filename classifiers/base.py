@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Sequence
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -33,12 +34,8 @@ class OnnxModel:
             raise ModelLoadError(self.path, "model directory is missing")
         self.metadata = metadata or ModelMetadata.load(self.path)
         if self.metadata.kind != self.kind:
-            raise ModelLoadError(
-                self.path, f"metadata kind is {self.metadata.kind!r}, expected {self.kind!r}"
-            )
-        self.tokenizer = TextTokenizer(
-            self.path / TOKENIZER_FILE, self.metadata.max_length, stride=self.metadata.stride
-        )
+            raise ModelLoadError(self.path, f"metadata kind is {self.metadata.kind!r}, expected {self.kind!r}")
+        self.tokenizer = TextTokenizer(self.path / TOKENIZER_FILE, self.metadata.max_length, stride=self.metadata.stride)
         self.session: OnnxSession = create_session(self.path / MODEL_FILE, device, intra_op_threads)
         self._feed_types = self._check_io()
         self.output_name = self.metadata.output or self.session.output_names[0]
@@ -86,7 +83,7 @@ class OnnxModel:
     def _forward(self, batch: Padded) -> np.ndarray:
         return np.asarray(self.session.run([self.output_name], self._feeds(batch))[0])
 
-    def _per_row(self, enc: Encoded, post: Callable[[Padded, np.ndarray], Sequence[Any]]) -> list[Any]:
+    def _per_row(self, enc: Encoded, post: Callable[[Padded, np.ndarray], Sequence[Any] | np.ndarray]) -> list[Any]:
         """Run every row of ``enc`` in length groups; ``post(padded, output)`` maps a group's raw
         output to one result per row. Returns results in row order."""
         out: list[Any] = [None] * len(enc.rows)
@@ -156,7 +153,7 @@ def buckets(lengths: Sequence[int], cells: int = MAX_ATTENTION_CELLS) -> list[li
     groups: list[list[int]] = []
     j = n
     while j > 0:
-        groups.append(order[cut[j]:j])
+        groups.append(order[cut[j] : j])
         j = cut[j]
     return groups[::-1]
 
@@ -174,4 +171,5 @@ def split_by_attention(groups: list[list[int]], lengths: Sequence[int], budget: 
 def softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
     z = x - x.max(axis=axis, keepdims=True)
     e = np.exp(z)
-    return e / e.sum(axis=axis, keepdims=True)
+    out: np.ndarray = e / e.sum(axis=axis, keepdims=True)
+    return out

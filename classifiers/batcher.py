@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Generic, Sequence, TypeVar
+from typing import Any, Generic, TypeVar
 
 import structlog
 
@@ -92,7 +93,7 @@ class MicroBatcher(Generic[T, R]):
         """Batcher over a ``classifiers`` model's ``run(texts)``; warms up with a short text."""
         kwargs.setdefault("name", Path(getattr(model, "path", "model")).name)
         kwargs.setdefault("warmup_item", "warm-up")
-        return cls(model.run, **kwargs)  # type: ignore[return-value]
+        return cls(model.run, **kwargs)  # type: ignore[return-value]  # a model's run() is str -> result by contract
 
     @property
     def running(self) -> bool:
@@ -111,8 +112,14 @@ class MicroBatcher(Generic[T, R]):
         if self.warmup_item is not None:
             await self.warmup()
         self._tasks = [asyncio.create_task(self._worker(), name=f"mb-{self.name}-{i}") for i in range(self.workers)]
-        log.info("microbatcher_started", name=self.name, max_batch_size=self.max_batch_size,
-                 max_wait_ms=self.max_wait_s * 1000, max_queue=self.max_queue, workers=self.workers)
+        log.info(
+            "microbatcher_started",
+            name=self.name,
+            max_batch_size=self.max_batch_size,
+            max_wait_ms=self.max_wait_s * 1000,
+            max_queue=self.max_queue,
+            workers=self.workers,
+        )
 
     async def warmup(self) -> None:
         """Run the model once on one item and once on a full batch, so lazy allocations happen now."""
@@ -156,9 +163,7 @@ class MicroBatcher(Generic[T, R]):
         try:
             self._queue.put_nowait(_Item(value, fut, time.perf_counter()))
         except asyncio.QueueFull:
-            raise OverloadedError(
-                f"batcher {self.name!r} overloaded: {self.max_queue} requests already queued"
-            ) from None
+            raise OverloadedError(f"batcher {self.name!r} overloaded: {self.max_queue} requests already queued") from None
         return fut
 
     async def submit(self, value: T) -> R:
@@ -192,7 +197,7 @@ class MicroBatcher(Generic[T, R]):
                 break
             try:
                 batch.append(await asyncio.wait_for(self._queue.get(), remaining))
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 break
         self._last_size = len(batch)
         # Callers that gave up (cancelled / timed out) don't cost model time.
@@ -219,7 +224,7 @@ class MicroBatcher(Generic[T, R]):
                     if not it.future.done():
                         it.future.set_exception(BatcherClosedError(f"batcher {self.name!r} closed"))
                 raise
-            except Exception as exc:  # the model failed: every caller in the batch gets the error
+            except Exception as exc:  # noqa: BLE001 - the model failed: every caller in the batch gets the error
                 ok = False
                 for it in batch:
                     if not it.future.done():

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import ClassVar, Sequence
+from typing import ClassVar
 
 import numpy as np
 
@@ -32,7 +33,8 @@ class EmbeddingModel(OnnxModel):
             return out[:, 0, :]
         # Mean over real tokens only: padding rows must not move the vector, or batching changes results.
         m = mask[:, :, None].astype(np.float32)
-        return (out * m).sum(axis=1) / np.clip(m.sum(axis=1), 1e-9, None)
+        pooled: np.ndarray = (out * m).sum(axis=1) / np.clip(m.sum(axis=1), 1e-9, None)
+        return pooled
 
     def embed_batch(self, texts: Sequence[str]) -> tuple[np.ndarray, list[bool]]:
         """Vectors ``[n, d]`` and a per-text truncation flag."""

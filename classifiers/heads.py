@@ -118,12 +118,18 @@ class TfidfLinearHead:
     # -- storage ---------------------------------------------------------------------------------
 
     def arrays(self) -> dict[str, np.ndarray]:
-        return {"format": np.array(HEAD_FORMAT), "unigram_ids": self.unigram_ids.astype(np.int32),
-                "unigram_cols": self.unigram_cols.astype(np.int32), "bigram_ids": self.bigram_ids.astype(np.int32),
-                "bigram_cols": self.bigram_cols.astype(np.int32), "idf_w": self.idf_w.astype(np.float32),
-                "idf_sq": self.idf_sq.astype(np.float32), "w_emb": self.w_emb.astype(np.float32),
-                "intercept": np.array([self.intercept], dtype=np.float32),
-                "sub": np.array([self.sub_tokens, self.sub_stride, self.max_tokens], dtype=np.int64)}
+        return {
+            "format": np.array(HEAD_FORMAT),
+            "unigram_ids": self.unigram_ids.astype(np.int32),
+            "unigram_cols": self.unigram_cols.astype(np.int32),
+            "bigram_ids": self.bigram_ids.astype(np.int32),
+            "bigram_cols": self.bigram_cols.astype(np.int32),
+            "idf_w": self.idf_w.astype(np.float32),
+            "idf_sq": self.idf_sq.astype(np.float32),
+            "w_emb": self.w_emb.astype(np.float32),
+            "intercept": np.array([self.intercept], dtype=np.float32),
+            "sub": np.array([self.sub_tokens, self.sub_stride, self.max_tokens], dtype=np.int64),
+        }
 
     def to_bytes(self) -> bytes:
         """An ``.npz`` (readable with ``numpy.load``), byte-for-byte reproducible: fixed member order
@@ -147,9 +153,21 @@ class TfidfLinearHead:
                 if fmt != HEAD_FORMAT:
                     raise ModelLoadError(path, f"head format is {fmt!r}, this runtime reads {HEAD_FORMAT!r}")
                 sub = z["sub"].tolist()
-                return cls(name, z["unigram_ids"], z["unigram_cols"], z["bigram_ids"].reshape(-1, 2), z["bigram_cols"],
-                           z["idf_w"], z["idf_sq"], z["w_emb"], float(z["intercept"][0]), int(sub[0]), int(sub[1]),
-                           int(sub[2]), build_id=hashlib.sha256(data).hexdigest()[:16])
+                return cls(
+                    name,
+                    z["unigram_ids"],
+                    z["unigram_cols"],
+                    z["bigram_ids"].reshape(-1, 2),
+                    z["bigram_cols"],
+                    z["idf_w"],
+                    z["idf_sq"],
+                    z["w_emb"],
+                    float(z["intercept"][0]),
+                    int(sub[0]),
+                    int(sub[1]),
+                    int(sub[2]),
+                    build_id=hashlib.sha256(data).hexdigest()[:16],
+                )
         except ModelLoadError:
             raise
         except (OSError, KeyError, ValueError, IndexError) as exc:
@@ -199,7 +217,7 @@ class TfidfLinearHead:
             if len(spans) > 1:
                 csum = np.vstack([np.zeros((1, h.shape[1])), np.cumsum(h, axis=0)])
             for lo, hi in spans:
-                cols = np.concatenate([uni[lo:hi], bi[lo:hi - 1]])
+                cols = np.concatenate([uni[lo:hi], bi[lo : hi - 1]])
                 cols = cols[cols >= 0]
                 seg_of.append(np.full(len(cols), seg, dtype=np.int64))
                 col_of.append(cols)
@@ -240,9 +258,16 @@ def head_from_graph(model: Any, name: str) -> TfidfLinearHead:
     index = np.array(attrs["ngram_indexes"], dtype=np.int64)
     has_sub = "jb/k" in init
     return TfidfLinearHead(
-        name, pool[:n_uni], index[:n_uni], pool[n_uni:].reshape(-1, 2), index[n_uni:],
-        init["jb/idf_w"].reshape(-1), init["jb/idf_sq"].reshape(-1), init["jb/w_emb"].reshape(-1),
+        name,
+        pool[:n_uni],
+        index[:n_uni],
+        pool[n_uni:].reshape(-1, 2),
+        index[n_uni:],
+        init["jb/idf_w"].reshape(-1),
+        init["jb/idf_sq"].reshape(-1),
+        init["jb/w_emb"].reshape(-1),
         float(init["jb/b"].reshape(-1)[0]),
-        int(init["jb/k"][0]) if has_sub else 0, int(init["jb/s"][0]) if has_sub else 0,
+        int(init["jb/k"][0]) if has_sub else 0,
+        int(init["jb/s"][0]) if has_sub else 0,
         int(init["jb/slots"].reshape(-1)[-1] + init["jb/k"][0]) if has_sub else 256,
     )

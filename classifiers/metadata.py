@@ -56,8 +56,7 @@ class ModelMetadata:
         output_type = data.get("output_type", "logits")
         if output_type not in ("logits", "probabilities"):
             raise ModelLoadError(path, f"metadata 'output_type' must be logits|probabilities, got {output_type!r}")
-        known = {"kind", "labels", "pooling", "normalize", "max_length", "output", "inputs",
-                 "output_type", "stride"}
+        known = {"kind", "labels", "pooling", "normalize", "max_length", "output", "inputs", "output_type", "stride"}
         return cls(
             kind=kind,
             labels=labels,

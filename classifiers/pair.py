@@ -40,7 +40,9 @@ class PairClassifier(OnnxModel):
 
     def _check(self, _: object, out: np.ndarray) -> Any:
         if out.ndim != 2 or out.shape[1] != len(self.labels):
-            raise ModelLoadError(self.path, f"output {self.output_name!r} has shape {out.shape}, expected [n, {len(self.labels)}]")
+            raise ModelLoadError(
+                self.path, f"output {self.output_name!r} has shape {out.shape}, expected [n, {len(self.labels)}]"
+            )
         return out
 
     def run(self, items: Sequence[PairItem]) -> list[Classification]:
@@ -48,6 +50,12 @@ class PairClassifier(OnnxModel):
         out = []
         for row, t in zip(probs, trunc, strict=True):
             k = int(row.argmax())
-            out.append(Classification(probs={lab: float(p) for lab, p in zip(self.labels, row, strict=True)}, label=self.labels[k],
-                                      score=float(row[k]), truncated=t))
+            out.append(
+                Classification(
+                    probs={lab: float(p) for lab, p in zip(self.labels, row, strict=True)},
+                    label=self.labels[k],
+                    score=float(row[k]),
+                    truncated=t,
+                )
+            )
         return out

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Union
 
 from .base import OnnxModel
 from .embedding import EmbeddingModel
@@ -15,7 +14,7 @@ from .sequence import SequenceClassifier
 from .session import Device
 from .token import TokenClassifier
 
-Model = Union[EmbeddingModel, SequenceClassifier, TokenClassifier, PairClassifier]
+Model = EmbeddingModel | SequenceClassifier | TokenClassifier | PairClassifier
 
 MODEL_CLASSES: dict[str, type[OnnxModel]] = {
     "embedding": EmbeddingModel,
@@ -39,4 +38,4 @@ def load_model(
     model = MODEL_CLASSES[meta.kind](path, device=device, intra_op_threads=intra_op_threads, metadata=meta)
     if warmup:
         model.warmup()
-    return model  # type: ignore[return-value]
+    return model  # type: ignore[return-value]  # MODEL_CLASSES holds exactly the Model union's members

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Mapping
+from typing import Any, Literal
 
 import numpy as np
 import onnxruntime as ort
@@ -24,7 +25,8 @@ log = structlog.get_logger(__name__)
 def _cgroup_cpu_limit() -> int | None:
     """CPU limit of the container (cgroup v2 ``cpu.max``), which affinity alone doesn't show in k8s."""
     try:
-        quota, period = open("/sys/fs/cgroup/cpu.max").read().split()[:2]
+        with open("/sys/fs/cgroup/cpu.max") as f:
+            quota, period = f.read().split()[:2]
     except (OSError, ValueError):
         return None
     if quota == "max":

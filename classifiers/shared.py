@@ -71,8 +71,7 @@ class HeadSpec:
         if not spec:
             return None
         if not isinstance(spec, dict) or not {"encoder", "sha256", "head"} <= set(spec):
-            raise ModelLoadError(model_dir / "metadata.json",
-                                 f"'{SHARED_FIELD}' needs encoder, sha256 and head, got {spec!r}")
+            raise ModelLoadError(model_dir / "metadata.json", f"'{SHARED_FIELD}' needs encoder, sha256 and head, got {spec!r}")
         return cls(model_dir, metadata, str(spec["encoder"]), dict(spec["sha256"]), model_dir / str(spec["head"]))
 
     def encoder_dir(self) -> Path:
@@ -117,8 +116,13 @@ class SharedEncoder:
         self._cap = encoder.max_length * CHARS_PER_TOKEN_CAP
 
     @classmethod
-    def load(cls, model_dir: str | os.PathLike[str], device: Device = "auto", intra_op_threads: int | None = None,
-             name: str = "embedding") -> SharedEncoder:
+    def load(
+        cls,
+        model_dir: str | os.PathLike[str],
+        device: Device = "auto",
+        intra_op_threads: int | None = None,
+        name: str = "embedding",
+    ) -> SharedEncoder:
         return cls(EmbeddingModel(model_dir, device=device, intra_op_threads=intra_op_threads), name)
 
     @property
@@ -144,8 +148,10 @@ class SharedEncoder:
         for f in (MODEL_FILE, TOKENIZER_FILE):
             want = spec.encoder_sha256.get(f)
             if want != self.sha256[f]:
-                return f"{spec.path.name} was trained on an encoder whose {f} has sha256 {str(want)[:12]}…, " \
-                       f"{self.encoder.path} has {self.sha256[f][:12]}…"
+                return (
+                    f"{spec.path.name} was trained on an encoder whose {f} has sha256 {str(want)[:12]}…, "
+                    f"{self.encoder.path} has {self.sha256[f][:12]}…"
+                )
         if spec.metadata.max_length != self.encoder.max_length:
             return f"max_length {spec.metadata.max_length} != the encoder's {self.encoder.max_length}"
         return None
@@ -187,8 +193,12 @@ class SharedEncoder:
     def as_classification(f: Features, head: str, labels: Sequence[str]) -> Classification:
         row = f.values[head]
         k = int(np.argmax(row))
-        return Classification(probs={lab: float(p) for lab, p in zip(labels, row, strict=True)}, label=labels[k], score=float(row[k]),
-                              truncated=f.truncated)
+        return Classification(
+            probs={lab: float(p) for lab, p in zip(labels, row, strict=True)},
+            label=labels[k],
+            score=float(row[k]),
+            truncated=f.truncated,
+        )
 
     def embed(self, texts: Sequence[str]) -> list[Embedding]:
         return [self.as_embedding(f, self.name) for f in self.run(texts)]

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar, Sequence
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -93,9 +94,7 @@ class TokenClassifier(OnnxModel):
         per_text: list[dict[int, _Word]] = [{} for _ in texts]
         for row, owner, (best, best_p) in zip(enc.rows, enc.owner, tagged):
             words = per_text[owner]
-            for k, (wid, (s, e), special) in enumerate(
-                zip(row.word_ids, row.offsets, row.special_tokens_mask)
-            ):
+            for k, (wid, (s, e), special) in enumerate(zip(row.word_ids, row.offsets, row.special_tokens_mask)):
                 if special or wid is None or e <= s:
                     continue
                 w = words.get(wid)

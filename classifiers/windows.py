@@ -159,8 +159,9 @@ class CutCache:
         return len(self._data)
 
 
-def _plan_from_cuts(tokenizer: Tokenizer, texts: Sequence[str], window_tokens: int, overlap: int, budget: int,
-                    cuts: CutCache) -> WindowPlan | None:
+def _plan_from_cuts(
+    tokenizer: Tokenizer, texts: Sequence[str], window_tokens: int, overlap: int, budget: int, cuts: CutCache
+) -> WindowPlan | None:
     """The plan when every text is small and all of them fit the budget (the common case), from the
     per-text cuts; None otherwise (the caller plans the long way)."""
     windows: list[Window] = []
@@ -172,7 +173,10 @@ def _plan_from_cuts(tokenizer: Tokenizer, texts: Sequence[str], window_tokens: i
         hit = cuts.get(key)
         if hit is None:
             offs = _offsets(tokenizer, text, 0)
-            hit = (len(offs), tuple((w.start, w.start + len(w.text), w.tokens) for w in _cut(text, i, offs, window_tokens, overlap)))
+            hit = (
+                len(offs),
+                tuple((w.start, w.start + len(w.text), w.tokens) for w in _cut(text, i, offs, window_tokens, overlap)),
+            )
             cuts.put(key, hit)
         used += hit[0]
         if used > budget:

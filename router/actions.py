@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 
 
@@ -31,7 +31,7 @@ class Stream:
 
     status: int
     headers: dict[str, str]
-    chunks: AsyncIterator[bytes]
+    chunks: AsyncGenerator[bytes, None]  # closing it (the client left) cancels whatever produces it
     content_type: str = "text/event-stream"
 
 

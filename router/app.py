@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import os
 import secrets
-from typing import Any
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import structlog
 
@@ -15,6 +15,7 @@ from router.config.schema import Backend, Config
 from router.decisions.policy import Policy, compile_policy
 from router.looper.runner import LooperRunner
 from router.signals.admission import Admission
+from router.signals.runtime import ClassifierRuntime
 from router.stores.shared import SharedState
 
 log = structlog.get_logger("router.app")
@@ -26,7 +27,7 @@ class App:
     config_path: Path | None = None
     # Authenticates looper sub-calls that come back through Envoy; never leaves this process's hops.
     looper_secret: str = field(default_factory=lambda: secrets.token_urlsafe(32))
-    runtime: object | None = None  # the classifier runtime (models), shared across reloads
+    runtime: ClassifierRuntime | None = None  # the classifier runtime (models), shared across reloads
     ready: bool = False
     draining: bool = False
     loopers: LooperRunner = field(init=False)
@@ -42,12 +43,12 @@ class App:
         self.loopers = LooperRunner(self)
 
     @classmethod
-    def from_config(cls, config: Config, path: str | Path | None = None, runtime: object | None = None) -> App:
+    def from_config(cls, config: Config, path: str | Path | None = None, runtime: ClassifierRuntime | None = None) -> App:
         policy = compile_policy(config, version="1", runtime=runtime)
         return cls(policy=policy, config_path=Path(path) if path else None, runtime=runtime)
 
     @classmethod
-    def from_file(cls, path: str | Path, runtime: object | None = None) -> App:
+    def from_file(cls, path: str | Path, runtime: ClassifierRuntime | None = None) -> App:
         return cls.from_config(load_config(path), path, runtime)
 
     @property
@@ -90,4 +91,4 @@ class App:
         await self.loopers.close()
         await self._shared.close()
         if self.runtime is not None:
-            await self.runtime.close()  # type: ignore[attr-defined]
+            await self.runtime.close()

@@ -33,9 +33,11 @@ async def classify(config_path: str, text: str, model: str | None = None) -> dic
         try:
             results = await run_signals(policy.signals.values(), ctx)  # all of them, not only the needed ones
         except TextTooLong as long:
-            return {"too_long_to_check": {"signal": long.signal, "approx_tokens": long.approx_tokens,
-                                          "token_budget": long.budget}, "decision": None,
-                    "classifier_provider": getattr(runtime, "provider", None)}
+            return {
+                "too_long_to_check": {"signal": long.signal, "approx_tokens": long.approx_tokens, "token_budget": long.budget},
+                "decision": None,
+                "classifier_provider": getattr(runtime, "provider", None),
+            }
         elapsed = (time.perf_counter() - started) * 1000
         name = model or config.global_.router.auto_model_names[0]
         choice = policy.entry_for(name)  # the same entry choice the pipeline makes
@@ -43,19 +45,30 @@ async def classify(config_path: str, text: str, model: str | None = None) -> dic
             raise ValueError(f"unknown model {name!r}")
         entry = choice.algorithm if choice.algorithm else str(choice.entry)
         match = choice.eligible.select(matched_leaves(results))
-        selection = _selection(policy, match.decision, text) if match and not match.decision.is_looper and match.decision.modelRefs else None
+        selection = (
+            _selection(policy, match.decision, text)
+            if match and not match.decision.is_looper and match.decision.modelRefs
+            else None
+        )
         return {
             "entry": entry,
             "model": name,
             "decision": match.decision.name if match else None,
             "confidence": round(match.confidence, 4) if match else None,
             "algorithm": match.decision.algorithm.type if match else None,
-            "route_to": (selection.model if selection is not None else
-                         (match.decision.modelRefs[0].model if match and match.decision.modelRefs else
-                          (None if match else (choice.model or policy.default_model).name))),
+            "route_to": (
+                selection.model
+                if selection is not None
+                else (
+                    match.decision.modelRefs[0].model
+                    if match and match.decision.modelRefs
+                    else (None if match else (choice.model or policy.default_model).name)
+                )
+            ),
             # How the selection algorithm chose among the modelRefs now (no session, no tenant).
             "selection": {"algorithm": selection.algorithm, "reason": selection.reason, "scores": dict(selection.scores)}
-            if selection is not None else None,
+            if selection is not None
+            else None,
             "signals": [r.as_dict() for r in results.values()],
             "signals_ms": round(elapsed, 3),
             "classifier_provider": getattr(runtime, "provider", None),
@@ -66,8 +79,14 @@ async def classify(config_path: str, text: str, model: str | None = None) -> dic
 
 
 def _selection(policy: Any, decision: Any, text: str) -> Selection:
-    ctx = SelectContext(decision.name, tuple(Candidate(r.model, r.weight) for r in decision.modelRefs), policy.facts, OBSERVED,
-                        lambda: (prompt_tokens({"messages": [{"role": "user", "content": text}]}), None), random.Random())
+    ctx = SelectContext(
+        decision.name,
+        tuple(Candidate(r.model, r.weight) for r in decision.modelRefs),
+        policy.facts,
+        OBSERVED,
+        lambda: (prompt_tokens({"messages": [{"role": "user", "content": text}]}), None),
+        random.Random(),
+    )
     return SELECTIONS[decision.algorithm.type].select(decision.selection_settings, ctx)
 
 

@@ -28,13 +28,28 @@ with warnings.catch_warnings():
 # (mode_override replaces all six fields at once; an unset one reads as NONE/DEFAULT).
 SHOWN_AT_DEFAULT: Mapping[type[betterproto2.Message], frozenset[str]] = {
     ExternalProcessor: frozenset({"failure_mode_allow"}),
-    ProcessingMode: frozenset({"request_header_mode", "response_header_mode", "request_body_mode",
-                               "response_body_mode", "request_trailer_mode", "response_trailer_mode"}),
+    ProcessingMode: frozenset(
+        {
+            "request_header_mode",
+            "response_header_mode",
+            "request_body_mode",
+            "response_body_mode",
+            "request_trailer_mode",
+            "response_trailer_mode",
+        }
+    ),
     ComparisonFilter: frozenset({"op"}),
     HttpConnectionManager: frozenset({"codec_type"}),
 }
-_INT64 = frozenset({betterproto2.TYPE_INT64, betterproto2.TYPE_UINT64, betterproto2.TYPE_SINT64,
-                    betterproto2.TYPE_FIXED64, betterproto2.TYPE_SFIXED64})
+_INT64 = frozenset(
+    {
+        betterproto2.TYPE_INT64,
+        betterproto2.TYPE_UINT64,
+        betterproto2.TYPE_SINT64,
+        betterproto2.TYPE_FIXED64,
+        betterproto2.TYPE_SFIXED64,
+    }
+)
 
 
 def to_data(message: betterproto2.Message) -> dict[str, Any]:

@@ -71,8 +71,11 @@ def _address(host: str, port: int) -> core.Address:
 
 def _circuit_breakers() -> cluster.CircuitBreakers:
     # Every in-flight request holds one ext_proc stream; Envoy's default of 1024 would cap concurrency.
-    return cluster.CircuitBreakers(thresholds=[cluster.CircuitBreakersThresholds(
-        max_connections=BIG, max_pending_requests=BIG, max_requests=BIG, max_retries=16)])
+    return cluster.CircuitBreakers(
+        thresholds=[
+            cluster.CircuitBreakersThresholds(max_connections=BIG, max_pending_requests=BIG, max_requests=BIG, max_retries=16)
+        ]
+    )
 
 
 def _header(key: str, value: str) -> core.HeaderValueOption:
@@ -80,8 +83,14 @@ def _header(key: str, value: str) -> core.HeaderValueOption:
 
 
 def _load_assignment(name: str, addresses: list[core.Address]) -> endpoint.ClusterLoadAssignment:
-    return endpoint.ClusterLoadAssignment(cluster_name=name, endpoints=[endpoint.LocalityLbEndpoints(
-        lb_endpoints=[endpoint.LbEndpoint(endpoint=endpoint.Endpoint(address=a)) for a in addresses])])
+    return endpoint.ClusterLoadAssignment(
+        cluster_name=name,
+        endpoints=[
+            endpoint.LocalityLbEndpoints(
+                lb_endpoints=[endpoint.LbEndpoint(endpoint=endpoint.Endpoint(address=a)) for a in addresses]
+            )
+        ],
+    )
 
 
 def _http_filter(name: str, typed_config: Any) -> hcm.HttpFilter:
@@ -121,43 +130,79 @@ _CLIENT = "invalid_request_error"
 _SERVER = "server_error"
 LOCAL_REPLIES: tuple[LocalReply, ...] = (
     # ext_proc could not reach (or was refused by) the router: fail closed, but say so and let clients retry.
-    LocalReply("router_unavailable", _SERVER, "The router is unavailable; retry the request.",
-               details_prefix="ext_proc_error_gRPC", rewrite_status=503, retry_after=True),
+    LocalReply(
+        "router_unavailable",
+        _SERVER,
+        "The router is unavailable; retry the request.",
+        details_prefix="ext_proc_error_gRPC",
+        rewrite_status=503,
+        retry_after=True,
+    ),
     LocalReply("upstream_timeout", _SERVER, "The model backend did not answer in time.", flags=("UT",)),
-    LocalReply("upstream_overloaded", _SERVER, "Too many requests are in flight to the model backend; retry the request.",
-               flags=("UO",), retry_after=True),
-    LocalReply("upstream_unavailable", _SERVER, "The model backend is unavailable; retry the request.",
-               flags=("UF", "UH", "URX", "UC", "UR", "LR", "NC"), retry_after=True),
+    LocalReply(
+        "upstream_overloaded",
+        _SERVER,
+        "Too many requests are in flight to the model backend; retry the request.",
+        flags=("UO",),
+        retry_after=True,
+    ),
+    LocalReply(
+        "upstream_unavailable",
+        _SERVER,
+        "The model backend is unavailable; retry the request.",
+        flags=("UF", "UH", "URX", "UC", "UR", "LR", "NC"),
+        retry_after=True,
+    ),
     LocalReply("bad_request", _CLIENT, "The request is not valid HTTP (%RESPONSE_CODE_DETAILS%).", status=400),
-    LocalReply("not_found", _CLIENT, "Nothing is served at this path; use POST /v1/chat/completions or GET /v1/models.",
-               status=404),
+    LocalReply(
+        "not_found", _CLIENT, "Nothing is served at this path; use POST /v1/chat/completions or GET /v1/models.", status=404
+    ),
     LocalReply("request_timeout", _CLIENT, "The request was not received in time (%RESPONSE_CODE_DETAILS%).", status=408),
     LocalReply("request_too_large", _CLIENT, "The request body is larger than this gateway accepts.", status=413),
     LocalReply("rate_limited", "rate_limit_error", "Too many requests; retry later.", status=429, retry_after=True),
-    LocalReply("request_header_fields_too_large", _CLIENT,
-               "The request headers are larger than this gateway accepts (%RESPONSE_CODE_DETAILS%).", status=431),
-    LocalReply("not_implemented", _CLIENT, "This gateway does not implement what the request asks for (%RESPONSE_CODE_DETAILS%).",
-               status=501),
+    LocalReply(
+        "request_header_fields_too_large",
+        _CLIENT,
+        "The request headers are larger than this gateway accepts (%RESPONSE_CODE_DETAILS%).",
+        status=431,
+    ),
+    LocalReply(
+        "not_implemented",
+        _CLIENT,
+        "This gateway does not implement what the request asks for (%RESPONSE_CODE_DETAILS%).",
+        status=501,
+    ),
     LocalReply("upstream_error", _SERVER, "The model backend sent an invalid response.", status=502),
     LocalReply("service_unavailable", _SERVER, "The gateway is unavailable; retry the request.", status=503, retry_after=True),
     LocalReply("upstream_timeout", _SERVER, "The model backend did not answer in time.", status=504),
-    LocalReply("gateway_error", _SERVER, "The gateway could not complete the request (%RESPONSE_CODE_DETAILS%).",
-               status_at_least=500),
+    LocalReply(
+        "gateway_error", _SERVER, "The gateway could not complete the request (%RESPONSE_CODE_DETAILS%).", status_at_least=500
+    ),
     LocalReply("request_refused", _CLIENT, "The gateway refused the request (%RESPONSE_CODE_DETAILS%).", status_at_least=400),
 )
 
 
 def _cel(expression: str) -> accesslog.AccessLogFilter:
-    return accesslog.AccessLogFilter(extension_filter=accesslog.ExtensionFilter(
-        name="envoy.access_loggers.extension_filters.cel",
-        typed_config=AnyMessage.pack(cel.ExpressionFilter(expression=expression))))
+    return accesslog.AccessLogFilter(
+        extension_filter=accesslog.ExtensionFilter(
+            name="envoy.access_loggers.extension_filters.cel",
+            typed_config=AnyMessage.pack(cel.ExpressionFilter(expression=expression)),
+        )
+    )
 
 
 def _status_filter(op: accesslog.ComparisonFilterOp, status: int) -> accesslog.AccessLogFilter:
     # runtime_key is required by the API; nothing sets it, so the default applies.
-    return accesslog.AccessLogFilter(status_code_filter=accesslog.StatusCodeFilter(comparison=accesslog.ComparisonFilter(
-        op=op, value=core.RuntimeUInt32(default_value=status,
-                                        runtime_key=f"fusion_router.local_reply.status_{op.name.lower()}_{status}"))))
+    return accesslog.AccessLogFilter(
+        status_code_filter=accesslog.StatusCodeFilter(
+            comparison=accesslog.ComparisonFilter(
+                op=op,
+                value=core.RuntimeUInt32(
+                    default_value=status, runtime_key=f"fusion_router.local_reply.status_{op.name.lower()}_{status}"
+                ),
+            )
+        )
+    )
 
 
 def _mapper(r: LocalReply) -> hcm.ResponseMapper:
@@ -204,8 +249,12 @@ def client_stripped_headers(config: Config) -> list[str]:
 
 def strip_header_filter(names: list[str]) -> hcm.HttpFilter:
     """Runs before ext_proc, so the router, the route and the local-reply mappers only see our own copies."""
-    return _http_filter("envoy.filters.http.header_mutation", header_mutation.HeaderMutation(
-        mutations=header_mutation.Mutations(request_mutations=[mutation_rules.HeaderMutation(remove=n) for n in names])))
+    return _http_filter(
+        "envoy.filters.http.header_mutation",
+        header_mutation.HeaderMutation(
+            mutations=header_mutation.Mutations(request_mutations=[mutation_rules.HeaderMutation(remove=n) for n in names])
+        ),
+    )
 
 
 def strip_filter(names: list[str]) -> dict[str, Any]:
@@ -219,11 +268,15 @@ def ext_proc_retries() -> core.RetryPolicy:
     return core.RetryPolicy(
         retry_on="connect-failure,refused-stream",
         num_retries=3,
-        retry_back_off=core.BackoffStrategy(base_interval=dt.timedelta(milliseconds=50),
-                                            max_interval=dt.timedelta(milliseconds=500)),
-        retry_host_predicate=[core.RetryPolicyRetryHostPredicate(
-            name="envoy.retry_host_predicates.previous_hosts",
-            typed_config=AnyMessage.pack(previous_hosts.PreviousHostsPredicate()))],
+        retry_back_off=core.BackoffStrategy(
+            base_interval=dt.timedelta(milliseconds=50), max_interval=dt.timedelta(milliseconds=500)
+        ),
+        retry_host_predicate=[
+            core.RetryPolicyRetryHostPredicate(
+                name="envoy.retry_host_predicates.previous_hosts",
+                typed_config=AnyMessage.pack(previous_hosts.PreviousHostsPredicate()),
+            )
+        ],
         host_selection_retry_max_attempts=5,
     )
 
@@ -232,41 +285,50 @@ def grpc_retry_policy() -> dict[str, Any]:
     return to_data(ext_proc_retries())
 
 
-def ext_proc_http_filter(*, failure_mode_allow: bool = False, body_mode: str = "FULL_DUPLEX_STREAMED",
-                         secret: str | None = None) -> hcm.HttpFilter:
+def ext_proc_http_filter(
+    *, failure_mode_allow: bool = False, body_mode: str = "FULL_DUPLEX_STREAMED", secret: str | None = None
+) -> hcm.HttpFilter:
     try:
         request_body_mode = ep.ProcessingModeBodySendMode[body_mode]
     except KeyError:
-        raise ValueError(f"body_mode: {body_mode!r} is not an ext_proc body mode "
-                         f"({', '.join(m.name for m in ep.ProcessingModeBodySendMode)})") from None
+        raise ValueError(
+            f"body_mode: {body_mode!r} is not an ext_proc body mode ({', '.join(m.name for m in ep.ProcessingModeBodySendMode)})"
+        ) from None
     # The router refuses Process streams without the secret (global.router.ext_proc_secret_*).
     metadata = [] if secret is None else [core.HeaderValue(key=auth.METADATA_KEY, value=auth.metadata_value(secret))]
-    return _http_filter("envoy.filters.http.ext_proc", ep.ExternalProcessor(
-        grpc_service=core.GrpcService(envoy_grpc=core.GrpcServiceEnvoyGrpc(cluster_name=ROUTER_CLUSTER),
-                                      timeout=dt.timedelta(seconds=900), retry_policy=ext_proc_retries(),
-                                      initial_metadata=metadata),
-        failure_mode_allow=failure_mode_allow,
-        processing_mode=ep.ProcessingMode(
-            request_header_mode=_SEND,
-            response_header_mode=_SKIP,
-            # FULL_DUPLEX_STREAMED lets the router stream Fusion answers; BUFFERED also works.
-            request_body_mode=request_body_mode,
-            response_body_mode=ep.ProcessingModeBodySendMode.NONE,
-            request_trailer_mode=_SEND,
-            response_trailer_mode=_SKIP,
+    return _http_filter(
+        "envoy.filters.http.ext_proc",
+        ep.ExternalProcessor(
+            grpc_service=core.GrpcService(
+                envoy_grpc=core.GrpcServiceEnvoyGrpc(cluster_name=ROUTER_CLUSTER),
+                timeout=dt.timedelta(seconds=900),
+                retry_policy=ext_proc_retries(),
+                initial_metadata=metadata,
+            ),
+            failure_mode_allow=failure_mode_allow,
+            processing_mode=ep.ProcessingMode(
+                request_header_mode=_SEND,
+                response_header_mode=_SKIP,
+                # FULL_DUPLEX_STREAMED lets the router stream Fusion answers; BUFFERED also works.
+                request_body_mode=request_body_mode,
+                response_body_mode=ep.ProcessingModeBodySendMode.NONE,
+                request_trailer_mode=_SEND,
+                response_trailer_mode=_SKIP,
+            ),
+            allow_mode_override=True,
+            # The router sets an exact content-length for the rewritten body in FULL_DUPLEX mode, so
+            # backends get a plain body instead of a chunked one.
+            allow_content_length_header=True,
+            # The default 200 ms would cut every Fusion run short (504).
+            message_timeout=dt.timedelta(seconds=600),
+            max_message_timeout=dt.timedelta(seconds=900),
         ),
-        allow_mode_override=True,
-        # The router sets an exact content-length for the rewritten body in FULL_DUPLEX mode, so
-        # backends get a plain body instead of a chunked one.
-        allow_content_length_header=True,
-        # The default 200 ms would cut every Fusion run short (504).
-        message_timeout=dt.timedelta(seconds=600),
-        max_message_timeout=dt.timedelta(seconds=900),
-    ))
+    )
 
 
-def ext_proc_filter(config: Config, *, failure_mode_allow: bool = False, body_mode: str = "FULL_DUPLEX_STREAMED",
-                    secret: str | None = None) -> dict[str, Any]:
+def ext_proc_filter(
+    config: Config, *, failure_mode_allow: bool = False, body_mode: str = "FULL_DUPLEX_STREAMED", secret: str | None = None
+) -> dict[str, Any]:
     del config  # the filter's settings do not depend on the router config (kept for callers)
     return to_data(ext_proc_http_filter(failure_mode_allow=failure_mode_allow, body_mode=body_mode, secret=secret))
 
@@ -284,9 +346,11 @@ def _backend_cluster(b: Backend) -> cluster.Cluster:
         dns_lookup_family=cluster.ClusterDnsLookupFamily.V4_PREFERRED,
         circuit_breakers=_circuit_breakers(),
         load_assignment=_load_assignment(b.name, [_address(host, port)]),
-        transport_socket=core.TransportSocket(name="envoy.transport_sockets.tls",
-                                              typed_config=AnyMessage.pack(tls.UpstreamTlsContext(sni=host)))
-        if secure else None,
+        transport_socket=core.TransportSocket(
+            name="envoy.transport_sockets.tls", typed_config=AnyMessage.pack(tls.UpstreamTlsContext(sni=host))
+        )
+        if secure
+        else None,
     )
 
 
@@ -300,21 +364,27 @@ def _is_ip(host: str) -> bool:
 
 def _router_cluster(ports: EnvoyPorts) -> cluster.Cluster:
     workers = max(1, ports.router_workers)
-    http2 = core.Http2ProtocolOptions(initial_stream_window_size=16 * 1024 * 1024,
-                                      initial_connection_window_size=64 * 1024 * 1024)
+    http2 = core.Http2ProtocolOptions(
+        initial_stream_window_size=16 * 1024 * 1024, initial_connection_window_size=64 * 1024 * 1024
+    )
     return cluster.Cluster(
         name=ROUTER_CLUSTER,
         type=cluster.ClusterDiscoveryType.STATIC,
         connect_timeout=dt.timedelta(seconds=2),
         circuit_breakers=_circuit_breakers(),
-        typed_extension_protocol_options={"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": AnyMessage.pack(
-            upstream_http.HttpProtocolOptions(
-                explicit_http_config=upstream_http.HttpProtocolOptionsExplicitHttpConfig(http2_protocol_options=http2)))},
+        typed_extension_protocol_options={
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": AnyMessage.pack(
+                upstream_http.HttpProtocolOptions(
+                    explicit_http_config=upstream_http.HttpProtocolOptionsExplicitHttpConfig(http2_protocol_options=http2)
+                )
+            )
+        },
         # Several router workers: Envoy spreads ext_proc streams over them (least outstanding first).
         lb_policy=cluster.ClusterLbPolicy.LEAST_REQUEST,
         health_checks=[router_health_check()] if ports.router_workers > 1 else [],
-        load_assignment=_load_assignment(ROUTER_CLUSTER, [_address(ports.router_host, ports.router_port + i)
-                                                          for i in range(workers)]),
+        load_assignment=_load_assignment(
+            ROUTER_CLUSTER, [_address(ports.router_host, ports.router_port + i) for i in range(workers)]
+        ),
     )
 
 
@@ -345,33 +415,48 @@ def envoy_bootstrap(
         # Copy the router's decision from the request onto the client's response; empty values are skipped.
         response_headers_to_add=[_header(h, f"%REQ({h})%") for h in H.RESPONSE_COPIED],
     )
-    filters = [strip_header_filter(client_stripped_headers(config)),
-               ext_proc_http_filter(failure_mode_allow=failure_mode_allow, body_mode=body_mode, secret=secret)] if ext_proc else []
+    filters = (
+        [
+            strip_header_filter(client_stripped_headers(config)),
+            ext_proc_http_filter(failure_mode_allow=failure_mode_allow, body_mode=body_mode, secret=secret),
+        ]
+        if ext_proc
+        else []
+    )
     manager = hcm.HttpConnectionManager(
         stat_prefix="fusion_ingress",
         codec_type=hcm.HttpConnectionManagerCodecType.AUTO,
         stream_idle_timeout=LONG_IDLE,
         request_timeout=NO_TIMEOUT,
         local_reply_config=local_replies(),
-        route_config=route.RouteConfiguration(name="fusion_routes", virtual_hosts=[route.VirtualHost(
-            name="llm",
-            domains=["*"],
-            # BUFFERED bodies are capped by this buffer (1 MiB default → 413).
-            request_body_buffer_limit=router_cfg.max_body_bytes + 1024,
-            routes=[main_route],
-        )]),
+        route_config=route.RouteConfiguration(
+            name="fusion_routes",
+            virtual_hosts=[
+                route.VirtualHost(
+                    name="llm",
+                    domains=["*"],
+                    # BUFFERED bodies are capped by this buffer (1 MiB default → 413).
+                    request_body_buffer_limit=router_cfg.max_body_bytes + 1024,
+                    routes=[main_route],
+                )
+            ],
+        ),
         http_filters=[*filters, _router_filter()],
     )
-    listeners = [listener.Listener(
-        name="fusion_listener",
-        address=_address(ports.listen_host, ports.listen_port),
-        per_connection_buffer_limit_bytes=1024 * 1024,
-        filter_chains=[_hcm_chain(manager)],
-    )]
+    listeners = [
+        listener.Listener(
+            name="fusion_listener",
+            address=_address(ports.listen_host, ports.listen_port),
+            per_connection_buffer_limit_bytes=1024 * 1024,
+            filter_chains=[_hcm_chain(manager)],
+        )
+    ]
     if ext_proc and ports.internal_port:
         listeners.append(_internal_listener(config, ports.internal_port))
-    clusters = [_router_cluster(ports),
-                *(_backend_cluster(b) for b in config.backends if b.endpoint is not None and b.cluster is None)]
+    clusters = [
+        _router_cluster(ports),
+        *(_backend_cluster(b) for b in config.backends if b.endpoint is not None and b.cluster is None),
+    ]
     return boot.Bootstrap(
         admin=boot.Admin(address=_address(ports.admin_host, ports.admin_port)),
         static_resources=boot.BootstrapStaticResources(listeners=listeners, clusters=clusters),
@@ -391,13 +476,23 @@ def build_envoy_config(
     """``ext_proc=False`` (benchmarks' Envoy-alone baseline) drops the ext_proc filter and sends every
     request to ``default_cluster`` instead of the cluster named by the router's routing header.
     ``secret``: the shared secret Envoy sends the router (None: none; then the router must not want one)."""
-    return to_data(envoy_bootstrap(config, ports, failure_mode_allow=failure_mode_allow, body_mode=body_mode,
-                                   ext_proc=ext_proc, default_cluster=default_cluster, secret=secret))
+    return to_data(
+        envoy_bootstrap(
+            config,
+            ports,
+            failure_mode_allow=failure_mode_allow,
+            body_mode=body_mode,
+            ext_proc=ext_proc,
+            default_cluster=default_cluster,
+            secret=secret,
+        )
+    )
 
 
 def _hcm_chain(manager: hcm.HttpConnectionManager) -> listener.FilterChain:
-    return listener.FilterChain(filters=[listener.Filter(name="envoy.filters.network.http_connection_manager",
-                                                         typed_config=AnyMessage.pack(manager))])
+    return listener.FilterChain(
+        filters=[listener.Filter(name="envoy.filters.network.http_connection_manager", typed_config=AnyMessage.pack(manager))]
+    )
 
 
 def router_health_check() -> core.HealthCheck:
@@ -426,20 +521,28 @@ def _internal_listener(config: Config, port: int) -> listener.Listener:
         codec_type=hcm.HttpConnectionManagerCodecType.AUTO,
         stream_idle_timeout=LONG_IDLE,
         request_timeout=NO_TIMEOUT,
-        route_config=route.RouteConfiguration(name="fusion_looper_routes", virtual_hosts=[route.VirtualHost(
-            name="looper",
-            domains=["*"],
-            request_body_buffer_limit=config.global_.router.max_body_bytes + 1024,
-            routes=[route.Route(
-                match=route.RouteMatch(prefix="/"),
-                route=route.RouteAction(cluster_header=header, timeout=NO_TIMEOUT, idle_timeout=LONG_IDLE),
-                request_headers_to_remove=[header, H.LOOPER_TOKEN],
-            )],
-        )]),
+        route_config=route.RouteConfiguration(
+            name="fusion_looper_routes",
+            virtual_hosts=[
+                route.VirtualHost(
+                    name="looper",
+                    domains=["*"],
+                    request_body_buffer_limit=config.global_.router.max_body_bytes + 1024,
+                    routes=[
+                        route.Route(
+                            match=route.RouteMatch(prefix="/"),
+                            route=route.RouteAction(cluster_header=header, timeout=NO_TIMEOUT, idle_timeout=LONG_IDLE),
+                            request_headers_to_remove=[header, H.LOOPER_TOKEN],
+                        )
+                    ],
+                )
+            ],
+        ),
         http_filters=[_router_filter()],
     )
-    return listener.Listener(name="fusion_looper_listener", address=_address("127.0.0.1", port),
-                             filter_chains=[_hcm_chain(manager)])
+    return listener.Listener(
+        name="fusion_looper_listener", address=_address("127.0.0.1", port), filter_chains=[_hcm_chain(manager)]
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

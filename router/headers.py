@@ -55,12 +55,25 @@ REGISTRY: tuple[HeaderSpec, ...] = (
     HeaderSpec(RESPONSE_PATH, "response", "`routed`, `fusion`, `blocked`, `error`, `models` or `internal`.", True),
     HeaderSpec(ENTRY_PATH, "response", "How the request entered: `auto`, `fusion`, `plugin`, `model` or `internal`.", True),
     HeaderSpec(MATCHED_SIGNALS, "response", "Matched signals as `type:name` list; only when the debug header is sent.", True),
-    HeaderSpec(SELECTION, "response", "How the model was chosen and why: `<algorithm>: <reason>` with algorithm `static`, `weighted`, "
-               "`cost_aware`, `latency_aware`, `session` (a conversation kept its model), `default` or `requested`; "
-               "per-candidate scores appended when the debug header is honoured.", True),
-    HeaderSpec(TENANT, "request", "The request's tenant, set by Envoy (e.g. its `jwt_authn` filter); a client's copy is stripped "
-               "unless `global.tenants.trust_client_header` (the name is `global.tenants.header`)."),
-    HeaderSpec(DEBUG, "request", "Send `1` to get the matched signals back in `x-vsr-matched-signals`; honoured only when `global.router.allow_debug_header` is true."),
+    HeaderSpec(
+        SELECTION,
+        "response",
+        "How the model was chosen and why: `<algorithm>: <reason>` with algorithm `static`, `weighted`, "
+        "`cost_aware`, `latency_aware`, `session` (a conversation kept its model), `default` or `requested`; "
+        "per-candidate scores appended when the debug header is honoured.",
+        True,
+    ),
+    HeaderSpec(
+        TENANT,
+        "request",
+        "The request's tenant, set by Envoy (e.g. its `jwt_authn` filter); a client's copy is stripped "
+        "unless `global.tenants.trust_client_header` (the name is `global.tenants.header`).",
+    ),
+    HeaderSpec(
+        DEBUG,
+        "request",
+        "Send `1` to get the matched signals back in `x-vsr-matched-signals`; honoured only when `global.router.allow_debug_header` is true.",
+    ),
     HeaderSpec(LOOPER_TOKEN, "upstream", "Marks a looper sub-call; authenticated by a per-process secret, stripped when forged."),
     HeaderSpec(FUSION_PANEL, "response", "Fusion: panel models that answered (comma-separated)."),
     HeaderSpec(FUSION_JUDGE, "response", "Fusion: judge/synthesis model."),
@@ -69,17 +82,27 @@ REGISTRY: tuple[HeaderSpec, ...] = (
     HeaderSpec(FUSION_ANALYSIS, "response", "Fusion: `ok` or the typed judge failure (`judge_not_valid_json`, ...)."),
     HeaderSpec(FUSION_LATENCY, "response", "Fusion: per-stage latency `panel=..,judge=..,synthesis=..` in ms."),
     HeaderSpec(LOOPER_ALGORITHM, "response", "Looper answers: the algorithm that ran (`fusion`, `confidence`, `remom`, ...)."),
-    HeaderSpec(LOOPER_DECISION, "response", "Looper answers: the decision it ran for (`<algorithm>_direct` for a request plugin)."),
+    HeaderSpec(
+        LOOPER_DECISION, "response", "Looper answers: the decision it ran for (`<algorithm>_direct` for a request plugin)."
+    ),
     HeaderSpec(LOOPER_MODELS, "response", "Looper answers: models that answered, in call order (comma-separated)."),
     HeaderSpec(LOOPER_ITERATIONS, "response", "Looper answers: model calls actually made."),
     HeaderSpec(LOOPER_LATENCY, "response", "Looper answers: wall time of the whole run in ms."),
     HeaderSpec(LOOPER_PROMPT_TOKENS, "response", "Looper answers: prompt tokens summed over every call."),
     HeaderSpec(LOOPER_COMPLETION_TOKENS, "response", "Looper answers: completion tokens summed over every call."),
     HeaderSpec(LOOPER_TOTAL_TOKENS, "response", "Looper answers: total tokens summed over every call."),
-    HeaderSpec(LOOPER_BUDGET, "response", "Looper answers under `max_total_tokens`: `spent=<tokens>; max=<tokens>`, with "
-               "`; exhausted` when the budget cut the run short (the trace's `budget` says where)."),
-    HeaderSpec(LOOPER_OUTCOME, "response", "Looper answers: how it ended, e.g. `gated` / `fused` (adaptive Fusion), "
-               "`accepted` / `exhausted` (confidence), `synthesized` (ReMoM), or the error code."),
+    HeaderSpec(
+        LOOPER_BUDGET,
+        "response",
+        "Looper answers under `max_total_tokens`: `spent=<tokens>; max=<tokens>`, with "
+        "`; exhausted` when the budget cut the run short (the trace's `budget` says where).",
+    ),
+    HeaderSpec(
+        LOOPER_OUTCOME,
+        "response",
+        "Looper answers: how it ended, e.g. `gated` / `fused` (adaptive Fusion), "
+        "`accepted` / `exhausted` (confidence), `synthesized` (ReMoM), or the error code.",
+    ),
 )
 
 RESPONSE_COPIED: tuple[str, ...] = tuple(h.name for h in REGISTRY if h.to_response)

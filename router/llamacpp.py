@@ -131,22 +131,49 @@ def specs_for(servers_path: Path, config: Config) -> list[ServerSpec]:
         served = sorted({m.served_id for m in config.models if m.backend == s.backend})
         if len(served) != 1:
             raise LlamaCppError(f"{where}.backend: llama-server serves one model, {s.backend!r} has {served or 'none'}")
-        specs.append(ServerSpec(model=s.model, alias=served[0], port=url.port, ctx_size=s.ctx_size,
-                                threads=s.threads, parallel=s.parallel, chat_template=s.chat_template,
-                                extra_args=s.extra_args))
+        specs.append(
+            ServerSpec(
+                model=s.model,
+                alias=served[0],
+                port=url.port,
+                ctx_size=s.ctx_size,
+                threads=s.threads,
+                parallel=s.parallel,
+                chat_template=s.chat_template,
+                extra_args=s.extra_args,
+            )
+        )
     return specs
 
 
 def server_command(spec: ServerSpec, install: LlmInstall) -> list[str]:
     model = install.models.get(spec.model)
     if model is None:
-        raise LlamaCppError(f"model {spec.model!r} is not installed (have: {', '.join(install.models)}); "
-                            "see scripts/llm/llm.lock.json")
-    cmd = [str(install.llama_server), "-m", str(model.path), "--alias", spec.alias,
-           "--host", spec.host, "--port", str(spec.port), "-c", str(spec.ctx_size),
-           "-t", str(spec.threads), "-tb", str(spec.threads), "-np", str(spec.parallel),
-           # /metrics exposes the generation counters the tests read to prove cancellation.
-           "--metrics", "--no-webui"]
+        raise LlamaCppError(
+            f"model {spec.model!r} is not installed (have: {', '.join(install.models)}); see scripts/llm/llm.lock.json"
+        )
+    cmd = [
+        str(install.llama_server),
+        "-m",
+        str(model.path),
+        "--alias",
+        spec.alias,
+        "--host",
+        spec.host,
+        "--port",
+        str(spec.port),
+        "-c",
+        str(spec.ctx_size),
+        "-t",
+        str(spec.threads),
+        "-tb",
+        str(spec.threads),
+        "-np",
+        str(spec.parallel),
+        # /metrics exposes the generation counters the tests read to prove cancellation.
+        "--metrics",
+        "--no-webui",
+    ]
     template = spec.chat_template or model.chat_template
     if template:
         cmd += ["--chat-template", template]
@@ -178,8 +205,9 @@ class LlamaServer:
     def start(self) -> LlamaServer:
         out = self.log_path.open("ab") if self.log_path else subprocess.DEVNULL
         try:
-            self.proc = subprocess.Popen(self.cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                         start_new_session=True)
+            self.proc = subprocess.Popen(
+                self.cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
+            )
         finally:
             if self.log_path:
                 out.close()  # type: ignore[union-attr]  # the child keeps its own descriptor
@@ -191,8 +219,9 @@ class LlamaServer:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise LlamaCppError(f"llama-server for {self.spec.alias} exited with code {self.proc.returncode} "
-                                    f"while loading{self._log_hint()}")
+                raise LlamaCppError(
+                    f"llama-server for {self.spec.alias} exited with code {self.proc.returncode} while loading{self._log_hint()}"
+                )
             if _health(self.url):
                 return
             time.sleep(0.1)
@@ -214,8 +243,9 @@ class LlamaServer:
             stop_process(self.proc, grace)
 
 
-def start_servers(specs: list[ServerSpec], install: LlmInstall, log_dir: Path | None = None,
-                  timeout: float = 120.0) -> list[LlamaServer]:
+def start_servers(
+    specs: list[ServerSpec], install: LlmInstall, log_dir: Path | None = None, timeout: float = 120.0
+) -> list[LlamaServer]:
     """Start every server, then wait for all (they load their models in parallel); on failure stop
     the ones already started."""
     servers = [LlamaServer(s, install, log_dir) for s in specs]
@@ -235,8 +265,9 @@ def stop_servers(servers: list[LlamaServer]) -> None:
         s.stop()
 
 
-def start_for_up(servers_path: Path, config: Config, log_dir: Path, procs: dict[str, subprocess.Popen[bytes]],
-                 timeout: float = 180.0) -> list[LlamaServer]:
+def start_for_up(
+    servers_path: Path, config: Config, log_dir: Path, procs: dict[str, subprocess.Popen[bytes]], timeout: float = 180.0
+) -> list[LlamaServer]:
     """``fusion-router up --llm``: start the servers the file names for ``config`` (logs in ``log_dir``)
     and list them in ``procs`` so ``up`` reports them like its other processes."""
     servers = start_servers(specs_for(servers_path, config), load_install(), log_dir, timeout)

@@ -90,8 +90,11 @@ class Stack:
 
     def _spawn(self, name: str, cmd: list[str]) -> subprocess.Popen[bytes]:
         assert self.workdir is not None
-        proc = spawn(cmd, env={**os.environ, "PYTHONUNBUFFERED": "1", **self.env},
-                     log_path=self.workdir / f"{name}.log" if self.quiet else None)
+        proc = spawn(
+            cmd,
+            env={**os.environ, "PYTHONUNBUFFERED": "1", **self.env},
+            log_path=self.workdir / f"{name}.log" if self.quiet else None,
+        )
         self.procs[name] = proc
         return proc
 
@@ -115,14 +118,35 @@ class Stack:
                 sim_file.write_text(yaml.safe_dump({"backends": self.sim_specs}))
                 ready = self.workdir / "sim.ready.json"
                 ready.unlink(missing_ok=True)
-                proc = self._spawn("sim", [sys.executable, "-m", "router.sim", "--config", str(sim_file), "--ready-file", str(ready)])
+                proc = self._spawn(
+                    "sim", [sys.executable, "-m", "router.sim", "--config", str(sim_file), "--ready-file", str(ready)]
+                )
                 wait_until("the simulated backends", ready.exists, timeout, proc)
-            proc = self._spawn("router", [
-                sys.executable, "-m", "router.cli", "serve", "--config", str(self.config_path),
-                "--host", "127.0.0.1", "--grpc-port", str(self.grpc_port), "--admin-port", str(self.admin_port),
-                "--log-format", self.log_format, "--log-level", self.log_level, "--workers", str(self.workers),
-                *looper, *self.router_args,
-            ])
+            proc = self._spawn(
+                "router",
+                [
+                    sys.executable,
+                    "-m",
+                    "router.cli",
+                    "serve",
+                    "--config",
+                    str(self.config_path),
+                    "--host",
+                    "127.0.0.1",
+                    "--grpc-port",
+                    str(self.grpc_port),
+                    "--admin-port",
+                    str(self.admin_port),
+                    "--log-format",
+                    self.log_format,
+                    "--log-level",
+                    self.log_level,
+                    "--workers",
+                    str(self.workers),
+                    *looper,
+                    *self.router_args,
+                ],
+            )
             wait_until("the router", lambda: http_ok(f"http://127.0.0.1:{self.admin_port}/readyz"), timeout, proc)
             # A router that wants the ext_proc secret gets it from this Envoy (same variable or file).
             rs = config.global_.router
@@ -130,16 +154,37 @@ class Stack:
                 secret = load_secret(rs.ext_proc_secret_env, rs.ext_proc_secret_file, {**os.environ, **self.env})
             except SecretError as err:
                 raise RuntimeError(f"{self.config_path}: {err}") from err
-            envoy_cfg = build_envoy_config(config, EnvoyPorts(
-                listen_host="127.0.0.1", listen_port=self.listen_port, admin_port=self.envoy_admin_port,
-                router_port=self.grpc_port, internal_port=self.internal_port, router_workers=self.workers),
-                body_mode=self.body_mode, secret=secret)
+            envoy_cfg = build_envoy_config(
+                config,
+                EnvoyPorts(
+                    listen_host="127.0.0.1",
+                    listen_port=self.listen_port,
+                    admin_port=self.envoy_admin_port,
+                    router_port=self.grpc_port,
+                    internal_port=self.internal_port,
+                    router_workers=self.workers,
+                ),
+                body_mode=self.body_mode,
+                secret=secret,
+            )
             if self.envoy_patch is not None:
                 self.envoy_patch(envoy_cfg)
             envoy_file = self.workdir / "envoy.yaml"
             envoy_file.write_text(yaml.safe_dump(envoy_cfg, sort_keys=False))
-            proc = self._spawn("envoy", [envoy_binary(), "-c", str(envoy_file), "--base-id", str(self.base_id),
-                                         "--log-level", "warn", "--concurrency", "2"])
+            proc = self._spawn(
+                "envoy",
+                [
+                    envoy_binary(),
+                    "-c",
+                    str(envoy_file),
+                    "--base-id",
+                    str(self.base_id),
+                    "--log-level",
+                    "warn",
+                    "--concurrency",
+                    "2",
+                ],
+            )
             wait_until("Envoy", lambda: http_ok(f"http://127.0.0.1:{self.envoy_admin_port}/ready"), timeout, proc)
         except RuntimeError as exc:
             reports = [self.exit_report(name) for name in self.dead()]

@@ -24,13 +24,19 @@ import structlog
 log = structlog.get_logger("router.processes")
 
 
-def spawn(cmd: Sequence[str], *, env: Mapping[str, str] | None = None, log_path: Path | None = None,
-          new_session: bool = True) -> subprocess.Popen[bytes]:
+def spawn(
+    cmd: Sequence[str], *, env: Mapping[str, str] | None = None, log_path: Path | None = None, new_session: bool = True
+) -> subprocess.Popen[bytes]:
     """Start ``cmd``; its output goes to ``log_path`` (appended) or to this process's terminal."""
     out: IO[bytes] | None = open(log_path, "ab") if log_path is not None else None  # noqa: SIM115 - lives with the child
     try:
-        return subprocess.Popen(list(cmd), stdout=out, stderr=subprocess.STDOUT if out else None,
-                                env=dict(env) if env is not None else None, start_new_session=new_session)
+        return subprocess.Popen(
+            list(cmd),
+            stdout=out,
+            stderr=subprocess.STDOUT if out else None,
+            env=dict(env) if env is not None else None,
+            start_new_session=new_session,
+        )
     finally:
         if out is not None:
             out.close()  # the child holds its own copy of the descriptor
@@ -106,7 +112,7 @@ def stop_all(procs: Sequence[subprocess.Popen[bytes]], grace: float, *, signalle
 
 def http_ok(url: str) -> bool:
     try:
-        with urllib.request.urlopen(url, timeout=1) as resp:  # noqa: S310 - loopback only
+        with urllib.request.urlopen(url, timeout=1) as resp:
             return bool(resp.status == 200)
     except OSError:
         return False
@@ -146,10 +152,18 @@ class Restarter:
     doubled for each death within ``stable_s`` of its start (up to ``backoff_max``), so a child that
     cannot start does not spin. ``start(i)`` makes child i; the hooks see deaths and restarts."""
 
-    def __init__(self, count: int, start: Callable[[int], subprocess.Popen[bytes]], *,
-                 on_death: Callable[[int, subprocess.Popen[bytes], float], None] | None = None,
-                 on_restart: Callable[[int, subprocess.Popen[bytes]], None] | None = None,
-                 backoff_min: float = 0.5, backoff_max: float = 30.0, stable_s: float = 60.0, poll_s: float = 0.2):
+    def __init__(
+        self,
+        count: int,
+        start: Callable[[int], subprocess.Popen[bytes]],
+        *,
+        on_death: Callable[[int, subprocess.Popen[bytes], float], None] | None = None,
+        on_restart: Callable[[int, subprocess.Popen[bytes]], None] | None = None,
+        backoff_min: float = 0.5,
+        backoff_max: float = 30.0,
+        stable_s: float = 60.0,
+        poll_s: float = 0.2,
+    ):
         self.count, self._start = count, start
         self.on_death, self.on_restart = on_death, on_restart
         self.backoff_min, self.backoff_max, self.stable_s, self.poll_s = backoff_min, backoff_max, stable_s, poll_s

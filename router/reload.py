@@ -80,8 +80,12 @@ class ConfigWatcher:
     def start(self) -> None:
         if self.app.config_path is not None and self.interval > 0:
             self._task = asyncio.create_task(self._poll(), name="config-watcher")
-        log.info("config_watch_started", path=str(self.app.config_path) if self.app.config_path else None,
-                 poll_seconds=self.interval, version=self.generation)
+        log.info(
+            "config_watch_started",
+            path=str(self.app.config_path) if self.app.config_path else None,
+            poll_seconds=self.interval,
+            version=self.generation,
+        )
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -103,7 +107,7 @@ class ConfigWatcher:
                 continue  # still changing: look again at the next tick
             try:
                 await self.reload("file_changed")
-            except Exception:  # noqa: BLE001 - the watcher must outlive any one bad reload
+            except Exception:
                 log.exception("config_reload_crashed")
 
     async def reload(self, reason: str) -> bool:
@@ -130,8 +134,9 @@ class ConfigWatcher:
             app.last_reload_error = str(exc) if isinstance(exc, ConfigError) else f"{path}: {type(exc).__name__}: {exc}"
             self.last_error_at = time.time()
             self.reloads["error"] += 1
-            log.error("config_reload_failed", reason=reason, path=str(path), error=app.last_reload_error,
-                      active_version=old.version)
+            log.error(
+                "config_reload_failed", reason=reason, path=str(path), error=app.last_reload_error, active_version=old.version
+            )
             record.config_reloaded(False)
             return False
         self.generation = version
@@ -144,11 +149,22 @@ class ConfigWatcher:
         self.reloads["ok"] += 1
         record.config_reloaded(True, version)
         restart = _restart_only_changes(old.config, config)
-        log.info("config_reloaded", reason=reason, path=str(path), version=policy.version, previous_version=old.version,
-                 sha256=digest, decisions=len(config.routing.decisions), models=len(config.models))
+        log.info(
+            "config_reloaded",
+            reason=reason,
+            path=str(path),
+            version=policy.version,
+            previous_version=old.version,
+            sha256=digest,
+            decisions=len(config.routing.decisions),
+            models=len(config.models),
+        )
         if restart:
-            log.warning("config_reload_needs_restart", sections=restart,
-                        detail="these settings are read at start-up; the running process keeps the old values")
+            log.warning(
+                "config_reload_needs_restart",
+                sections=restart,
+                detail="these settings are read at start-up; the running process keeps the old values",
+            )
         return True
 
     def status(self) -> dict[str, Any]:

@@ -29,13 +29,13 @@ import structlog
 from grpc_health.v1 import health as health_mod
 
 from router.app import App
-from router.processes import Restarter, spawn, stop_all
 from router.config.schema import Config
 from router.extproc.auth import SecretError, load_secret
 from router.extproc.server import build_server, set_serving
 from router.observability import metrics, record
 from router.observability.admin import start_admin
 from router.observability.tracing import setup_tracing, shutdown_tracing
+from router.processes import Restarter, spawn, stop_all
 from router.reload import ConfigWatcher
 from router.signals.runtime import build_runtime
 
@@ -81,8 +81,14 @@ class Workers(Restarter):
 
     def _died(self, i: int, proc: subprocess.Popen[bytes], delay: float) -> None:
         _forget_metrics_of(proc.pid)
-        log.error("worker_died", worker=i + 1, pid=proc.pid, exit_code=proc.returncode,
-                  grpc_port=self.base_port + i + 1, restart_in_s=delay)
+        log.error(
+            "worker_died",
+            worker=i + 1,
+            pid=proc.pid,
+            exit_code=proc.returncode,
+            grpc_port=self.base_port + i + 1,
+            restart_in_s=delay,
+        )
 
     def _restarted(self, i: int, proc: subprocess.Popen[bytes]) -> None:
         metrics.WORKER_RESTARTS.inc()
@@ -178,11 +184,18 @@ async def serve(config: Config, args: argparse.Namespace) -> int:
     gc.collect()
     gc.freeze()
     gc.set_threshold(50_000, 20, 20)
-    log.info("router_started", grpc=f"{args.host}:{args.grpc_port}", admin=f"{admin_host}:{args.admin_port}",
-             extproc_auth=extproc_secret is not None, workers=args.workers,
-             decisions=len(config.routing.decisions), models=len(config.models), config_version=app.policy.version,
-             drain_timeout_seconds=config.global_.router.drain_timeout_seconds,
-             classifier_provider=getattr(runtime, "provider", None))
+    log.info(
+        "router_started",
+        grpc=f"{args.host}:{args.grpc_port}",
+        admin=f"{admin_host}:{args.admin_port}",
+        extproc_auth=extproc_secret is not None,
+        workers=args.workers,
+        decisions=len(config.routing.decisions),
+        models=len(config.models),
+        config_version=app.policy.version,
+        drain_timeout_seconds=config.global_.router.drain_timeout_seconds,
+        classifier_provider=getattr(runtime, "provider", None),
+    )
 
     stop = asyncio.Event()
     force = asyncio.Event()  # a second SIGTERM/SIGINT: stop waiting for in-flight streams
@@ -197,8 +210,11 @@ async def serve(config: Config, args: argparse.Namespace) -> int:
     loop.add_signal_handler(signal.SIGTERM, on_stop, "SIGTERM")
     loop.add_signal_handler(signal.SIGINT, on_stop, "SIGINT")
 
+    reloads: set[asyncio.Future[bool]] = set()  # reloads in flight, held so none is garbage-collected mid-way
+
     def on_hup() -> None:
-        asyncio.ensure_future(watcher.reload("sighup"))
+        reloads.add(task := asyncio.ensure_future(watcher.reload("sighup")))
+        task.add_done_callback(reloads.discard)
         for w in pool.procs:
             if w.poll() is None:
                 w.send_signal(signal.SIGHUP)  # each worker holds its own policy
@@ -218,8 +234,14 @@ async def serve(config: Config, args: argparse.Namespace) -> int:
     return 0
 
 
-async def drain(app: App, server: grpc.aio.Server, health: health_mod.HealthServicer, watcher: ConfigWatcher,
-                force: asyncio.Event, workers: list[subprocess.Popen[bytes]] | None = None) -> None:
+async def drain(
+    app: App,
+    server: grpc.aio.Server,
+    health: health_mod.HealthServicer,
+    watcher: ConfigWatcher,
+    force: asyncio.Event,
+    workers: list[subprocess.Popen[bytes]] | None = None,
+) -> None:
     """Not ready / NOT_SERVING now; wait for in-flight streams up to the grace period; stop the server."""
     loop = asyncio.get_running_loop()
     grace = app.config.global_.router.drain_timeout_seconds
@@ -242,7 +264,10 @@ async def drain(app: App, server: grpc.aio.Server, health: health_mod.HealthServ
             pass
     left = 0.0 if force.is_set() else max(0.0, deadline - loop.time())
     remaining = record.in_flight()
-    log.info("router_drained" if remaining == 0 else "router_drain_timeout", waited_s=round(loop.time() - started, 3),
-             in_flight=remaining)
+    log.info(
+        "router_drained" if remaining == 0 else "router_drain_timeout",
+        waited_s=round(loop.time() - started, 3),
+        in_flight=remaining,
+    )
     # New streams are refused from here; anything still open gets what is left of the grace, then is cancelled.
     await server.stop(left if remaining else 0)

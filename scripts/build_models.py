@@ -11,7 +11,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from classifiers.build.main import main  # noqa: E402
+from classifiers.build.main import main
 
 if __name__ == "__main__":
     sys.exit(main())

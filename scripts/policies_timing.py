@@ -32,16 +32,23 @@ def config(decision: dict[str, Any], **global_: Any) -> dict[str, Any]:
     return {
         "global": global_,
         "backends": [{"name": "b", "endpoint": "http://127.0.0.1:9"}],
-        "models": [{"name": n, "backend": "b", "pricing": {"prompt_per_1m": p, "completion_per_1m": 2 * p}}
-                   for n, p in (("small", 0.1), ("medium", 1.0), ("large", 5.0))],
-        "routing": {"decisions": [{"name": "chat", "modelRefs": [{"model": "small"}, {"model": "medium"}, {"model": "large"}],
-                                   **decision}]},
+        "models": [
+            {"name": n, "backend": "b", "pricing": {"prompt_per_1m": p, "completion_per_1m": 2 * p}}
+            for n, p in (("small", 0.1), ("medium", 1.0), ("large", 5.0))
+        ],
+        "routing": {
+            "decisions": [
+                {"name": "chat", "modelRefs": [{"model": "small"}, {"model": "medium"}, {"model": "large"}], **decision}
+            ]
+        },
     }
 
 
 def variants(redis: str | None) -> dict[str, dict[str, Any]]:
-    tenants = {"api_keys": [{"sha256": hashlib.sha256(KEY.encode()).hexdigest(), "tenant": "t"}],
-               "policies": [{"name": "t", "tokens_per_minute": 10**12}]}
+    tenants = {
+        "api_keys": [{"sha256": hashlib.sha256(KEY.encode()).hexdigest(), "tenant": "t"}],
+        "policies": [{"name": "t", "tokens_per_minute": 10**12}],
+    }
     out = {
         "static (the first modelRef)": config({}),
         "weighted": config({"algorithm": {"type": "weighted"}}),
@@ -52,8 +59,9 @@ def variants(redis: str | None) -> dict[str, dict[str, Any]]:
     }
     if redis:
         store = {"address": redis, "timeout_ms": 1000}
-        out["weighted + session affinity (redis)"] = config({"algorithm": {"type": "weighted"}, "session_affinity": True},
-                                                            redis=store, sessions={"store": "redis"})
+        out["weighted + session affinity (redis)"] = config(
+            {"algorithm": {"type": "weighted"}, "session_affinity": True}, redis=store, sessions={"store": "redis"}
+        )
         out["static + tenant tokens/min (redis)"] = config({}, redis=store, tenants={**tenants, "tokens_store": "redis"})
     return out
 
@@ -61,8 +69,13 @@ def variants(redis: str | None) -> dict[str, dict[str, Any]]:
 async def measure(data: dict[str, Any], n: int) -> list[float]:
     app = App.from_config(parse_config(data))
     await app.start()
-    body = orjson.dumps({"model": "auto", "messages": [{"role": "user", "content": "What is the capital of France?"}],
-                         "max_completion_tokens": 64})
+    body = orjson.dumps(
+        {
+            "model": "auto",
+            "messages": [{"role": "user", "content": "What is the capital of France?"}],
+            "max_completion_tokens": 64,
+        }
+    )
     headers = {"x-session-id": "conv-1", "authorization": f"Bearer {KEY}"}
     times = []
     for i in range(n + 200):

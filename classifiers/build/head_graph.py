@@ -47,8 +47,13 @@ def _tfidf_logit(head: LinearHead, ids: str, tag: str) -> list[onnx.NodeProto]:
     pool = list(head.unigrams) + [t for bg in head.bigrams for t in bg]
     return [
         helper.make_node(
-            "TfIdfVectorizer", [ids], [q + "tf"],
-            mode="TF", min_gram_length=1, max_gram_length=2, max_skip_count=0,
+            "TfIdfVectorizer",
+            [ids],
+            [q + "tf"],
+            mode="TF",
+            min_gram_length=1,
+            max_gram_length=2,
+            max_skip_count=0,
             ngram_counts=[0, len(head.unigrams)],
             ngram_indexes=list(head.unigram_index) + list(head.bigram_index),
             pool_int64s=pool,
@@ -161,8 +166,9 @@ def compose(encoder: onnx.ModelProto, head: LinearHead, hidden_output: str = "la
         numpy_helper.from_array(np.array(1e-12, dtype=np.float32), P + "eps_norm"),
         numpy_helper.from_array(np.array(1.0, dtype=np.float32), P + "one"),
         numpy_helper.from_array(np.array(-1, dtype=np.int64), P + "minus1"),
-        numpy_helper.from_array((head.idf.astype(np.float64) * head.coef_tfidf).astype(np.float32).reshape(n_feat, 1),
-                                P + "idf_w"),
+        numpy_helper.from_array(
+            (head.idf.astype(np.float64) * head.coef_tfidf).astype(np.float32).reshape(n_feat, 1), P + "idf_w"
+        ),
         numpy_helper.from_array((head.idf.astype(np.float64) ** 2).astype(np.float32).reshape(n_feat, 1), P + "idf_sq"),
         numpy_helper.from_array(head.coef_emb.astype(np.float32).reshape(-1, 1), P + "w_emb"),
         numpy_helper.from_array(np.array([head.intercept], dtype=np.float32), P + "b"),
@@ -231,9 +237,16 @@ def export_head(head: LinearHead) -> bytes:
     from ..heads import TfidfLinearHead
 
     return TfidfLinearHead(
-        "head", np.asarray(head.unigrams, dtype=np.int64), np.asarray(head.unigram_index, dtype=np.int64),
-        np.asarray(head.bigrams, dtype=np.int64).reshape(-1, 2), np.asarray(head.bigram_index, dtype=np.int64),
+        "head",
+        np.asarray(head.unigrams, dtype=np.int64),
+        np.asarray(head.unigram_index, dtype=np.int64),
+        np.asarray(head.bigrams, dtype=np.int64).reshape(-1, 2),
+        np.asarray(head.bigram_index, dtype=np.int64),
         (head.idf.astype(np.float64) * head.coef_tfidf).astype(np.float32),
-        (head.idf.astype(np.float64) ** 2).astype(np.float32), head.coef_emb.astype(np.float32), float(head.intercept),
-        head.sub_tokens, head.sub_stride, head.max_tokens,
+        (head.idf.astype(np.float64) ** 2).astype(np.float32),
+        head.coef_emb.astype(np.float32),
+        float(head.intercept),
+        head.sub_tokens,
+        head.sub_stride,
+        head.max_tokens,
     ).to_bytes()

@@ -47,8 +47,7 @@ CORPUS_WEIGHT = 1.0  # weight of s-labs rows relative to the added windows (3.0 
 MIN_DF = 1
 SEED = 1729
 # Dev set (train sources, validation-split attacks): picks the head and the threshold.
-DEV_BENIGN = {"code": 150, "prose": 150, "system": 300, "tools": 100, "tool_result": 150, "chat": 150,
-              "code_question": 60}
+DEV_BENIGN = {"code": 150, "prose": 150, "system": 300, "tools": 100, "tool_result": 150, "chat": 150, "code_question": 60}
 DEV_POSITIVES, DEV_PAIRED = 300, 120
 # The recommended threshold keeps dev false alarms on conversation text at or below one per 1,000
 # windows: a request of 8k tokens is ~37 windows of 254 tokens, so that is ~4 % of such requests at most.
@@ -91,7 +90,6 @@ def metrics(y: np.ndarray, p1: np.ndarray, threshold: float = 0.5) -> dict[str, 
     }
 
 
-
 def _save_rows(path: Path, sets: dict[str, sw.Rows]) -> None:
     arrays: dict[str, Any] = {}
     for name, r in sets.items():
@@ -109,9 +107,10 @@ def _load_rows(path: Path, names: list[str]) -> dict[str, sw.Rows]:
         for name in names:
             flat, n = z[f"{name}.ids"].tolist(), z[f"{name}.n"]
             ends = np.cumsum(n).tolist()
-            ids = [flat[e - k: e] for e, k in zip(ends, n.tolist())]
-            out[name] = sw.Rows(ids, z[f"{name}.emb"], z[f"{name}.owner"], z[f"{name}.start"], z[f"{name}.whole"],
-                                z[f"{name}.length"])
+            ids = [flat[e - k : e] for e, k in zip(ends, n.tolist())]
+            out[name] = sw.Rows(
+                ids, z[f"{name}.emb"], z[f"{name}.owner"], z[f"{name}.start"], z[f"{name}.whole"], z[f"{name}.length"]
+            )
     return out
 
 
@@ -127,8 +126,12 @@ def cached_rows(encoder: Any, texts: dict[str, list[str]], cache: Path, key: str
             continue
         out[name] = sw.encode_rows(encoder, ts)
         _save_rows(path, {name: out[name]})
-    log.info("jailbreak_texts_encoded", texts=sum(len(t) for t in texts.values()),
-             tokens=int(sum(r.length.sum() for r in out.values())), seconds=round(time.perf_counter() - t0, 1))
+    log.info(
+        "jailbreak_texts_encoded",
+        texts=sum(len(t) for t in texts.values()),
+        tokens=int(sum(r.length.sum() for r in out.values())),
+        seconds=round(time.perf_counter() - t0, 1),
+    )
     return out
 
 
@@ -138,23 +141,31 @@ def _rate(flags: list[bool]) -> float:
 
 def conversation_report(evs: bc.EvalSets, score: dict[str, float]) -> dict[str, Any]:
     """False-alarm rate per benign kind and recall per attack source, per window size and threshold."""
+
     def hit(windows: list[str], t: float) -> bool:
         return max((score[w] for w in windows), default=0.0) >= t
 
     fp: dict[str, Any] = {}
     rec: dict[str, Any] = {}
     for size in evs.benign:
-        fp[str(size)] = {kind: {str(t): _rate([hit(m, t) for m in msgs]) for t in THRESHOLDS}
-                         for kind, msgs in evs.benign[size].items()}
+        fp[str(size)] = {
+            kind: {str(t): _rate([hit(m, t) for m in msgs]) for t in THRESHOLDS} for kind, msgs in evs.benign[size].items()
+        }
         fp[str(size)]["all_windows"] = {
-            str(t): _rate([score[w] >= t for msgs in evs.benign[size].values() for m in msgs for w in m])
-            for t in THRESHOLDS}
-        rec[str(size)] = {src: {str(t): _rate([hit(c, t) for c in cases]) for t in THRESHOLDS}
-                          for src, cases in evs.embedded[size].items()}
+            str(t): _rate([score[w] >= t for msgs in evs.benign[size].values() for m in msgs for w in m]) for t in THRESHOLDS
+        }
+        rec[str(size)] = {
+            src: {str(t): _rate([hit(c, t) for c in cases]) for t in THRESHOLDS} for src, cases in evs.embedded[size].items()
+        }
     alone = {src: {str(t): _rate([score[a] >= t for a in atts]) for t in THRESHOLDS} for src, atts in evs.attacks.items()}
-    sizes = {str(size): {"benign_messages": {k: len(v) for k, v in evs.benign[size].items()},
-                         "benign_windows": sum(len(m) for v in evs.benign[size].values() for m in v),
-                         "hidden_attacks": {k: len(v) for k, v in evs.embedded[size].items()}} for size in evs.benign}
+    sizes = {
+        str(size): {
+            "benign_messages": {k: len(v) for k, v in evs.benign[size].items()},
+            "benign_windows": sum(len(m) for v in evs.benign[size].values() for m in v),
+            "hidden_attacks": {k: len(v) for k, v in evs.embedded[size].items()},
+        }
+        for size in evs.benign
+    }
     return {"false_positive_rate": fp, "recall_hidden": rec, "recall_alone": alone, "sizes": sizes}
 
 
@@ -199,13 +210,25 @@ def build_jailbreak(
     seen = {t.lower() for s in SPLITS for t in corpus[s].texts}
     yanis = [t for t in bc.load_yanis(pin, dl) if t.lower() not in seen]
     extra = bc.training_additions(train_hosts, split("train", 1), split("train", 0), SEED)
-    dev = bc.training_additions(train_hosts, split("validation", 1), split("validation", 0), SEED + 1,
-                                n_benign=DEV_BENIGN, n_pos=DEV_POSITIVES, n_paired=DEV_PAIRED)
+    dev = bc.training_additions(
+        train_hosts,
+        split("validation", 1),
+        split("validation", 0),
+        SEED + 1,
+        n_benign=DEV_BENIGN,
+        n_pos=DEV_POSITIVES,
+        n_paired=DEV_PAIRED,
+    )
     evs = bc.eval_sets(held_hosts, plain, {"s-labs test": split("test", 1), "yanismiraoui": yanis}, SEED + 2)
     eval_texts = sorted(set(evs.all_texts()))
     texts = {s: corpus[s].texts for s in SPLITS} | {"extra": extra.texts, "dev": dev.texts, "eval": eval_texts}
-    log.info("jailbreak_data_ready", extra=len(extra.texts), dev=len(dev.texts), eval=len(eval_texts),
-             seconds=round(time.perf_counter() - t0, 1))
+    log.info(
+        "jailbreak_data_ready",
+        extra=len(extra.texts),
+        dev=len(dev.texts),
+        eval=len(eval_texts),
+        seconds=round(time.perf_counter() - t0, 1),
+    )
     rows = cached_rows(encoder, texts, cache, build_key(FEATURES_RECIPE, *inputs))
 
     def offsets(ts: list[str]) -> list[list[tuple[int, int]]]:
@@ -222,15 +245,15 @@ def build_jailbreak(
     y_train = np.concatenate([labels[p][keep[p]] for p in parts])
     emb_train = np.vstack([rows[p].emb[keep[p]] for p in parts])
     weight = np.concatenate([np.full(int(keep[p].sum()), CORPUS_WEIGHT if p == "train" else 1.0) for p in parts])
-    vec = TfidfVectorizer(token_pattern=r"\S+", lowercase=False, ngram_range=(1, 2), min_df=MIN_DF,
-                          sublinear_tf=True, norm="l2")
+    vec = TfidfVectorizer(token_pattern=r"\S+", lowercase=False, ngram_range=(1, 2), min_df=MIN_DF, sublinear_tf=True, norm="l2")
     x_train = vec.fit_transform(train_docs)
     tfidf = {name: vec.transform(d) for name, d in docs.items() if name != "train"}
     tfidf["train"] = vec.transform(docs["train"])
 
     def text_probs(clf: Any, name: str, w: float) -> np.ndarray:
         z = clf.decision_function(sp.hstack([tfidf[name], sp.csr_matrix(rows[name].emb * w)]).tocsr())
-        return 1.0 / (1.0 + np.exp(-sw.text_max(z, rows[name], len(rows[name].length))))
+        probs: np.ndarray = 1.0 / (1.0 + np.exp(-sw.text_max(z, rows[name], len(rows[name].length))))
+        return probs
 
     # The threshold is set on the conversation text of the dev set (code, docs, system prompts, tools,
     # chat); the s-labs hard negatives hidden in it ("paired") are the validation split's business.
@@ -250,13 +273,22 @@ def build_jailbreak(
     for w, c in GRID:
         t1 = time.perf_counter()
         clf = LogisticRegression(C=c, max_iter=5000).fit(
-            sp.hstack([x_train, sp.csr_matrix(emb_train * w)]).tocsr(), y_train, sample_weight=weight)
+            sp.hstack([x_train, sp.csr_matrix(emb_train * w)]).tocsr(), y_train, sample_weight=weight
+        )
         val_acc = float(((text_probs(clf, "validation", w) >= 0.5) == corpus["validation"].y).mean())
         t_dev, fp_dev, rec_dev = dev_threshold(text_probs(clf, "dev", w))
         objective = val_acc + rec_dev
-        grid.append({"emb_weight": w, "C": c, "validation_accuracy": round(val_acc, 4), "dev_threshold": t_dev,
-                     "dev_false_positive_rate": round(fp_dev, 4), "dev_recall": round(rec_dev, 4),
-                     "seconds": round(time.perf_counter() - t1, 1)})
+        grid.append(
+            {
+                "emb_weight": w,
+                "C": c,
+                "validation_accuracy": round(val_acc, 4),
+                "dev_threshold": t_dev,
+                "dev_false_positive_rate": round(fp_dev, 4),
+                "dev_recall": round(rec_dev, 4),
+                "seconds": round(time.perf_counter() - t1, 1),
+            }
+        )
         if best is None or objective > best[0]:
             best = (objective, w, c, clf, t_dev)
     assert best is not None
@@ -275,11 +307,24 @@ def build_jailbreak(
     for gram, col in sorted(vec.vocabulary_.items(), key=lambda kv: kv[1]):
         parts_ = [int(t) for t in gram.split(" ")]
         if len(parts_) == 1:
-            uni.append(parts_[0]); uni_ix.append(col)
+            uni.append(parts_[0])
+            uni_ix.append(col)
         else:
-            bi.append((parts_[0], parts_[1])); bi_ix.append(col)
-    head = LinearHead(uni, bi, uni_ix, bi_ix, vec.idf_.astype(np.float32), coef[:n_tfidf], coef[n_tfidf:] * w,
-                      float(clf.intercept_[0]), sw.SUB_TOKENS, sw.SUB_STRIDE, encoder.max_length)
+            bi.append((parts_[0], parts_[1]))
+            bi_ix.append(col)
+    head = LinearHead(
+        uni,
+        bi,
+        uni_ix,
+        bi_ix,
+        vec.idf_.astype(np.float32),
+        coef[:n_tfidf],
+        coef[n_tfidf:] * w,
+        float(clf.intercept_[0]),
+        sw.SUB_TOKENS,
+        sw.SUB_STRIDE,
+        encoder.max_length,
+    )
     graph = compose(onnx.load(str(embedding_dir / "model.onnx")), head)
     model_bytes = graph.SerializeToString()
     head_bytes = export_head(head)
@@ -298,8 +343,12 @@ def build_jailbreak(
         "positive_label": "jailbreak",
         # The router runs this model as a head over the embedding model's encoder pass (one pass per
         # text for every MiniLM-based signal); model.onnx is the same function as one graph.
-        "shared_encoder": {"encoder": embedding_dir.name, "head": HEAD_FILE, "head_format": HEAD_FORMAT,
-                           "sha256": {f: emb_meta["sha256"][f] for f in ("model.onnx", "tokenizer.json")}},
+        "shared_encoder": {
+            "encoder": embedding_dir.name,
+            "head": HEAD_FILE,
+            "head_format": HEAD_FORMAT,
+            "sha256": {f: emb_meta["sha256"][f] for f in ("model.onnx", "tokenizer.json")},
+        },
         "source": f"trained at build time on {pin.name}=={pin.version} {CORPUS}{{train,validation,test}}.csv "
         "(s-labs prompt-injection dataset, MIT) plus benign conversation text from "
         + ", ".join(f"{p.name}=={p.version}" for p in sources)
@@ -324,8 +373,7 @@ def build_jailbreak(
             "training_rows": len(y_train),
         },
     }
-    files = {"model.onnx": model_bytes, "tokenizer.json": (embedding_dir / "tokenizer.json").read_bytes(),
-             HEAD_FILE: head_bytes}
+    files = {"model.onnx": model_bytes, "tokenizer.json": (embedding_dir / "tokenizer.json").read_bytes(), HEAD_FILE: head_bytes}
     write_model_dir(out, files, meta, key)
 
     # Score the artifact we ship, and make sure it is the model we trained (sub-windows included).
@@ -335,7 +383,7 @@ def build_jailbreak(
         p1 = np.zeros(len(ts), dtype=np.float64)
         order = np.argsort([len(t) for t in ts], kind="stable")
         for i in range(0, len(order), 64):
-            idx = order[i: i + 64]
+            idx = order[i : i + 64]
             p1[idx] = shipped.probabilities([ts[j] for j in idx])[0][:, 1]
         return p1
 
@@ -351,7 +399,7 @@ def build_jailbreak(
         p1 = np.zeros(len(ts), dtype=np.float64)
         order = np.argsort([len(t) for t in ts], kind="stable")
         for i in range(0, len(order), 64):
-            idx = order[i: i + 64]
+            idx = order[i : i + 64]
             p1[idx] = [f.values["jailbreak"][1] for f in shared.run([ts[j] for j in idx])]
         return p1
 
@@ -389,32 +437,45 @@ def build_jailbreak(
         "test_at_recommended_threshold": result["test_at_recommended"],
         "baseline_embedding_lr_test_accuracy": round(baseline_test, 4),
         "threshold": 0.5,
-        "recommended": {"threshold": threshold, "window_tokens": RECOMMENDED_WINDOW,
-                        "why": f"lowest threshold with at most {DEV_MAX_FP:.1%} false alarms per window on the dev "
-                        "set's conversation text (train sources); the held-out numbers below were not used to "
-                        "choose it"},
-        "dev": {"false_positive_rate": {str(t): round(float((dev_p[dev_conv] >= t).mean()), 4) for t in THRESHOLDS},
-                "false_positive_rate_paired": {str(t): round(float((dev_p[(dev_y == 0) & ~dev_conv] >= t).mean()), 4)
-                                               for t in THRESHOLDS},
-                "recall_hidden": {str(t): round(float((dev_p[dev_y == 1] >= t).mean()), 4) for t in THRESHOLDS},
-                "windows": {"benign": int(dev_conv.sum()), "paired": int(((dev_y == 0) & ~dev_conv).sum()),
-                            "hidden_attacks": int((dev_y == 1).sum())}},
+        "recommended": {
+            "threshold": threshold,
+            "window_tokens": RECOMMENDED_WINDOW,
+            "why": f"lowest threshold with at most {DEV_MAX_FP:.1%} false alarms per window on the dev "
+            "set's conversation text (train sources); the held-out numbers below were not used to "
+            "choose it",
+        },
+        "dev": {
+            "false_positive_rate": {str(t): round(float((dev_p[dev_conv] >= t).mean()), 4) for t in THRESHOLDS},
+            "false_positive_rate_paired": {
+                str(t): round(float((dev_p[(dev_y == 0) & ~dev_conv] >= t).mean()), 4) for t in THRESHOLDS
+            },
+            "recall_hidden": {str(t): round(float((dev_p[dev_y == 1] >= t).mean()), 4) for t in THRESHOLDS},
+            "windows": {
+                "benign": int(dev_conv.sum()),
+                "paired": int(((dev_y == 0) & ~dev_conv).sum()),
+                "hidden_attacks": int((dev_y == 1).sum()),
+            },
+        },
         "conversation_heldout": {
-            "sources": {"benign": "code and docs of " + ", ".join(
-                f"{pins[k].name}=={pins[k].version}" for k in bc.FAMILY_SOURCES["heldout"])
+            "sources": {
+                "benign": "code and docs of "
+                + ", ".join(f"{pins[k].name}=={pins[k].version}" for k in bc.FAMILY_SOURCES["heldout"])
                 + "; held-out system-prompt / tool / chat templates",
                 "attacks": "s-labs test split; yanismiraoui prompt_injections.csv (English-looking, not in s-labs)",
                 "windows": "cut like the router (classifiers.windows.plan_windows, overlap min(32, size/4)); a "
                 "message counts as a false alarm when any of its windows does; a hidden attack counts as caught "
-                "only through a window that overlaps it"},
+                "only through a window that overlaps it",
+            },
             **conv,
         },
         "drift_max": round(drift, 6),
-        "shared_pass": {**shared_pass, "how": "the embedding model's encoder pass + head.npz (what the router runs), "
-                        "scored on the same splits as model.onnx"},
+        "shared_pass": {
+            **shared_pass,
+            "how": "the embedding model's encoder pass + head.npz (what the router runs), "
+            "scored on the same splits as model.onnx",
+        },
         "note": "hyper-parameters and threshold chosen on validation + dev; test split and held-out sets scored once",
     }
     final = write_model_dir(out, files, meta, key)
-    log.info("jailbreak_model_built", seconds=round(time.perf_counter() - t0, 1), test=result["test"],
-             threshold=threshold)
+    log.info("jailbreak_model_built", seconds=round(time.perf_counter() - t0, 1), test=result["test"], threshold=threshold)
     return final, True

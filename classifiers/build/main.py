@@ -8,8 +8,9 @@ import json
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import structlog
 
@@ -36,8 +37,7 @@ def ensure_training_deps(install: bool) -> None:
     if not install:
         raise BuildError(f"missing training dependencies {missing}; pip install them or drop --no-install")
     log.info("installing_training_deps", packages=missing)
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--disable-pip-version-check", *missing],
-                   check=True)
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--disable-pip-version-check", *missing], check=True)
     importlib.invalidate_caches()
 
 
@@ -59,7 +59,8 @@ def write_manifest(out: Path, built: dict[str, dict[str, Any]]) -> dict[str, Any
             "metrics": meta.get("metrics"),
             "files": {
                 f.name: {"sha256": sha256_file(f), "bytes": f.stat().st_size}
-                for f in sorted(d.iterdir()) if f.is_file() and not f.name.startswith(".")
+                for f in sorted(d.iterdir())
+                if f.is_file() and not f.name.startswith(".")
             },
         }
     manifest = {
@@ -114,8 +115,7 @@ def main(argv: list[str] | None = None) -> int:
         for name in sorted(wanted, key=lambda n: list(steps).index(n)):
             t = time.perf_counter()
             _, rebuilt = steps[name]()
-            log.info("model_built" if rebuilt else "model_current", model=name,
-                     seconds=round(time.perf_counter() - t, 1))
+            log.info("model_built" if rebuilt else "model_current", model=name, seconds=round(time.perf_counter() - t, 1))
     except BuildError as exc:
         print(f"build_models: {exc}", file=sys.stderr)
         return 1

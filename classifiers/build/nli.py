@@ -72,8 +72,11 @@ def per_class(y: np.ndarray, pred: np.ndarray) -> dict[str, Any]:
         chosen = pred == k
         recall = float((pred[sel] == k).mean()) if sel.any() else None
         precision = float((y[chosen] == k).mean()) if chosen.any() else None
-        out[lab] = {"n": int(sel.sum()), "accuracy": None if recall is None else round(recall, 4),
-                    "precision": None if precision is None else round(precision, 4)}
+        out[lab] = {
+            "n": int(sel.sum()),
+            "accuracy": None if recall is None else round(recall, 4),
+            "precision": None if precision is None else round(precision, 4),
+        }
     return out
 
 
@@ -81,7 +84,9 @@ def _labels(pairs: list[Pair]) -> np.ndarray:
     return np.array([LABELS.index(p.label) for p in pairs], dtype=np.int64)
 
 
-def build_nli(out: Path, embedding_dir: Path, pins: dict[str, Pin], cache: Path, force: bool = False) -> tuple[dict[str, Any], bool]:
+def build_nli(
+    out: Path, embedding_dir: Path, pins: dict[str, Pin], cache: Path, force: bool = False
+) -> tuple[dict[str, Any], bool]:
     from sklearn.linear_model import LogisticRegression
     from sklearn.neural_network import MLPClassifier
     from sklearn.preprocessing import StandardScaler
@@ -90,8 +95,9 @@ def build_nli(out: Path, embedding_dir: Path, pins: dict[str, Pin], cache: Path,
     facts_pin, prose_pin = pins["nli_facts"], pins["nli_prose"]
     enc_path = embedding_dir / "model.onnx"
     check_hash = hashlib.sha256(CHECK_SET.read_bytes()).hexdigest()
-    src_hash = hashlib.sha256(b"".join((Path(__file__).parent / f).read_bytes()
-                                       for f in ("nli.py", "nli_corpus.py", "nli_graph.py"))).hexdigest()
+    src_hash = hashlib.sha256(
+        b"".join((Path(__file__).parent / f).read_bytes() for f in ("nli.py", "nli_corpus.py", "nli_graph.py"))
+    ).hexdigest()
     key = build_key(RECIPE, facts_pin.sha256, prose_pin.sha256, sha256_file(enc_path), check_hash, src_hash)
     if not force and is_current(out, key):
         return json.loads((out / "metadata.json").read_text()), False
@@ -109,8 +115,10 @@ def build_nli(out: Path, embedding_dir: Path, pins: dict[str, Pin], cache: Path,
     masks = vocab_masks(vocab, idf_vector(max(vocab.values()) + 1, docs))
     encoder = onnx.load(str(enc_path))
     feature_graph = _session(compose(encoder, masks, None))
-    feats = {name: _run_pairs(feature_graph, tokenizer, [(p.premise, p.hypothesis) for p in pairs], "features")
-             for name, pairs in {**corpus, "check": check}.items()}
+    feats = {
+        name: _run_pairs(feature_graph, tokenizer, [(p.premise, p.hypothesis) for p in pairs], "features")
+        for name, pairs in {**corpus, "check": check}.items()
+    }
     t_feat = time.perf_counter() - t0
     ys = {name: _labels(pairs) for name, pairs in {**corpus, "check": check}.items()}
     scaler = StandardScaler().fit(feats["train"])
@@ -122,8 +130,15 @@ def build_nli(out: Path, embedding_dir: Path, pins: dict[str, Pin], cache: Path,
     for cand in candidates:
         t = time.perf_counter()
         if cand["head"] == "mlp":
-            clf = MLPClassifier(hidden_layer_sizes=HIDDEN, alpha=cand["alpha"], max_iter=300, early_stopping=True,
-                                validation_fraction=0.1, n_iter_no_change=8, random_state=SEED)
+            clf = MLPClassifier(
+                hidden_layer_sizes=HIDDEN,
+                alpha=cand["alpha"],
+                max_iter=300,
+                early_stopping=True,
+                validation_fraction=0.1,
+                n_iter_no_change=8,
+                random_state=SEED,
+            )
         else:
             clf = LogisticRegression(C=cand["C"], max_iter=3000)
         clf.fit(xs["train"], ys["train"])
@@ -171,18 +186,21 @@ def build_nli(out: Path, embedding_dir: Path, pins: dict[str, Pin], cache: Path,
         "output_type": "probabilities",
         "inputs": ["input_ids", "attention_mask", "token_type_ids"],
         "name": "MiniLM-L6 pair features (token alignment, exact/number/negation matches, slot swaps) + small head "
-                "(natural language inference: entailment / neutral / contradiction)",
+        "(natural language inference: entailment / neutral / contradiction)",
         "source": f"trained at build time on pairs generated from {facts_pin.name}=={facts_pin.version} (country facts, MIT) "
-                  f"and {prose_pin.name}=={prose_pin.version} (MMLU test-split questions, MIT); encoder all-MiniLM-L6-v2 "
-                  "int8 (Apache-2.0) from models/embedding",
+        f"and {prose_pin.name}=={prose_pin.version} (MMLU test-split questions, MIT); encoder all-MiniLM-L6-v2 "
+        "int8 (Apache-2.0) from models/embedding",
         "license": "Apache-2.0 (encoder); head trained on text generated from MIT-licensed data (not redistributed)",
-        "metrics": {"test_accuracy": metrics["test"]["accuracy"], "check_accuracy": metrics["check"]["accuracy"],
-                    **{f"test_{lab}_accuracy": metrics["test"][lab]["accuracy"] for lab in LABELS}},
+        "metrics": {
+            "test_accuracy": metrics["test"]["accuracy"],
+            "check_accuracy": metrics["check"]["accuracy"],
+            **{f"test_{lab}_accuracy": metrics["test"][lab]["accuracy"] for lab in LABELS},
+        },
         "evaluation": metrics,
         "training": {
             "features": f"{len(SCALARS)} pair features from the encoder's token states and the ids: {', '.join(SCALARS)}",
             "head": "the best on validation of an MLP (ReLU, adam, early stopping) and multinomial logistic regression; "
-                    "standardisation folded into the first layer",
+            "standardisation folded into the first layer",
             "selected": chosen,
             "grid": grid,
             "seed": SEED,
@@ -198,6 +216,6 @@ def build_nli(out: Path, embedding_dir: Path, pins: dict[str, Pin], cache: Path,
         },
     }
     files = {"model.onnx": model.SerializeToString(), "tokenizer.json": tok_json}
-    log.info("nli_trained", test=metrics["test"]["accuracy"], check=metrics["check"]["accuracy"],
-             seconds=meta["training"]["seconds"])  # type: ignore[index]
+    training: Any = meta["training"]
+    log.info("nli_trained", test=metrics["test"]["accuracy"], check=metrics["check"]["accuracy"], seconds=training["seconds"])
     return write_model_dir(out, files, meta, key), True

@@ -47,19 +47,44 @@ class Pair:
 # relation → sentence forms; {c} country, {x} value. The last form of each relation is held out of
 # training (test only), so the held-out accuracy includes wording the head never saw.
 FORMS: dict[str, list[str]] = {
-    "capital": ["The capital of {c} is {x}.", "{x} is the capital of {c}.", "{c}'s capital city is {x}.",
-                "{c} has {x} as its capital.", "The seat of government of {c} is {x}."],
-    "population": ["{c} has a population of about {x} people.", "About {x} people live in {c}.",
-                   "The population of {c} is roughly {x}.", "{c} is home to around {x} inhabitants."],
+    "capital": [
+        "The capital of {c} is {x}.",
+        "{x} is the capital of {c}.",
+        "{c}'s capital city is {x}.",
+        "{c} has {x} as its capital.",
+        "The seat of government of {c} is {x}.",
+    ],
+    "population": [
+        "{c} has a population of about {x} people.",
+        "About {x} people live in {c}.",
+        "The population of {c} is roughly {x}.",
+        "{c} is home to around {x} inhabitants.",
+    ],
     "region": ["{c} is a country in {x}.", "{c} is located in {x}.", "{c} lies in {x}.", "You will find {c} in {x}."],
-    "calling": ["The international calling code of {c} is +{x}.", "To phone {c} from abroad, dial +{x}.",
-                "{c} uses the telephone country code +{x}.", "Calls to {c} start with the prefix +{x}."],
-    "area": ["{c} covers an area of {x} square kilometres.", "The area of {c} is {x} km2.",
-             "{c} spans about {x} square kilometers.", "The total surface of {c} measures {x} square km."],
-    "demonym": ["People from {c} are called {x}.", "A citizen of {c} is {x}.", "The demonym for {c} is {x}.",
-                "Someone born in {c} would describe themselves as {x}."],
-    "border": ["{c} shares a border with {x}.", "{c} borders {x}.", "{c} and {x} are neighbouring countries.",
-               "There is a land border between {c} and {x}."],
+    "calling": [
+        "The international calling code of {c} is +{x}.",
+        "To phone {c} from abroad, dial +{x}.",
+        "{c} uses the telephone country code +{x}.",
+        "Calls to {c} start with the prefix +{x}.",
+    ],
+    "area": [
+        "{c} covers an area of {x} square kilometres.",
+        "The area of {c} is {x} km2.",
+        "{c} spans about {x} square kilometers.",
+        "The total surface of {c} measures {x} square km.",
+    ],
+    "demonym": [
+        "People from {c} are called {x}.",
+        "A citizen of {c} is {x}.",
+        "The demonym for {c} is {x}.",
+        "Someone born in {c} would describe themselves as {x}.",
+    ],
+    "border": [
+        "{c} shares a border with {x}.",
+        "{c} borders {x}.",
+        "{c} and {x} are neighbouring countries.",
+        "There is a land border between {c} and {x}.",
+    ],
 }
 NEGATED: dict[str, list[str]] = {
     "capital": ["The capital of {c} is not {x}.", "{x} is not the capital of {c}."],
@@ -72,9 +97,15 @@ NEGATED: dict[str, list[str]] = {
 }
 PREFACES = ("", "", "", "Sure! ", "Yes, ", "According to my knowledge, ", "In short: ", "Good question. ")
 # Tool results are often records, not prose: the same facts as "Key: value" lines or a JSON object.
-RECORD_KEYS = {"capital": ("capital", "Capital city"), "population": ("population", "Population"),
-               "region": ("region", "Region"), "calling": ("calling_code", "Dialling code"), "area": ("area_km2", "Area (km2)"),
-               "demonym": ("demonym", "Demonym"), "border": ("neighbour", "Borders")}
+RECORD_KEYS = {
+    "capital": ("capital", "Capital city"),
+    "population": ("population", "Population"),
+    "region": ("region", "Region"),
+    "calling": ("calling_code", "Dialling code"),
+    "area": ("area_km2", "Area (km2)"),
+    "demonym": ("demonym", "Demonym"),
+    "border": ("neighbour", "Borders"),
+}
 
 
 def _record(c: str, items: list[tuple[str, str]], style: int) -> str:
@@ -132,7 +163,7 @@ def fact_pairs(countries: list[dict[str, object]], rng: random.Random, per_count
     """Pairs about each country. ``train_forms``: only the training sentence forms (all but the last)."""
     by_rel: dict[str, list[tuple[str, str]]] = defaultdict(list)
     for ct in countries:
-        for rel, x in ct["facts"].items():  # type: ignore[attr-defined]
+        for rel, x in ct["facts"].items():  # type: ignore[attr-defined]  # countryinfo records are untyped JSON
             by_rel[rel].append((str(ct["name"]), x))
     out: list[Pair] = []
 
@@ -142,7 +173,7 @@ def fact_pairs(countries: list[dict[str, object]], rng: random.Random, per_count
 
     for ct in countries:
         c = str(ct["name"])
-        facts: dict[str, str] = ct["facts"]  # type: ignore[assignment]
+        facts: dict[str, str] = ct["facts"]  # type: ignore[assignment]  # countryinfo records are untyped JSON
         rels = sorted(facts)
         for _ in range(per_country):
             rel = rng.choice(rels)
@@ -153,8 +184,9 @@ def fact_pairs(countries: list[dict[str, object]], rng: random.Random, per_count
             hyp_form = forms_of(rel)
             pre = rng.choice(PREFACES)
 
-            def premise_of(with_fact: bool, rel: str = rel, c: str = c, x: str = x, facts: dict[str, str] = facts,
-                           others: list[str] = others) -> str:
+            def premise_of(
+                with_fact: bool, rel: str = rel, c: str = c, x: str = x, facts: dict[str, str] = facts, others: list[str] = others
+            ) -> str:
                 """One sentence, or a paragraph of this country's facts (a tool result, a document)."""
                 chosen = rng.sample(others, k=min(len(others), rng.randint(0, 3)))
                 if rng.random() < 0.3:  # a record, as a tool would return it
@@ -181,7 +213,9 @@ def fact_pairs(countries: list[dict[str, object]], rng: random.Random, per_count
                 elif r < 0.85:
                     out.append(Pair(premise_of(True), _say(rel, c, x, rng.randrange(8), negated=True), C, "facts", c))
                 else:
-                    out.append(Pair(_say(rel, c, x, rng.randrange(8), negated=True), pre + _say(rel, c, x, hyp_form), C, "facts", c))
+                    out.append(
+                        Pair(_say(rel, c, x, rng.randrange(8), negated=True), pre + _say(rel, c, x, hyp_form), C, "facts", c)
+                    )
             else:  # neutral: the premise says other things about this country, or the same about another
                 if rng.random() < 0.6 or not other:
                     out.append(Pair(premise_of(False), pre + _say(rel, c, x, hyp_form), N, "facts", c))
@@ -195,20 +229,67 @@ def fact_pairs(countries: list[dict[str, object]], rng: random.Random, per_count
 
 _SENT = re.compile(r"(?<=[.!?])\s+(?=[A-Z])")
 _NUM = re.compile(r"(?<![\w.])(\d+(?:\.\d+)?)(?![\w.])")
-_NEG_ADD = [(" is ", " is not "), (" are ", " are not "), (" was ", " was not "), (" were ", " were not "),
-            (" can ", " cannot "), (" will ", " will not "), (" has ", " does not have "), (" have ", " do not have "),
-            (" does ", " does not "), (" should ", " should not "), (" must ", " must not ")]
-_NEG_DROP = [(" is not ", " is "), (" are not ", " are "), (" was not ", " was "), (" cannot ", " can "),
-             (" does not ", " does "), (" do not ", " do "), (" did not ", " did "), (" never ", " always "),
-             (" no longer ", " still ")]
-ANTONYMS = [("increase", "decrease"), ("increases", "decreases"), ("increased", "decreased"), ("more", "less"),
-            ("higher", "lower"), ("larger", "smaller"), ("largest", "smallest"), ("before", "after"),
-            ("always", "never"), ("positive", "negative"), ("maximum", "minimum"), ("north", "south"),
-            ("east", "west"), ("first", "last"), ("true", "false"), ("rise", "fall"), ("rises", "falls"),
-            ("strong", "weak"), ("stronger", "weaker"), ("high", "low"), ("older", "younger"), ("early", "late"),
-            ("inside", "outside"), ("above", "below"), ("accept", "reject"), ("accepted", "rejected"),
-            ("win", "lose"), ("won", "lost"), ("legal", "illegal"), ("possible", "impossible"), ("hot", "cold"),
-            ("long", "short"), ("faster", "slower"), ("cheaper", "more expensive"), ("private", "public")]
+_NEG_ADD = [
+    (" is ", " is not "),
+    (" are ", " are not "),
+    (" was ", " was not "),
+    (" were ", " were not "),
+    (" can ", " cannot "),
+    (" will ", " will not "),
+    (" has ", " does not have "),
+    (" have ", " do not have "),
+    (" does ", " does not "),
+    (" should ", " should not "),
+    (" must ", " must not "),
+]
+_NEG_DROP = [
+    (" is not ", " is "),
+    (" are not ", " are "),
+    (" was not ", " was "),
+    (" cannot ", " can "),
+    (" does not ", " does "),
+    (" do not ", " do "),
+    (" did not ", " did "),
+    (" never ", " always "),
+    (" no longer ", " still "),
+]
+ANTONYMS = [
+    ("increase", "decrease"),
+    ("increases", "decreases"),
+    ("increased", "decreased"),
+    ("more", "less"),
+    ("higher", "lower"),
+    ("larger", "smaller"),
+    ("largest", "smallest"),
+    ("before", "after"),
+    ("always", "never"),
+    ("positive", "negative"),
+    ("maximum", "minimum"),
+    ("north", "south"),
+    ("east", "west"),
+    ("first", "last"),
+    ("true", "false"),
+    ("rise", "fall"),
+    ("rises", "falls"),
+    ("strong", "weak"),
+    ("stronger", "weaker"),
+    ("high", "low"),
+    ("older", "younger"),
+    ("early", "late"),
+    ("inside", "outside"),
+    ("above", "below"),
+    ("accept", "reject"),
+    ("accepted", "rejected"),
+    ("win", "lose"),
+    ("won", "lost"),
+    ("legal", "illegal"),
+    ("possible", "impossible"),
+    ("hot", "cold"),
+    ("long", "short"),
+    ("faster", "slower"),
+    ("cheaper", "more expensive"),
+    ("private", "public"),
+]
 _ANT = {a: b for a, b in ANTONYMS} | {b: a for a, b in ANTONYMS}
 
 
@@ -220,8 +301,15 @@ def load_sentences(archive: Path) -> dict[str, list[list[str]]]:
             item = json.loads(line)
             q = re.sub(r"\s+", " ", str(item.get("question") or "")).strip()
             sents = [s.strip() for s in _SENT.split(q)]
-            keep = [s for s in sents if s.endswith(".") and 6 <= len(s.split()) <= 40 and "_" not in s
-                    and "?" not in s and not s.lower().startswith(("which", "what", "statement", "scenario"))]
+            keep = [
+                s
+                for s in sents
+                if s.endswith(".")
+                and 6 <= len(s.split()) <= 40
+                and "_" not in s
+                and "?" not in s
+                and not s.lower().startswith(("which", "what", "statement", "scenario"))
+            ]
             if keep:
                 out[str(item.get("topic") or "misc")].append(keep)
     return out

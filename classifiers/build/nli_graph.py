@@ -27,12 +27,145 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 P = "nli/"
-STOPWORDS = ["a", "an", "the", "of", "in", "on", "at", "to", "for", "from", "by", "with", "and", "or", "but", "is", "are", "was", "were", "be", "been", "being", "it", "its", "this", "that", "these", "those", "as", "has", "have", "had", "do", "does", "did", "will", "would", "can", "could", "should", "may", "might", "must", "there", "their", "they", "them", "he", "she", "his", "her", "we", "our", "you", "your", "i", "me", "my", "which", "who", "whom", "what", "when", "where", "how", "so", "than", "then", "also", "about", "into", "over", "such", "any", "all", "some", "each", "very", "just", "more", "most"]
-NEGATIONS = ["not", "no", "never", "none", "nobody", "nothing", "neither", "nor", "without", "cannot", "isn", "aren", "wasn", "weren", "doesn", "don", "didn", "won", "wouldn", "shouldn", "couldn", "hasn", "haven", "hadn"]
-SCALARS = ("cos", "align_mean_h", "align_min_h", "low50_h", "low70_h", "low85_h", "align_mean_p", "unmatched_h",
-           "frac_unmatched_h", "num_unmatched_h", "num_unmatched_p", "num_h", "num_p", "neg_p", "neg_h", "neg_diff",
-           "len_p", "len_h", "frac_unmatched_p", "swap_max", "swap_mean", "idf_unmatched_h", "idf_unmatched_p",
-           "idf_frac_unmatched_h", "idf_frac_unmatched_p", "idf_max_unmatched_h", "idf_max_unmatched_p", "swap_idf")
+STOPWORDS = [
+    "a",
+    "an",
+    "the",
+    "of",
+    "in",
+    "on",
+    "at",
+    "to",
+    "for",
+    "from",
+    "by",
+    "with",
+    "and",
+    "or",
+    "but",
+    "is",
+    "are",
+    "was",
+    "were",
+    "be",
+    "been",
+    "being",
+    "it",
+    "its",
+    "this",
+    "that",
+    "these",
+    "those",
+    "as",
+    "has",
+    "have",
+    "had",
+    "do",
+    "does",
+    "did",
+    "will",
+    "would",
+    "can",
+    "could",
+    "should",
+    "may",
+    "might",
+    "must",
+    "there",
+    "their",
+    "they",
+    "them",
+    "he",
+    "she",
+    "his",
+    "her",
+    "we",
+    "our",
+    "you",
+    "your",
+    "i",
+    "me",
+    "my",
+    "which",
+    "who",
+    "whom",
+    "what",
+    "when",
+    "where",
+    "how",
+    "so",
+    "than",
+    "then",
+    "also",
+    "about",
+    "into",
+    "over",
+    "such",
+    "any",
+    "all",
+    "some",
+    "each",
+    "very",
+    "just",
+    "more",
+    "most",
+]
+NEGATIONS = [
+    "not",
+    "no",
+    "never",
+    "none",
+    "nobody",
+    "nothing",
+    "neither",
+    "nor",
+    "without",
+    "cannot",
+    "isn",
+    "aren",
+    "wasn",
+    "weren",
+    "doesn",
+    "don",
+    "didn",
+    "won",
+    "wouldn",
+    "shouldn",
+    "couldn",
+    "hasn",
+    "haven",
+    "hadn",
+]
+SCALARS = (
+    "cos",
+    "align_mean_h",
+    "align_min_h",
+    "low50_h",
+    "low70_h",
+    "low85_h",
+    "align_mean_p",
+    "unmatched_h",
+    "frac_unmatched_h",
+    "num_unmatched_h",
+    "num_unmatched_p",
+    "num_h",
+    "num_p",
+    "neg_p",
+    "neg_h",
+    "neg_diff",
+    "len_p",
+    "len_h",
+    "frac_unmatched_p",
+    "swap_max",
+    "swap_mean",
+    "idf_unmatched_h",
+    "idf_unmatched_p",
+    "idf_frac_unmatched_h",
+    "idf_frac_unmatched_p",
+    "idf_max_unmatched_h",
+    "idf_max_unmatched_p",
+    "swap_idf",
+)
 
 
 @dataclass
@@ -68,8 +201,13 @@ def vocab_masks(vocab: dict[str, int], idf: np.ndarray | None = None) -> dict[st
             neg[i] = 1.0
         if tok in ("[CLS]", "[SEP]", "[PAD]"):
             special[i] = 1.0
-    return {"stop": stop, "num": num, "neg": neg, "special": special,
-            "idf": idf if idf is not None else np.ones(size, dtype=np.float32)}
+    return {
+        "stop": stop,
+        "num": num,
+        "neg": neg,
+        "special": special,
+        "idf": idf if idf is not None else np.ones(size, dtype=np.float32),
+    }
 
 
 def _c(name: str, value: np.ndarray | float | list[int], dtype: type = np.float32) -> onnx.TensorProto:
@@ -94,23 +232,38 @@ def _masked_mean(n: list[onnx.NodeProto], hidden: str, mask: str, out: str) -> N
 
 def _seg_sum(n: list[onnx.NodeProto], x: str, mask: str, out: str) -> None:
     """[b, 1]: sum over positions of x * mask."""
-    n += [helper.make_node("Mul", [P + x, P + mask], [P + out + "_xm"]),
-          helper.make_node("ReduceSum", [P + out + "_xm", P + "ax1"], [P + out], keepdims=1)]
+    n += [
+        helper.make_node("Mul", [P + x, P + mask], [P + out + "_xm"]),
+        helper.make_node("ReduceSum", [P + out + "_xm", P + "ax1"], [P + out], keepdims=1),
+    ]
 
 
 def _seg_mean(n: list[onnx.NodeProto], x: str, mask: str, out: str) -> None:
     _seg_sum(n, x, mask, out + "_sum")
-    n += [helper.make_node("ReduceSum", [P + mask, P + "ax1"], [P + out + "_cnt0"], keepdims=1),
-          helper.make_node("Max", [P + out + "_cnt0", P + "one"], [P + out + "_cnt"]),
-          helper.make_node("Div", [P + out + "_sum", P + out + "_cnt"], [P + out])]
+    n += [
+        helper.make_node("ReduceSum", [P + mask, P + "ax1"], [P + out + "_cnt0"], keepdims=1),
+        helper.make_node("Max", [P + out + "_cnt0", P + "one"], [P + out + "_cnt"]),
+        helper.make_node("Div", [P + out + "_sum", P + out + "_cnt"], [P + out]),
+    ]
 
 
 def feature_nodes(hidden: str, masks: dict[str, np.ndarray]) -> tuple[list[onnx.NodeProto], list[onnx.TensorProto], str]:
     """Nodes from the encoder's ``hidden`` [b, s, d] and the inputs to ``P+features`` [b, F]."""
     inits = [
-        _c("ax1", [1], np.int64), _c("ax2", [2], np.int64), _c("eps", 1e-9), _c("one", 1.0), _c("zero", 0.0),
-        _c("four", 4.0), _c("len_scale", 1 / 64), _c("t50", 0.5), _c("t70", 0.7), _c("t85", 0.85),
-        _c("stop", masks["stop"]), _c("num", masks["num"]), _c("neg", masks["neg"]), _c("special", masks["special"]),
+        _c("ax1", [1], np.int64),
+        _c("ax2", [2], np.int64),
+        _c("eps", 1e-9),
+        _c("one", 1.0),
+        _c("zero", 0.0),
+        _c("four", 4.0),
+        _c("len_scale", 1 / 64),
+        _c("t50", 0.5),
+        _c("t70", 0.7),
+        _c("t85", 0.85),
+        _c("stop", masks["stop"]),
+        _c("num", masks["num"]),
+        _c("neg", masks["neg"]),
+        _c("special", masks["special"]),
         _c("idf", masks["idf"]),
     ]
     n: list[onnx.NodeProto] = [
@@ -163,8 +316,10 @@ def feature_nodes(hidden: str, masks: dict[str, np.ndarray]) -> tuple[list[onnx.
         helper.make_node("Min", [P + "align_min0", P + "one"], [P + "align_min_h"]),
     ]
     for t in ("50", "70", "85"):
-        n += [helper.make_node("Less", [P + "a_h", P + "t" + t], [P + "lt" + t]),
-              helper.make_node("Cast", [P + "lt" + t], [P + "ltf" + t], to=TensorProto.FLOAT)]
+        n += [
+            helper.make_node("Less", [P + "a_h", P + "t" + t], [P + "lt" + t]),
+            helper.make_node("Cast", [P + "lt" + t], [P + "ltf" + t], to=TensorProto.FLOAT),
+        ]
         _seg_mean(n, "ltf" + t, "hc", "low" + t + "_h")
     # Exact token matches across the segments.
     n += [
@@ -222,8 +377,10 @@ def feature_nodes(hidden: str, masks: dict[str, np.ndarray]) -> tuple[list[onnx.
         helper.make_node("Mul", [P + "swap_h", P + "tok_idf"], [P + "swap_idf_tok"]),
         helper.make_node("ReduceMax", [P + "swap_idf_tok"], [P + "swap_idf"], axes=[1], keepdims=1),
     ]
-    n += [helper.make_node("ReduceSum", [P + "hnum", P + "ax1"], [P + "num_h"], keepdims=1),
-          helper.make_node("ReduceSum", [P + "pnum", P + "ax1"], [P + "num_p"], keepdims=1)]
+    n += [
+        helper.make_node("ReduceSum", [P + "hnum", P + "ax1"], [P + "num_h"], keepdims=1),
+        helper.make_node("ReduceSum", [P + "pnum", P + "ax1"], [P + "num_p"], keepdims=1),
+    ]
     _seg_sum(n, "ng", "pmask", "neg_p")
     _seg_sum(n, "ng", "hmask", "neg_h")
     n += [
@@ -252,8 +409,14 @@ def _encoder_parts(encoder: onnx.ModelProto, segment_types: bool) -> tuple[list[
     return nodes, zero
 
 
-def compose(encoder: onnx.ModelProto, masks: dict[str, np.ndarray], head: Mlp | None, *, segment_types: bool = False,
-            hidden_output: str = "last_hidden_state") -> onnx.ModelProto:
+def compose(
+    encoder: onnx.ModelProto,
+    masks: dict[str, np.ndarray],
+    head: Mlp | None,
+    *,
+    segment_types: bool = False,
+    hidden_output: str = "last_hidden_state",
+) -> onnx.ModelProto:
     """``head`` None: the graph outputs ``features`` (for training); else ``probabilities``."""
     encoder = onnx.ModelProto.FromString(encoder.SerializeToString())  # never edit the caller's copy
     g = encoder.graph
@@ -269,16 +432,19 @@ def compose(encoder: onnx.ModelProto, masks: dict[str, np.ndarray], head: Mlp | 
         x = fname
         for k, (w, b) in enumerate(zip(head.weights, head.biases, strict=True)):
             inits += [_c(f"w{k}", w.astype(np.float32)), _c(f"b{k}", b.astype(np.float32))]
-            nodes += [helper.make_node("MatMul", [x, P + f"w{k}"], [P + f"z{k}m"]),
-                      helper.make_node("Add", [P + f"z{k}m", P + f"b{k}"], [P + f"z{k}"])]
+            nodes += [
+                helper.make_node("MatMul", [x, P + f"w{k}"], [P + f"z{k}m"]),
+                helper.make_node("Add", [P + f"z{k}m", P + f"b{k}"], [P + f"z{k}"]),
+            ]
             x = P + f"z{k}"
             if k < len(head.weights) - 1:
                 nodes.append(helper.make_node("Relu", [x], [P + f"r{k}"]))
                 x = P + f"r{k}"
         nodes.append(helper.make_node("Softmax", [x], ["probabilities"], axis=-1))
         outputs.append(helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["batch", len(head.labels)]))
-    graph = helper.make_graph(nodes, "minilm_pair_nli", list(g.input), outputs,
-                              initializer=list(g.initializer) + inits, value_info=list(g.value_info))
+    graph = helper.make_graph(
+        nodes, "minilm_pair_nli", list(g.input), outputs, initializer=list(g.initializer) + inits, value_info=list(g.value_info)
+    )
     model = helper.make_model(graph, opset_imports=list(encoder.opset_import), producer_name="fusion-router")
     model.ir_version = encoder.ir_version
     onnx.checker.check_model(model)

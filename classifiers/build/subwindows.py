@@ -50,48 +50,70 @@ class Rows:
     length: np.ndarray  # [texts] tokens per text ([CLS]/[SEP] included)
 
     def select(self, mask: np.ndarray) -> Rows:
-        return Rows([i for i, m in zip(self.ids, mask) if m], self.emb[mask], self.owner[mask], self.start[mask],
-                    self.whole[mask], self.length)
+        return Rows(
+            [i for i, m in zip(self.ids, mask) if m],
+            self.emb[mask],
+            self.owner[mask],
+            self.start[mask],
+            self.whole[mask],
+            self.length,
+        )
 
 
 def _normed(x: np.ndarray) -> np.ndarray:
-    return (x / np.clip(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12, None)).astype(np.float32)
+    out: np.ndarray = (x / np.clip(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12, None)).astype(np.float32)
+    return out
 
 
 def encode_rows(encoder: object, texts: Sequence[str], batch: int = 64, subs: bool = True) -> Rows:
     """Run the encoder once per text and pool the whole window and each sub-window from its states."""
-    tok = encoder.tokenizer  # type: ignore[attr-defined]
+    tok = encoder.tokenizer  # type: ignore[attr-defined]  # the build passes the encoder duck-typed
     order = np.argsort([len(t) for t in texts], kind="stable")  # similar lengths → little padding
     per_text: list[list[tuple[list[int], np.ndarray, int]]] = [[] for _ in texts]
     lengths = np.zeros(len(texts), dtype=np.int64)
     t0 = time.perf_counter()
     for b in range(0, len(order), batch):
-        idx = order[b: b + batch]
+        idx = order[b : b + batch]
         enc = tok.encode([texts[j] for j in idx])
 
         def post(p: object, out: np.ndarray) -> list[list[tuple[list[int], np.ndarray, int]]]:
             res = []
             for r in range(out.shape[0]):
-                n = int(p.attention_mask[r].sum())  # type: ignore[attr-defined]
-                ids = p.input_ids[r, :n].tolist()  # type: ignore[attr-defined]
+                n = int(p.attention_mask[r].sum())  # type: ignore[attr-defined]  # the build passes the encoder duck-typed
+                ids = p.input_ids[r, :n].tolist()  # type: ignore[attr-defined]  # the build passes the encoder duck-typed
                 h = out[r, :n].astype(np.float32)
                 rows = [(ids, h.mean(axis=0), 0)]
                 if subs:
-                    rows += [(ids[s: s + SUB_TOKENS], h[s: s + SUB_TOKENS].mean(axis=0), s) for s in sub_starts(n)]
+                    rows += [(ids[s : s + SUB_TOKENS], h[s : s + SUB_TOKENS].mean(axis=0), s) for s in sub_starts(n)]
                 res.append(rows)
             return res
 
-        for j, rows in zip(idx, encoder._per_row(enc, post)):  # type: ignore[attr-defined]
+        for j, rows in zip(idx, encoder._per_row(enc, post)):  # type: ignore[attr-defined]  # the build passes the encoder duck-typed
             per_text[j] = rows
             lengths[j] = len(rows[0][0])
     ids, vecs, owner, start, whole = [], [], [], [], []
     for i, rows in enumerate(per_text):
         for n, (r_ids, v, s) in enumerate(rows):
-            ids.append(r_ids); vecs.append(v); owner.append(i); start.append(s); whole.append(n == 0)
-    log.info("jailbreak_rows_encoded", texts=len(texts), rows=len(ids), tokens=int(lengths.sum()),
-             seconds=round(time.perf_counter() - t0, 1))
-    return Rows(ids, _normed(np.stack(vecs)) if vecs else np.zeros((0, 384), np.float32), np.array(owner, np.int64),
-                np.array(start, np.int64), np.array(whole, bool), lengths)
+            ids.append(r_ids)
+            vecs.append(v)
+            owner.append(i)
+            start.append(s)
+            whole.append(n == 0)
+    log.info(
+        "jailbreak_rows_encoded",
+        texts=len(texts),
+        rows=len(ids),
+        tokens=int(lengths.sum()),
+        seconds=round(time.perf_counter() - t0, 1),
+    )
+    return Rows(
+        ids,
+        _normed(np.stack(vecs)) if vecs else np.zeros((0, 384), np.float32),
+        np.array(owner, np.int64),
+        np.array(start, np.int64),
+        np.array(whole, bool),
+        lengths,
+    )
 
 
 def text_max(row_scores: np.ndarray, rows: Rows, n_texts: int) -> np.ndarray:
@@ -101,8 +123,9 @@ def text_max(row_scores: np.ndarray, rows: Rows, n_texts: int) -> np.ndarray:
     return out
 
 
-def row_labels(rows: Rows, y: Sequence[int], spans: Sequence[tuple[int, int] | None],
-               offsets: Sequence[Sequence[tuple[int, int]]]) -> np.ndarray:
+def row_labels(
+    rows: Rows, y: Sequence[int], spans: Sequence[tuple[int, int] | None], offsets: Sequence[Sequence[tuple[int, int]]]
+) -> np.ndarray:
     """Label of every row: the text's label for whole windows; for sub-windows of a benign text 0; for
     a text with a hidden attack at ``spans[i]`` (characters), 1 when the sub-window holds all of the
     attack's tokens (or lies inside an attack longer than itself), 0 when it holds none of them, and

@@ -36,9 +36,7 @@ def vocab_from_py_source(source: str) -> list[str]:
 def bert_uncased_tokenizer(vocab: list[str], max_length: int) -> Tokenizer:
     ids = {tok: i for i, tok in enumerate(vocab)}
     tok = Tokenizer(models.WordPiece(vocab=ids, unk_token="[UNK]", max_input_chars_per_word=100))
-    tok.normalizer = normalizers.BertNormalizer(
-        clean_text=True, handle_chinese_chars=True, strip_accents=None, lowercase=True
-    )
+    tok.normalizer = normalizers.BertNormalizer(clean_text=True, handle_chinese_chars=True, strip_accents=None, lowercase=True)
     tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     tok.post_processor = processors.TemplateProcessing(
         single="[CLS] $A [SEP]",

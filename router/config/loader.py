@@ -20,12 +20,12 @@ from router.config.reference import (
     not_supported,
 )
 from router.config.report import VSR_V03, ConfigReport
-from router.config.signals import SIGNAL_SECTIONS, SIGNAL_TYPES
 from router.config.schema import (
     Config,
     RuleLeaf,
     RuleNode,
 )
+from router.config.signals import SIGNAL_SECTIONS, SIGNAL_TYPES
 from router.decisions.policy_checks import check_policies
 from router.decisions.selection.registry import SELECTIONS
 from router.looper.registry import ALGORITHMS
@@ -138,15 +138,19 @@ def _cross_check(cfg: Config) -> Iterator[str]:
             if ref.model not in models:
                 yield f"{at}.modelRefs[{j}].model: unknown model {ref.model!r} (expected one of {sorted(models)})"
             elif ref.lora_name and by_name[ref.model].loras and ref.lora_name not in by_name[ref.model].loras:
-                yield (f"{at}.modelRefs[{j}].lora_name: {ref.lora_name!r} is not one of model {ref.model!r}'s loras "
-                       f"{by_name[ref.model].loras}")
+                yield (
+                    f"{at}.modelRefs[{j}].lora_name: {ref.lora_name!r} is not one of model {ref.model!r}'s loras "
+                    f"{by_name[ref.model].loras}"
+                )
         if not d.modelRefs and not d.is_looper and not d.is_guard:
             yield f"{at}.modelRefs: a routing decision needs at least one model"
         if d.rules is not None:
             yield from _check_rule(d.rules, f"{at}.rules", declared)
         settings = d.algorithm_settings
         if settings is not None:
-            ctx = CheckContext(models=frozenset(models), reserved=frozenset(reserved), model_refs=tuple(r.model for r in d.modelRefs))
+            ctx = CheckContext(
+                models=frozenset(models), reserved=frozenset(reserved), model_refs=tuple(r.model for r in d.modelRefs)
+            )
             for problem in ALGORITHMS[d.algorithm.type].check(settings, ctx):
                 yield f"{at}.algorithm.{d.algorithm.type}.{problem}"
     # Selection among modelRefs, session affinity, tenants, the shared store (docs/policies.md).
@@ -180,8 +184,10 @@ def _check_guard_on_error(cfg: Config) -> Iterator[str]:
             sig = getattr(cfg.routing.signals, section)[j]
             if "on_error" in sig.model_fields_set and sig.on_error == "skip":
                 flagged.add(owner)
-                yield (f"routing.signals.{section}[{j}].on_error: {sig.name!r} is read by the guard {d.name!r}, so it "
-                       "cannot be skipped on error (a failed guard answers 503); remove on_error or use fail_closed")
+                yield (
+                    f"routing.signals.{section}[{j}].on_error: {sig.name!r} is read by the guard {d.name!r}, so it "
+                    "cannot be skipped on error (a failed guard answers 503); remove on_error or use fail_closed"
+                )
 
 
 def _leaves(rule: RuleNode | RuleLeaf | None) -> Iterator[str]:

@@ -101,8 +101,10 @@ else:
     LooperIntegration = create_model(
         "LooperIntegration",
         __base__=LooperIntegrationBase,
-        **{name: (AlgorithmSlugs, Field(default_factory=lambda spec=spec: AlgorithmSlugs(model_names=list(spec.default_slugs))))
-           for name, spec in ALGORITHMS.items()},
+        **{
+            name: (AlgorithmSlugs, Field(default_factory=lambda spec=spec: AlgorithmSlugs(model_names=list(spec.default_slugs))))
+            for name, spec in ALGORITHMS.items()
+        },
     )
 
 
@@ -166,7 +168,7 @@ def parse_param_size(value: str | float) -> float | None:
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value) if value > 0 else None
     text = str(value).strip().lower()
-    scale = {"b": 1.0, "m": 1e-3, "k": 1e-6, "t": 1e3}.get(text[-1:], None)
+    scale = {"b": 1.0, "m": 1e-3, "k": 1e-6, "t": 1e3}.get(text[-1:])
     number = text[:-1] if scale is not None else text
     try:
         size = float(number) * (scale if scale is not None else 1.0)
@@ -242,7 +244,7 @@ class ModelSpec(Strict):
 
 # The specs and the one table of signal types live in router/config/signals.py; the names are
 # re-exported here for the modules that import them from the schema.
-from router.config.signals import (  # noqa: F401 - re-exported for the modules that import them from here
+from router.config.signals import (  # noqa: E402, F401 - re-exported for the modules that import them from here
     LEAF_TYPES,
     SIGNAL_SECTIONS,
     SIGNAL_TYPES,
@@ -295,9 +297,14 @@ def _catch_all(value: Any) -> Any:
     """A decision's rules that are omitted, ``{}`` or an AND/OR with no conditions (vLLM-SR's
     ``{operator: AND, conditions: []}``) always match: a catch-all. Only at the top: an empty
     condition list deeper in a tree is an error, never silently "true"."""
-    if isinstance(value, dict) and (not value or (set(value) <= {"operator", "conditions"}
-                                                  and value.get("operator", "AND") in ("AND", "OR")
-                                                  and value.get("conditions") in ([], None))):
+    if isinstance(value, dict) and (
+        not value
+        or (
+            set(value) <= {"operator", "conditions"}
+            and value.get("operator", "AND") in ("AND", "OR")
+            and value.get("conditions") in ([], None)
+        )
+    ):
         return None
     return value
 
@@ -309,7 +316,7 @@ def _rule_kind(value: Any) -> str:
 
 
 Rule = Annotated[
-    Union[Annotated[RuleNode, Tag("node")], Annotated[RuleLeaf, Tag("leaf")]],
+    Annotated[RuleNode, Tag("node")] | Annotated[RuleLeaf, Tag("leaf")],
     Discriminator(_rule_kind),
 ]
 RuleNode.model_rebuild()
@@ -326,8 +333,10 @@ def _known_algorithm(value: Any) -> Any:
     """Algorithms vLLM-SR has and this router does not are refused by name, not as a bad tag."""
     kind = value.get("type") if isinstance(value, dict) else None
     if isinstance(kind, str) and kind not in SELECTIONS and kind not in ALGORITHMS and kind in UNSUPPORTED_ALGORITHMS:
-        raise ValueError(f"algorithm type {kind!r} is not supported by fusion-router ({UNSUPPORTED_ALGORITHMS[kind]}); "
-                         f"supported: {[*SELECTIONS, *ALGORITHMS]}")
+        raise ValueError(
+            f"algorithm type {kind!r} is not supported by fusion-router ({UNSUPPORTED_ALGORITHMS[kind]}); "
+            f"supported: {[*SELECTIONS, *ALGORITHMS]}"
+        )
     return value
 
 
@@ -405,9 +414,7 @@ class PIIMaskPlugin(Strict):
     configuration: PIIMaskConfig = Field(default_factory=PIIMaskConfig)
 
 
-Plugin = Annotated[
-    Union[SystemPromptPlugin, HeaderMutationPlugin, BlockPlugin, PIIMaskPlugin], Field(discriminator="type")
-]
+Plugin = Annotated[SystemPromptPlugin | HeaderMutationPlugin | BlockPlugin | PIIMaskPlugin, Field(discriminator="type")]
 
 
 class ModelRef(Strict):

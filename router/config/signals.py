@@ -217,9 +217,11 @@ class PIISignal(ModelSignalCommon):
     def _known_labels(cls, value: list[str]) -> list[str]:
         bad = pii_labels.unknown(value)
         if bad:
-            raise ValueError(f"unknown PII labels {bad}: an allowance the detector never matches would do nothing "
-                             f"(router labels: {sorted(pii_labels.ROUTER_LABELS)}; vLLM-SR labels: "
-                             f"{sorted(pii_labels.REFERENCE_LABELS)})")
+            raise ValueError(
+                f"unknown PII labels {bad}: an allowance the detector never matches would do nothing "
+                f"(router labels: {sorted(pii_labels.ROUTER_LABELS)}; vLLM-SR labels: "
+                f"{sorted(pii_labels.REFERENCE_LABELS)})"
+            )
         return value
 
 

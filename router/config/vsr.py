@@ -109,10 +109,16 @@ class _Reader:
             self.refuse("version", f"config version {version!r}", "this reader reads vLLM-SR's canonical v0.3 layout")
         self.unknown_keys(d, {"version", "listeners", "providers", "routing", "global", "entrypoints", "recipes"}, "(top level)")
         if d.get("listeners"):
-            self.report.ignore("listeners", "Envoy listeners are Envoy's: `fusion-router envoy-config --listen-port`, or the chart's envoy.listenerPort")
+            self.report.ignore(
+                "listeners",
+                "Envoy listeners are Envoy's: `fusion-router envoy-config --listen-port`, or the chart's envoy.listenerPort",
+            )
         if d.get("entrypoints") or d.get("recipes"):
-            self.refuse("recipes" if d.get("recipes") else "entrypoints", "recipes and entrypoints",
-                        "per-model-name routing profiles; fusion-router has one routing profile per config")
+            self.refuse(
+                "recipes" if d.get("recipes") else "entrypoints",
+                "recipes and entrypoints",
+                "per-model-name routing profiles; fusion-router has one routing profile per config",
+            )
         providers = _mapping(d.get("providers"))
         routing = _mapping(d.get("routing"))
         self.unknown_keys(providers, {"defaults", "models"}, "providers")
@@ -125,14 +131,17 @@ class _Reader:
                     self.loras.setdefault(str(lora["name"]), str(name))
         for i, m in enumerate(_items(providers.get("models"))):
             self._provider_model(_mapping(m), f"providers.models[{i}]")
-        for name, (i, card) in cards.items():
+        for _name, (i, card) in cards.items():
             self._model_card(card, f"routing.modelCards[{i}]")
         self._strategy(routing.get("strategy"), "routing.strategy")
         if routing.get("projections") and any(_mapping(routing.get("projections")).values()):
             self.refuse("routing.projections", "routing.projections", UNSUPPORTED_LEAF_TYPES["projection"])
         signals = self._signals(_mapping(routing.get("signals")))
-        decisions = [out for i, dec in enumerate(_items(routing.get("decisions")))
-                     if (out := self._decision(_mapping(dec), f"routing.decisions[{i}]")) is not None]
+        decisions = [
+            out
+            for i, dec in enumerate(_items(routing.get("decisions")))
+            if (out := self._decision(_mapping(dec), f"routing.decisions[{i}]")) is not None
+        ]
         native: dict[str, Any] = {"version": 1, "global": self._global(_mapping(d.get("global")))}
         default = _mapping(providers.get("defaults")).get("default_model")
         if default:
@@ -142,12 +151,16 @@ class _Reader:
         self._unbound(cards)
         native["backends"] = self.backends
         native["models"] = list(self.models.values())
-        self.report.used[:0] = [f"providers.models + routing.modelCards → {len(self.models)} models on {len(self.backends)} backends",
-                                f"routing.decisions → {len(decisions)} decisions"]
+        self.report.used[:0] = [
+            f"providers.models + routing.modelCards → {len(self.models)} models on {len(self.backends)} backends",
+            f"routing.decisions → {len(decisions)} decisions",
+        ]
         native["routing"] = {"signals": signals, "decisions": decisions}
         if not native["models"]:
-            self.report.refuse("providers.models: no model has a backend (providers.models[].backend_refs[].endpoint or "
-                               "base_url); fusion-router needs at least one model to route to")
+            self.report.refuse(
+                "providers.models: no model has a backend (providers.models[].backend_refs[].endpoint or "
+                "base_url); fusion-router needs at least one model to route to"
+            )
         return native
 
     # -- providers --------------------------------------------------------------------------------
@@ -160,24 +173,48 @@ class _Reader:
         effort = defaults.get("default_reasoning_effort")
         self.default_effort = str(effort) if effort else None
         if self.families:
-            self.report.use("providers.defaults.reasoning_families → models[].reasoning_family (how each backend is told to think)")
+            self.report.use(
+                "providers.defaults.reasoning_families → models[].reasoning_family (how each backend is told to think)"
+            )
 
     def _provider_model(self, m: dict[str, Any], at: str) -> None:
-        self.unknown_keys(m, {"name", "reasoning_family", "provider_model_id", "backend_refs", "pricing", "reliability",
-                              "api_format", "external_model_ids"}, at)
+        self.unknown_keys(
+            m,
+            {
+                "name",
+                "reasoning_family",
+                "provider_model_id",
+                "backend_refs",
+                "pricing",
+                "reliability",
+                "api_format",
+                "external_model_ids",
+            },
+            at,
+        )
         name = str(m.get("name") or "")
         if not name:
             self.report.refuse(f"{at}.name: required field is missing")
             return
         refs = [_mapping(r) for r in _items(m.get("backend_refs"))]
         if m.get("api_format") not in (None, "", "openai"):
-            self.refuse(f"{at}.api_format", f"api_format {m['api_format']!r}", "fusion-router speaks the OpenAI chat-completions API to every backend")
+            self.refuse(
+                f"{at}.api_format",
+                f"api_format {m['api_format']!r}",
+                "fusion-router speaks the OpenAI chat-completions API to every backend",
+            )
         if m.get("reliability"):
-            self.report.ignore("providers.models[].reliability", "load-balancing, retries, outlier detection and health checks are Envoy cluster settings: set them on your Envoy (envoy/README.md)")
+            self.report.ignore(
+                "providers.models[].reliability",
+                "load-balancing, retries, outlier detection and health checks are Envoy cluster settings: set them on your Envoy (envoy/README.md)",
+            )
         refs_with_target = [(j, r) for j, r in enumerate(refs) if r.get("endpoint") or r.get("base_url")]
         if len(refs_with_target) > 1:
-            self.refuse(f"{at}.backend_refs", f"{len(refs_with_target)} backend_refs for one model",
-                        "weighted endpoints per model; give each endpoint its own model, or balance them in one Envoy cluster")
+            self.refuse(
+                f"{at}.backend_refs",
+                f"{len(refs_with_target)} backend_refs for one model",
+                "weighted endpoints per model; give each endpoint its own model, or balance them in one Envoy cluster",
+            )
         backend: dict[str, Any] | None = None
         for j, ref in refs_with_target[:1]:
             backend = self._backend_ref(name, ref, f"{at}.backend_refs[{j}]")
@@ -191,8 +228,10 @@ class _Reader:
         family = m.get("reasoning_family")
         if family:
             if family not in self.families:
-                self.report.refuse(f"{at}.reasoning_family: {family!r} is not in providers.defaults.reasoning_families "
-                                   f"(declared: {sorted(self.families) or 'none'})")
+                self.report.refuse(
+                    f"{at}.reasoning_family: {family!r} is not in providers.defaults.reasoning_families "
+                    f"(declared: {sorted(self.families) or 'none'})"
+                )
             else:
                 model["reasoning_family"] = dict(self.families[family])
         pricing = _mapping(m.get("pricing"))
@@ -200,8 +239,9 @@ class _Reader:
             model["pricing"] = {k: pricing[k] for k in ("currency", "prompt_per_1m", "completion_per_1m") if k in pricing}
             extra = sorted(set(pricing) - {"currency", "prompt_per_1m", "completion_per_1m"})
             if extra:
-                self.report.ignore("providers.models[].pricing." + "/".join(extra),
-                                   "fusion-router orders by prompt and completion prices only")
+                self.report.ignore(
+                    "providers.models[].pricing." + "/".join(extra), "fusion-router orders by prompt and completion prices only"
+                )
         if backend is not None:
             self.models[name] = model
 
@@ -213,20 +253,46 @@ class _Reader:
         return ids.get(kind) or m.get("provider_model_id") or None
 
     def _backend_ref(self, model: str, ref: dict[str, Any], at: str) -> dict[str, Any] | None:
-        self.unknown_keys(ref, {"name", "endpoint", "protocol", "weight", "type", "base_url", "provider", "auth_header",
-                                "auth_prefix", "extra_headers", "api_version", "chat_path", "api_key", "api_key_env"}, at)
+        self.unknown_keys(
+            ref,
+            {
+                "name",
+                "endpoint",
+                "protocol",
+                "weight",
+                "type",
+                "base_url",
+                "provider",
+                "auth_header",
+                "auth_prefix",
+                "extra_headers",
+                "api_version",
+                "chat_path",
+                "api_key",
+                "api_key_env",
+            },
+            at,
+        )
         if ref.get("provider") not in (None, "", "openai", "vllm"):
-            self.refuse(f"{at}.provider", f"provider {ref['provider']!r}", "only OpenAI-compatible backends (vLLM, OpenAI and compatible APIs)")
+            self.refuse(
+                f"{at}.provider",
+                f"provider {ref['provider']!r}",
+                "only OpenAI-compatible backends (vLLM, OpenAI and compatible APIs)",
+            )
         if ref.get("auth_header") not in (None, "", "Authorization", "authorization"):
             self.refuse(f"{at}.auth_header", f"auth_header {ref['auth_header']!r}", "keys go in `Authorization: Bearer <key>`")
         if ref.get("auth_prefix") not in (None, "", "Bearer"):
             self.refuse(f"{at}.auth_prefix", f"auth_prefix {ref['auth_prefix']!r}", "keys go in `Authorization: Bearer <key>`")
-        for key, why in (("extra_headers", "per-backend extra request headers (a decision's header_mutation sets headers)"),
-                         ("api_version", "API versions in the query string (Azure OpenAI)")):
+        for key, why in (
+            ("extra_headers", "per-backend extra request headers (a decision's header_mutation sets headers)"),
+            ("api_version", "API versions in the query string (Azure OpenAI)"),
+        ):
             if ref.get(key):
                 self.refuse(f"{at}.{key}", key, why)
         if ref.get("chat_path") not in (None, "", "/chat/completions", "/v1/chat/completions"):
-            self.refuse(f"{at}.chat_path", f"chat_path {ref['chat_path']!r}", "requests keep the client's /v1/chat/completions path")
+            self.refuse(
+                f"{at}.chat_path", f"chat_path {ref['chat_path']!r}", "requests keep the client's /v1/chat/completions path"
+            )
         if ref.get("type") not in (None, "", "vllm", "chat", "openai"):
             self.refuse(f"{at}.type", f"backend type {ref['type']!r}", "only chat-completions backends")
         if ref.get("endpoint"):
@@ -242,18 +308,36 @@ class _Reader:
             if env:
                 backend["api_key_env"] = env.group(1)
             else:
-                self.refuse(f"{at}.api_key", "a literal api_key in the config",
-                            "name the environment variable that holds it: api_key_env (or api_key: ${VAR})")
+                self.refuse(
+                    f"{at}.api_key",
+                    "a literal api_key in the config",
+                    "name the environment variable that holds it: api_key_env (or api_key: ${VAR})",
+                )
         if ref.get("api_key_env"):
             backend["api_key_env"] = str(ref["api_key_env"])
         if "weight" in ref:
-            self.report.ignore("providers.models[].backend_refs[].weight", "one backend per model: it gets all of that model's traffic")
+            self.report.ignore(
+                "providers.models[].backend_refs[].weight", "one backend per model: it gets all of that model's traffic"
+            )
         self.backends.append(backend)
         return backend
 
     def _model_card(self, card: dict[str, Any], at: str) -> None:
-        self.unknown_keys(card, {"name", "param_size", "context_window_size", "description", "capabilities", "loras",
-                                 "quality_score", "modality", "tags"}, at)
+        self.unknown_keys(
+            card,
+            {
+                "name",
+                "param_size",
+                "context_window_size",
+                "description",
+                "capabilities",
+                "loras",
+                "quality_score",
+                "modality",
+                "tags",
+            },
+            at,
+        )
         model = self.models.get(str(card.get("name")))
         if model is None:
             return
@@ -264,10 +348,14 @@ class _Reader:
         loras = [str(lo["name"]) for lo in _items(card.get("loras")) if isinstance(lo, dict) and lo.get("name")]
         if loras:
             model["loras"] = loras
-        descriptive = sorted(k for k in ("context_window_size", "capabilities", "quality_score", "modality", "tags") if card.get(k))
+        descriptive = sorted(
+            k for k in ("context_window_size", "capabilities", "quality_score", "modality", "tags") if card.get(k)
+        )
         if descriptive:
-            self.report.ignore("routing.modelCards[]." + "/".join(descriptive),
-                               "model metadata the reference's selection algorithms read; static routing and the loopers do not")
+            self.report.ignore(
+                "routing.modelCards[]." + "/".join(descriptive),
+                "model metadata the reference's selection algorithms read; static routing and the loopers do not",
+            )
 
     def _lora_aliases(self) -> None:
         """A LoRA named where a model is expected is that adapter on its base model's backend: vLLM
@@ -276,19 +364,27 @@ class _Reader:
             base = self.loras.get(name)
             if name in self.models or base is None or base not in self.models:
                 continue
-            self.models[name] = {"name": name, "backend": self.models[base]["backend"], "served_model_id": name,
-                                 "description": f"LoRA adapter {name} on {base}"}
+            self.models[name] = {
+                "name": name,
+                "backend": self.models[base]["backend"],
+                "served_model_id": name,
+                "description": f"LoRA adapter {name} on {base}",
+            }
             self.report.use(f"{name}: LoRA adapter of {base}, served by {base}'s backend under its own name")
 
     def _unbound(self, cards: dict[Any, tuple[int, dict[str, Any]]]) -> None:
         for name, (i, _) in cards.items():
             if name not in self.models:
                 if name in self.referenced:
-                    self.report.refuse(f"routing.modelCards[{i}]: {name!r} is routed to but has no providers.models entry "
-                                       "with a backend_refs endpoint")
+                    self.report.refuse(
+                        f"routing.modelCards[{i}]: {name!r} is routed to but has no providers.models entry "
+                        "with a backend_refs endpoint"
+                    )
                 else:
-                    self.report.ignore("routing.modelCards[] without providers.models binding",
-                                       "a model card no decision routes to and no backend serves")
+                    self.report.ignore(
+                        "routing.modelCards[] without providers.models binding",
+                        "a model card no decision routes to and no backend serves",
+                    )
 
     # -- routing ----------------------------------------------------------------------------------
 
@@ -299,8 +395,15 @@ class _Reader:
 
     def _signals(self, signals: dict[str, Any]) -> dict[str, Any]:
         out: dict[str, list[Any]] = {}
-        readers = {"keywords": self._keyword, "embeddings": self._embedding, "language": self._language,
-                   "context": self._context, "complexity": self._complexity, "jailbreak": self._jailbreak, "pii": self._pii}
+        readers = {
+            "keywords": self._keyword,
+            "embeddings": self._embedding,
+            "language": self._language,
+            "context": self._context,
+            "complexity": self._complexity,
+            "jailbreak": self._jailbreak,
+            "pii": self._pii,
+        }
         for section, items in signals.items():
             at = f"routing.signals.{section}"
             if section in UNSUPPORTED_SIGNAL_SECTIONS:
@@ -320,9 +423,11 @@ class _Reader:
             if out[section]:
                 self.report.use(f"{at}: {len(out[section])} signal(s)")
         if any(out.get(s) for s in ("embeddings", "complexity", "domains")):
-            self.report.use("similarity thresholds are kept as written, but they were tuned for the reference's embedding "
-                            "model; fusion-router scores with models/embedding (all-MiniLM-L6-v2): check them with "
-                            "`fusion-router classify`")
+            self.report.use(
+                "similarity thresholds are kept as written, but they were tuned for the reference's embedding "
+                "model; fusion-router scores with models/embedding (all-MiniLM-L6-v2): check them with "
+                "`fusion-router classify`"
+            )
         return out
 
     def _common(self, s: dict[str, Any], at: str, known: set[str]) -> dict[str, Any]:
@@ -333,14 +438,33 @@ class _Reader:
         return out
 
     def _keyword(self, s: dict[str, Any], at: str) -> dict[str, Any] | None:
-        out = self._common(s, at, {"operator", "keywords", "case_sensitive", "method", "fuzzy_match", "fuzzy_threshold",
-                                   "bm25_threshold", "ngram_threshold", "ngram_arity"})
+        out = self._common(
+            s,
+            at,
+            {
+                "operator",
+                "keywords",
+                "case_sensitive",
+                "method",
+                "fuzzy_match",
+                "fuzzy_threshold",
+                "bm25_threshold",
+                "ngram_threshold",
+                "ngram_arity",
+            },
+        )
         method = str(s.get("method") or "").lower()
         if method in ("bm25", "ngram"):
-            self.refuse(f"{at}.method", f"keyword method {method!r}", "keywords match as words, substrings or regular expressions")
+            self.refuse(
+                f"{at}.method", f"keyword method {method!r}", "keywords match as words, substrings or regular expressions"
+            )
             return None
         if s.get("fuzzy_match"):
-            self.refuse(f"{at}.fuzzy_match", "fuzzy keyword matching", "keywords match exactly (as words, substrings or regular expressions)")
+            self.refuse(
+                f"{at}.fuzzy_match",
+                "fuzzy keyword matching",
+                "keywords match exactly (as words, substrings or regular expressions)",
+            )
             return None
         if method not in ("", "regex"):
             self.refuse(f"{at}.method", f"keyword method {method!r}", _UNKNOWN)
@@ -379,7 +503,9 @@ class _Reader:
     def _complexity(self, s: dict[str, Any], at: str) -> dict[str, Any] | None:
         out = self._common(s, at, {"threshold", "hard", "easy", "composer"})
         if s.get("composer"):
-            self.refuse(f"{at}.composer", "complexity composer rules", "a complexity signal's level comes from its exemplars alone")
+            self.refuse(
+                f"{at}.composer", "complexity composer rules", "a complexity signal's level comes from its exemplars alone"
+            )
             return None
         for level in ("hard", "easy"):
             block = _mapping(s.get(level))
@@ -393,8 +519,10 @@ class _Reader:
 
     def _guard_scope(self, s: dict[str, Any], where: str) -> None:
         if "include_history" in s and not s["include_history"]:
-            self.report.ignore(f"{where}.include_history: false",
-                               "guards read every message a model reads (system, user, tool results), the history included")
+            self.report.ignore(
+                f"{where}.include_history: false",
+                "guards read every message a model reads (system, user, tool results), the history included",
+            )
 
     def _jailbreak(self, s: dict[str, Any], at: str) -> dict[str, Any] | None:
         out = self._common(s, at, {"method", "threshold", "include_history", "jailbreak_patterns", "benign_patterns"})
@@ -403,8 +531,10 @@ class _Reader:
             self.refuse(f"{at}.method", f"jailbreak method {method!r}", "jailbreak signals use the classifier (models/jailbreak)")
             return None
         if s.get("jailbreak_patterns") or s.get("benign_patterns"):
-            self.report.ignore("routing.signals.jailbreak[].jailbreak_patterns/benign_patterns",
-                               "the reference reads them only for its contrastive methods")
+            self.report.ignore(
+                "routing.signals.jailbreak[].jailbreak_patterns/benign_patterns",
+                "the reference reads them only for its contrastive methods",
+            )
         self._guard_scope(s, "routing.signals.jailbreak[]")
         if "threshold" in s:
             out["threshold"] = s["threshold"]
@@ -426,8 +556,11 @@ class _Reader:
             s = _mapping(raw)
             self.unknown_keys(s, {"name", "description", "mmlu_categories", "model_scores", "system_prompt"}, f"{at}[{j}]")
             if s.get("system_prompt"):
-                self.report.ignore("routing.signals.domains[].system_prompt", "not part of vLLM-SR's v0.3 domain schema: the "
-                                   "reference ignores it too; a decision's system_prompt plugin sets the prompt")
+                self.report.ignore(
+                    "routing.signals.domains[].system_prompt",
+                    "not part of vLLM-SR's v0.3 domain schema: the "
+                    "reference ignores it too; a decision's system_prompt plugin sets the prompt",
+                )
             cat: dict[str, Any] = {"name": s.get("name")}
             if s.get("description"):
                 cat["description"] = s["description"]
@@ -437,26 +570,51 @@ class _Reader:
                 # The reference's classifier reports MMLU subjects; a domain named after one matches it.
                 cat["mmlu_categories"] = [s["name"]]
             if s.get("model_scores"):
-                self.report.ignore("routing.signals.domains[].model_scores",
-                                   "per-domain model scores feed the reference's selection algorithms; a decision routes to its first modelRef")
+                self.report.ignore(
+                    "routing.signals.domains[].model_scores",
+                    "per-domain model scores feed the reference's selection algorithms; a decision routes to its first modelRef",
+                )
             categories.append(cat)
             self.domain_names.add(str(s.get("name")))
         if not categories:
             return None
-        self.report.use(f"{at}: {len(categories)} domain(s) → categories of the `{DOMAIN_SIGNAL}` domain signal "
-                        "(built-in MMLU descriptions and examples for mmlu_categories)")
+        self.report.use(
+            f"{at}: {len(categories)} domain(s) → categories of the `{DOMAIN_SIGNAL}` domain signal "
+            "(built-in MMLU descriptions and examples for mmlu_categories)"
+        )
         return {"name": DOMAIN_SIGNAL, "threshold": DOMAIN_THRESHOLD, "categories": categories}
 
     # -- decisions --------------------------------------------------------------------------------
 
     def _decision(self, dec: dict[str, Any], at: str) -> dict[str, Any] | None:
-        self.unknown_keys(dec, {"name", "description", "priority", "tier", "output_contract", "output_contract_spec", "rules",
-                                "modelRefs", "algorithm", "adaptations", "plugins", "candidateIterations", "emits",
-                                "annotations"}, at)
+        self.unknown_keys(
+            dec,
+            {
+                "name",
+                "description",
+                "priority",
+                "tier",
+                "output_contract",
+                "output_contract_spec",
+                "rules",
+                "modelRefs",
+                "algorithm",
+                "adaptations",
+                "plugins",
+                "candidateIterations",
+                "emits",
+                "annotations",
+            },
+            at,
+        )
         ok = True
-        for key, why in (("output_contract", "output contracts on responses"), ("output_contract_spec", "output contracts on responses"),
-                         ("adaptations", "decision adaptations"), ("candidateIterations", "candidate iterations (DSL FOR blocks)"),
-                         ("emits", "EMIT directives (response retention)")):
+        for key, why in (
+            ("output_contract", "output contracts on responses"),
+            ("output_contract_spec", "output contracts on responses"),
+            ("adaptations", "decision adaptations"),
+            ("candidateIterations", "candidate iterations (DSL FOR blocks)"),
+            ("emits", "EMIT directives (response retention)"),
+        ):
             if dec.get(key):
                 self.refuse(f"{at}.{key}", key, why)
                 ok = False
@@ -474,8 +632,11 @@ class _Reader:
             ok = False
         elif rules is not None:
             out["rules"] = rules
-        refs = [r for j, raw in enumerate(_items(dec.get("modelRefs")))
-                if (r := self._model_ref(_mapping(raw), f"{at}.modelRefs[{j}]")) is not None]
+        refs = [
+            r
+            for j, raw in enumerate(_items(dec.get("modelRefs")))
+            if (r := self._model_ref(_mapping(raw), f"{at}.modelRefs[{j}]")) is not None
+        ]
         if refs:
             out["modelRefs"] = refs
         algorithm = self._algorithm(_mapping(dec.get("algorithm")), f"{at}.algorithm")
@@ -483,8 +644,11 @@ class _Reader:
             ok = False
         elif algorithm:
             out["algorithm"] = algorithm
-        plugins = [p for j, raw in enumerate(_items(dec.get("plugins")))
-                   if (p := self._plugin(_mapping(raw), f"{at}.plugins[{j}]")) is not None]
+        plugins = [
+            p
+            for j, raw in enumerate(_items(dec.get("plugins")))
+            if (p := self._plugin(_mapping(raw), f"{at}.plugins[{j}]")) is not None
+        ]
         if plugins:
             out["plugins"] = plugins
         return out if ok else None
@@ -500,7 +664,11 @@ class _Reader:
             self.unknown_keys(node, {"type", "name", "label", "predicate", "on_error"}, at)
             for key in ("label", "predicate", "on_error"):
                 if node.get(key) not in (None, ""):
-                    self.refuse(f"{at}.{key}", f"rule-leaf `{key}`", "a leaf names a signal; the signal's own settings decide when it matches")
+                    self.refuse(
+                        f"{at}.{key}",
+                        f"rule-leaf `{key}`",
+                        "a leaf names a signal; the signal's own settings decide when it matches",
+                    )
                     return False
             if kind in UNSUPPORTED_LEAF_TYPES:
                 self.refuse(f"{at}.type", f"{kind} signals", UNSUPPORTED_LEAF_TYPES[kind])
@@ -604,8 +772,22 @@ class _Reader:
 
     def _router(self, r: dict[str, Any]) -> dict[str, Any]:
         at = "global.router"
-        self.unknown_keys(r, {"config_source", "strategy", "auto_model_name", "auto_model_names", "include_config_models_in_list",
-                              "clear_route_cache", "streamed_body", "skip_processing", "model_selection", "learning"}, at)
+        self.unknown_keys(
+            r,
+            {
+                "config_source",
+                "strategy",
+                "auto_model_name",
+                "auto_model_names",
+                "include_config_models_in_list",
+                "clear_route_cache",
+                "streamed_body",
+                "skip_processing",
+                "model_selection",
+                "learning",
+            },
+            at,
+        )
         out: dict[str, Any] = {}
         self._strategy(r.get("strategy"), f"{at}.strategy")
         if r.get("auto_model_names") is not None:
@@ -613,26 +795,40 @@ class _Reader:
         elif r.get("auto_model_name"):
             out["auto_model_names"] = list(dict.fromkeys([*_DEFAULT_AUTO, str(r["auto_model_name"])]))
         if r.get("config_source") not in (None, "", "file"):
-            self.refuse(f"{at}.config_source", f"config_source {r['config_source']!r}", "the config is a file (hot-reloaded when it changes)")
+            self.refuse(
+                f"{at}.config_source",
+                f"config_source {r['config_source']!r}",
+                "the config is a file (hot-reloaded when it changes)",
+            )
         if _enabled(r.get("learning")):
             self.refuse(f"{at}.learning", "router learning", "routing is what the config says; nothing is learned online")
         if _enabled(r.get("skip_processing")):
             self.refuse(f"{at}.skip_processing", "skip_processing", "every chat-completions request is classified")
-        for key, why in (("include_config_models_in_list", "GET /v1/models lists the auto aliases, looper slugs and configured models"),
-                         ("clear_route_cache", "fusion-router always clears Envoy's route cache after it sets the cluster header"),
-                         ("streamed_body", "the body mode is Envoy's (ext_proc processing_mode); the router reads both"),
-                         ("model_selection", "global selection settings feed the reference's selection algorithms; a decision routes to its first modelRef")):
+        for key, why in (
+            ("include_config_models_in_list", "GET /v1/models lists the auto aliases, looper slugs and configured models"),
+            ("clear_route_cache", "fusion-router always clears Envoy's route cache after it sets the cluster header"),
+            ("streamed_body", "the body mode is Envoy's (ext_proc processing_mode); the router reads both"),
+            (
+                "model_selection",
+                "global selection settings feed the reference's selection algorithms; a decision routes to its first modelRef",
+            ),
+        ):
             if key in r:
                 self.report.ignore(f"{at}.{key}", why)
         return out
 
     def _services(self, s: dict[str, Any]) -> None:
         at = "global.services"
-        self.unknown_keys(s, {"api", "response_api", "observability", "authz", "ratelimit", "management_api", "router_replay",
-                              "startup_status"}, at)
-        for key, why in (("response_api", "the OpenAI Responses API (fusion-router serves /v1/chat/completions)"),
-                         ("router_replay", "request/response capture for replay"),
-                         ("ratelimit", "rate limiting (use Envoy's rate-limit filter)")):
+        self.unknown_keys(
+            s,
+            {"api", "response_api", "observability", "authz", "ratelimit", "management_api", "router_replay", "startup_status"},
+            at,
+        )
+        for key, why in (
+            ("response_api", "the OpenAI Responses API (fusion-router serves /v1/chat/completions)"),
+            ("router_replay", "request/response capture for replay"),
+            ("ratelimit", "rate limiting (use Envoy's rate-limit filter)"),
+        ):
             if _enabled(s.get(key)) or (key == "ratelimit" and _mapping(s.get(key)).get("providers")):
                 self.refuse(f"{at}.{key}", key, why)
             elif key in s:
@@ -642,18 +838,22 @@ class _Reader:
             self.refuse(f"{at}.authz", "authz (per-user credentials and role bindings)", "backend keys come from api_key_env")
         elif "authz" in s:
             self.report.ignore(f"{at}.authz", "not enabled")
-        for key, why in (("api", "the reference's classification HTTP API; fusion-router's admin port serves /metrics, /readyz and /config"),
-                         ("observability", "metrics are on the admin port (/metrics); tracing is global.observability.tracing (OTLP/HTTP)"),
-                         ("management_api", "the reference's management API"),
-                         ("startup_status", "the reference's startup status store")):
+        for key, why in (
+            ("api", "the reference's classification HTTP API; fusion-router's admin port serves /metrics, /readyz and /config"),
+            ("observability", "metrics are on the admin port (/metrics); tracing is global.observability.tracing (OTLP/HTTP)"),
+            ("management_api", "the reference's management API"),
+            ("startup_status", "the reference's startup status store"),
+        ):
             if key in s:
                 self.report.ignore(f"{at}.{key}", why)
 
     def _stores(self, s: dict[str, Any]) -> None:
         at = "global.stores"
         self.unknown_keys(s, {"response_cache", "semantic_cache", "memory", "vector_store"}, at)
-        for key, why in (("memory", "agentic memory (on for every decision when enabled here)"),
-                         ("vector_store", "vector stores (file search, RAG, memory)")):
+        for key, why in (
+            ("memory", "agentic memory (on for every decision when enabled here)"),
+            ("vector_store", "vector stores (file search, RAG, memory)"),
+        ):
             if _enabled(s.get(key)):
                 self.refuse(f"{at}.{key}", key, why)
             elif key in s:
@@ -670,8 +870,22 @@ class _Reader:
             # The tools database acts only for decisions with tools/tool_selection plugins (refused on their own).
             self.report.ignore(f"{at}.tools", "the tools database serves decisions' tools and tool_selection plugins only")
         looper = _mapping(i.get("looper"))
-        self.unknown_keys(looper, {"endpoint", "grpc_max_msg_size_mb", "max_response_bytes_mb", "timeout_seconds", "retry_count",
-                                   "headers", "remom", "fusion", "flow", "confidence"}, f"{at}.looper")
+        self.unknown_keys(
+            looper,
+            {
+                "endpoint",
+                "grpc_max_msg_size_mb",
+                "max_response_bytes_mb",
+                "timeout_seconds",
+                "retry_count",
+                "headers",
+                "remom",
+                "fusion",
+                "flow",
+                "confidence",
+            },
+            f"{at}.looper",
+        )
         out: dict[str, Any] = {}
         for key in ("endpoint", "timeout_seconds", "max_response_bytes_mb"):
             if looper.get(key):
@@ -680,10 +894,12 @@ class _Reader:
             names = _mapping(looper.get(name)).get("model_names")
             if names:
                 out[name] = {"model_names": list(names)}
-        for key, why in (("grpc_max_msg_size_mb", "the router's gRPC limits are its own"),
-                         ("retry_count", "looper sub-calls are not retried (Envoy retries when they go through it)"),
-                         ("headers", "looper sub-calls carry the router's own headers"),
-                         ("flow", "the workflows looper is not supported; its slugs are not served")):
+        for key, why in (
+            ("grpc_max_msg_size_mb", "the router's gRPC limits are its own"),
+            ("retry_count", "looper sub-calls are not retried (Envoy retries when they go through it)"),
+            ("headers", "looper sub-calls carry the router's own headers"),
+            ("flow", "the workflows looper is not supported; its slugs are not served"),
+        ):
             if looper.get(key):
                 self.report.ignore(f"{at}.looper.{key}", why)
         if out:
@@ -696,24 +912,34 @@ class _Reader:
         semantic = _mapping(_mapping(c.get("embeddings")).get("semantic"))
         cfg = _mapping(semantic.get("embedding_config"))
         if cfg.get("backend") == "openai_compatible" or cfg.get("model_type") == "remote":
-            self.refuse(f"{at}.embeddings.semantic", "a remote embedding service", "embeddings come from the local models/embedding model")
+            self.refuse(
+                f"{at}.embeddings.semantic", "a remote embedding service", "embeddings come from the local models/embedding model"
+            )
         elif semantic:
             self.report.ignore(f"{at}.embeddings", "embedding signals use the router's models/embedding (all-MiniLM-L6-v2)")
         if c.get("system"):
-            self.report.ignore(f"{at}.system", "classifier model paths map by capability onto the router's models/ "
-                               "directories: prompt_guard → models/jailbreak, pii_classifier → models/pii, "
-                               "domain_classifier → the embedding domain classifier (models/embedding)")
+            self.report.ignore(
+                f"{at}.system",
+                "classifier model paths map by capability onto the router's models/ "
+                "directories: prompt_guard → models/jailbreak, pii_classifier → models/pii, "
+                "domain_classifier → the embedding domain classifier (models/embedding)",
+            )
         if c.get("external"):
             self.report.ignore(f"{at}.external", "external models serve features fusion-router does not have")
         if c.get("kbs"):
             self.report.ignore(f"{at}.kbs", "knowledge bases serve kb signals, which fusion-router does not have")
         modules = _mapping(c.get("modules"))
-        for key, why in (("hallucination_mitigation", "hallucination detection on responses"),
-                         ("prompt_compression", "prompt compression")):
+        for key, why in (
+            ("hallucination_mitigation", "hallucination detection on responses"),
+            ("prompt_compression", "prompt compression"),
+        ):
             if _enabled(modules.get(key)):
                 self.refuse(f"{at}.modules.{key}", key, why)
         for key in modules:
             if key in ("hallucination_mitigation", "prompt_compression") and _enabled(modules.get(key)):
                 continue
-            self.report.ignore(f"{at}.modules.{key}", "module settings of the reference's models; fusion-router's signals carry "
-                               "their own thresholds and use its models/ directories")
+            self.report.ignore(
+                f"{at}.modules.{key}",
+                "module settings of the reference's models; fusion-router's signals carry "
+                "their own thresholds and use its models/ directories",
+            )

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING
 
 from router.config.schema import Backend, Config, Decision, ModelSpec
 from router.decisions import rules
@@ -18,6 +18,9 @@ from router.looper.base import ModelFacts
 from router.looper.registry import ALGORITHMS
 from router.signals.base import Signal
 from router.signals.registry import build_signals
+
+if TYPE_CHECKING:
+    from router.signals.runtime import ClassifierRuntime
 
 
 class Entry(StrEnum):
@@ -64,7 +67,9 @@ class DecisionSet:
                 continue
             conf = rules.evaluate(d.rules, matched)
             # On equal confidence a real rule beats a catch-all; otherwise file order decides.
-            if conf is not None and (best is None or (conf, d.rules is not None) > (best.confidence, best.decision.rules is not None)):
+            if conf is not None and (
+                best is None or (conf, d.rules is not None) > (best.confidence, best.decision.rules is not None)
+            ):
                 best = Match(d, conf)
         return best
 
@@ -81,7 +86,7 @@ class Policy:
     slug_algorithms: dict[str, str]
     # The classifier runtime (None when no signal or looper needs a model), and looper encoder models
     # that could not load at start-up but whose decisions may run without them (on_error: skip).
-    runtime: Any = None
+    runtime: ClassifierRuntime | None = None
     unavailable_models: dict[str, str] = field(default_factory=dict)
     all_decisions: DecisionSet = field(init=False)
     guard_decisions: DecisionSet = field(init=False)
@@ -111,7 +116,9 @@ class Policy:
         # Clients may name a model by its served id too; config names win on clashes.
         self.served_aliases = {m.served_id: m.name for m in self.models.values() if m.served_id not in self.models}
         self.uses_sessions = any(d.session_affinity for d in self.config.routing.decisions)
-        self.candidates = {d.name: tuple(Candidate(r.model, r.weight) for r in d.modelRefs) for d in self.config.routing.decisions}
+        self.candidates = {
+            d.name: tuple(Candidate(r.model, r.weight) for r in d.modelRefs) for d in self.config.routing.decisions
+        }
 
     def _set(self, decisions: list[Decision]) -> DecisionSet:
         by_leaf: dict[str, Signal] = {}
@@ -138,8 +145,9 @@ class Policy:
     def facts(self, name: str) -> ModelFacts:
         spec = self.models[name]
         price = spec.pricing
-        return ModelFacts(name, spec.param_billions, price.prompt_per_1m if price else None,
-                          price.completion_per_1m if price else None)
+        return ModelFacts(
+            name, spec.param_billions, price.prompt_per_1m if price else None, price.completion_per_1m if price else None
+        )
 
     def entry_for(self, name: str) -> EntryChoice | None:
         """The entry path for a request's ``model`` (None: no such model). The pipeline and
@@ -202,7 +210,7 @@ class Policy:
                 self.unavailable_models[need.model] = str(exc)
 
 
-def compile_policy(config: Config, version: str = "0", runtime: Any = None) -> Policy:
+def compile_policy(config: Config, version: str = "0", runtime: ClassifierRuntime | None = None) -> Policy:
     g = config.global_
     looper = g.integrations.looper
     return Policy(

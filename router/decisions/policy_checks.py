@@ -20,8 +20,12 @@ def check_policies(cfg: Config) -> Iterator[str]:
         if found is None:
             return None
         m = found[1]
-        return ModelFacts(m.name, m.param_billions, m.pricing.prompt_per_1m if m.pricing else None,
-                          m.pricing.completion_per_1m if m.pricing else None)
+        return ModelFacts(
+            m.name,
+            m.param_billions,
+            m.pricing.prompt_per_1m if m.pricing else None,
+            m.pricing.completion_per_1m if m.pricing else None,
+        )
 
     def currency(name: str) -> str | None:
         found = by_name.get(name)
@@ -35,8 +39,12 @@ def check_policies(cfg: Config) -> Iterator[str]:
         settings = d.selection_settings
         if settings is None:
             continue
-        ctx = CheckContext(model_refs=tuple((r.model, r.weight) for r in d.modelRefs), facts=facts,
-                           model_path=lambda n: f"models[{by_name[n][0]}]" if n in by_name else "models[]", currency=currency)
+        ctx = CheckContext(
+            model_refs=tuple((r.model, r.weight) for r in d.modelRefs),
+            facts=facts,
+            model_path=lambda n: f"models[{by_name[n][0]}]" if n in by_name else "models[]",
+            currency=currency,
+        )
         for problem in SELECTIONS[d.algorithm.type].check(settings, ctx):
             yield f"{at}.{problem}"
 
@@ -67,5 +75,7 @@ def _check_tenants(cfg: Config) -> Iterator[str]:
             cap = getattr(settings, "max_completion_tokens", None) if settings is not None else None
             usable = p.loopers is None or d.algorithm.type in p.loopers
             if cap is not None and usable and cap > p.tokens_per_minute:
-                yield (f"{at}.tokens_per_minute: {p.tokens_per_minute} is below one call's max_completion_tokens ({cap}) "
-                       f"of routing.decisions[{k}] ({d.name!r}); no request of that decision could ever fit")
+                yield (
+                    f"{at}.tokens_per_minute: {p.tokens_per_minute} is below one call's max_completion_tokens ({cap}) "
+                    f"of routing.decisions[{k}] ({d.name!r}); no request of that decision could ever fit"
+                )

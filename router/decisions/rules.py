@@ -31,7 +31,7 @@ def evaluate(rule: RuleNode | RuleLeaf | None, matched: dict[str, float]) -> flo
     if rule.operator == "NOT":
         return 1.0 if evaluate(rule.conditions[0], matched) is None else None
     scores = [evaluate(c, matched) for c in rule.conditions]
-    if rule.operator == "AND":
-        return None if any(s is None for s in scores) else min(scores)  # type: ignore[type-var]
     held = [s for s in scores if s is not None]
+    if rule.operator == "AND":
+        return min(held) if len(held) == len(scores) else None
     return max(held) if held else None

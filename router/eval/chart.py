@@ -29,9 +29,17 @@ def draw(report: Report, path: Path) -> Path | None:
         assert s.quality is not None and s.tokens is not None
         q = s.quality
         is_base = s.name == report.baseline
-        ax.errorbar([s.tokens], [q.mean * 100], yerr=[[(q.mean - q.low) * 100], [(q.high - q.mean) * 100]],
-                    fmt="s" if s.solo else "o", markersize=8 if is_base else 6, capsize=4,
-                    color="tab:blue" if s.solo else "tab:orange", ecolor="grey", alpha=0.85)
+        ax.errorbar(
+            [s.tokens],
+            [q.mean * 100],
+            yerr=[[(q.mean - q.low) * 100], [(q.high - q.mean) * 100]],
+            fmt="s" if s.solo else "o",
+            markersize=8 if is_base else 6,
+            capsize=4,
+            color="tab:blue" if s.solo else "tab:orange",
+            ecolor="grey",
+            alpha=0.85,
+        )
         label = f"{s.name} ({s.calls:.1f} calls)" if s.calls is not None else s.name
         for x, y, labels in clusters:
             if abs(math.log10(s.tokens / x)) < 0.04 and abs(q.mean * 100 - y) < 3:
@@ -39,8 +47,10 @@ def draw(report: Report, path: Path) -> Path | None:
                 break
         else:
             clusters.append((s.tokens, q.mean * 100, [label]))
-    notes = [ax.annotate("\n".join(labels), (x, y), textcoords="offset points", xytext=(7, 4), fontsize=8)
-             for x, y, labels in sorted(clusters, key=lambda c: -c[1])]
+    notes = [
+        ax.annotate("\n".join(labels), (x, y), textcoords="offset points", xytext=(7, 4), fontsize=8)
+        for x, y, labels in sorted(clusters, key=lambda c: -c[1])
+    ]
     ax.set_xscale("log")
     ax.set_xlabel("tokens per answer (prompt + completion, all calls; log scale)")
     ax.set_ylabel("quality, % (95% bootstrap CI)")
@@ -49,9 +59,14 @@ def draw(report: Report, path: Path) -> Path | None:
     ax.set_title(f"{report.title}: {report.items} items" + ("" if report.complete else " (incomplete)"), fontsize=10)
     from matplotlib.lines import Line2D
 
-    ax.legend(handles=[Line2D([], [], marker="s", color="tab:blue", linestyle="", label="solo model"),
-                       Line2D([], [], marker="o", color="tab:orange", linestyle="", label="looper / Fusion")],
-              loc="best", fontsize=8)
+    ax.legend(
+        handles=[
+            Line2D([], [], marker="s", color="tab:blue", linestyle="", label="solo model"),
+            Line2D([], [], marker="o", color="tab:orange", linestyle="", label="looper / Fusion"),
+        ],
+        loc="best",
+        fontsize=8,
+    )
     # Leave room on the right for labels of the costliest point.
     lo, hi = ax.get_xlim()
     ax.set_xlim(lo, hi * 2.5)

@@ -40,22 +40,41 @@ are retried. Ctrl-C keeps what finished and writes the report of it."""
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> argparse.ArgumentParser:
     p: argparse.ArgumentParser = sub.add_parser(
-        "eval", help="measure answer quality, cost and latency of models, Fusion and loopers on an OpenAI endpoint",
+        "eval",
+        help="measure answer quality, cost and latency of models, Fusion and loopers on an OpenAI endpoint",
         description="Run eval items against configurations (solo models, Fusion, self-fusion, looper slugs) on any "
         "OpenAI-compatible endpoint; score closed answers by match and open ones by a judge with a rubric; report "
         "quality with paired bootstrap 95% CIs against the best solo model, cost per answer and latency, as "
         "Markdown, JSON and a PNG chart.",
-        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG)
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=EPILOG,
+    )
     p.add_argument("--suite", help="YAML/JSON suite: endpoint, judge, datasets, configurations")
-    p.add_argument("--data", action="append", default=[], metavar="JSONL",
-                   help=f"eval items (repeatable; default: the bundled {', '.join(DEFAULT_DATASETS)})")
+    p.add_argument(
+        "--data",
+        action="append",
+        default=[],
+        metavar="JSONL",
+        help=f"eval items (repeatable; default: the bundled {', '.join(DEFAULT_DATASETS)})",
+    )
     p.add_argument("--solo", action="append", default=[], metavar="MODEL", help="a model answering alone")
-    p.add_argument("--fusion", action="append", default=[], metavar="A+B[@JUDGE]",
-                   help="a Fusion request plugin with this panel (and judge)")
-    p.add_argument("--self-fusion", action="append", default=[], metavar="MODEL[@JUDGE]",
-                   help="Fusion with the same model twice on the panel")
-    p.add_argument("--model", action="append", default=[], metavar="NAME=MODEL",
-                   help="any model, auto alias or looper slug (e.g. remom=vllm-sr/remom)")
+    p.add_argument(
+        "--fusion", action="append", default=[], metavar="A+B[@JUDGE]", help="a Fusion request plugin with this panel (and judge)"
+    )
+    p.add_argument(
+        "--self-fusion",
+        action="append",
+        default=[],
+        metavar="MODEL[@JUDGE]",
+        help="Fusion with the same model twice on the panel",
+    )
+    p.add_argument(
+        "--model",
+        action="append",
+        default=[],
+        metavar="NAME=MODEL",
+        help="any model, auto alias or looper slug (e.g. remom=vllm-sr/remom)",
+    )
     p.add_argument("--endpoint", help=f"OpenAI base URL (default: the suite's, else {DEFAULT_ENDPOINT})")
     p.add_argument("--api-key-env", help="environment variable with the API key (default: none needed)")
     p.add_argument("--judge-model", help="model that grades rubric items (default: the suite's; none: patterns)")
@@ -72,8 +91,9 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> argp
     p.add_argument("--seed", type=int, default=DEFAULT_SEED, help=f"bootstrap seed (default {DEFAULT_SEED})")
     p.add_argument("--title", default="fusion-router eval", help="report and chart title")
     p.add_argument("--report-only", action="store_true", help="only rebuild the report from results.jsonl")
-    p.add_argument("--rescore", action="store_true",
-                   help="score the stored answers again with the current scorers first (no model calls)")
+    p.add_argument(
+        "--rescore", action="store_true", help="score the stored answers again with the current scorers first (no model calls)"
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--no-chart", action="store_true", help="skip the PNG (no matplotlib needed)")
     p.set_defaults(func=run_command)
@@ -83,8 +103,12 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> argp
 def build_suite(args: argparse.Namespace) -> EvalSuite:
     suite = load_suite(args.suite) if args.suite else EvalSuite()
     updates = {
-        "endpoint": args.endpoint, "api_key_env": args.api_key_env, "concurrency": args.concurrency,
-        "max_tokens": args.max_tokens, "timeout_seconds": args.timeout, "baseline": args.baseline,
+        "endpoint": args.endpoint,
+        "api_key_env": args.api_key_env,
+        "concurrency": args.concurrency,
+        "max_tokens": args.max_tokens,
+        "timeout_seconds": args.timeout,
+        "baseline": args.baseline,
     }
     data = suite.model_dump()
     data.update({k: v for k, v in updates.items() if v is not None})
@@ -93,10 +117,10 @@ def build_suite(args: argparse.Namespace) -> EvalSuite:
     if args.judge_endpoint or args.judge_api_key_env:
         if not data.get("judge"):
             raise ConfigurationError("--judge-endpoint/--judge-api-key-env: no judge model (--judge-model)")
-        data["judge"].update({k: v for k, v in {"endpoint": args.judge_endpoint,
-                                                 "api_key_env": args.judge_api_key_env}.items() if v})
-    flags = configurations_from_flags(solo=args.solo, fusion=args.fusion, self_fusion=args.self_fusion,
-                                      model=args.model)
+        data["judge"].update(
+            {k: v for k, v in {"endpoint": args.judge_endpoint, "api_key_env": args.judge_api_key_env}.items() if v}
+        )
+    flags = configurations_from_flags(solo=args.solo, fusion=args.fusion, self_fusion=args.self_fusion, model=args.model)
     data["configurations"] = [*data["configurations"], *(c.model_dump() for c in flags)]
     from pydantic import ValidationError
 
@@ -125,6 +149,7 @@ def interruptible() -> None:
 
     A job started in the background by a non-interactive shell inherits SIGINT ignored; the default
     handler is put back so ``kill -INT`` works there too."""
+
     def _terminate(signum: int, frame: object) -> None:
         raise KeyboardInterrupt
 
@@ -169,8 +194,7 @@ def run_command(args: argparse.Namespace) -> int:
         try:  # the openai client is the eval extra's; the router itself does not need it
             from router.eval.runner import Runner
         except ImportError as exc:
-            print(f"fusion-router eval: {exc.name} is not installed (pip install 'fusion-router[eval]')",
-                  file=sys.stderr)
+            print(f"fusion-router eval: {exc.name} is not installed (pip install 'fusion-router[eval]')", file=sys.stderr)
             return 2
         runner = Runner(suite, items, store, progress=not args.no_progress)
         try:
@@ -186,9 +210,12 @@ def run_command(args: argparse.Namespace) -> int:
             interrupted = outcome.interrupted
             for message in outcome.warnings:
                 warn(message)
-            print(f"fusion-router eval: {outcome.finished} answers this run, {outcome.reused} reused from "
-                  f"{store.path}; {outcome.errors} errors, {outcome.unscored} unscored"
-                  + ("; interrupted - rerun the same command to resume" if interrupted else ""), file=sys.stderr)
+            print(
+                f"fusion-router eval: {outcome.finished} answers this run, {outcome.reused} reused from "
+                f"{store.path}; {outcome.errors} errors, {outcome.unscored} unscored"
+                + ("; interrupted - rerun the same command to resume" if interrupted else ""),
+                file=sys.stderr,
+            )
     records = current(ResultStore(store.path).load(), {c.name: c.fingerprint(suite) for c in suite.configurations})
     report = build_report(suite, items, records, title=args.title, resamples=args.bootstrap, seed=args.seed)
     out.mkdir(parents=True, exist_ok=True)

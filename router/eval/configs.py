@@ -64,7 +64,9 @@ class EvalConfiguration(EndpointSpec):
         when it names one). The run's endpoint is left out on purpose: a local stack restarted on other
         ports must resume; a different server deserves a different ``--out``."""
         key = {
-            "model": self.model, "extra_body": self.extra_body, "endpoint": self.endpoint,
+            "model": self.model,
+            "extra_body": self.extra_body,
+            "endpoint": self.endpoint,
             "max_tokens": self.max_tokens or suite.max_tokens,
             "temperature": suite.temperature if self.temperature is None else self.temperature,
         }
@@ -113,8 +115,9 @@ class EvalSuite(BaseModel):
 
 
 def describe(err: ValidationError) -> str:
-    return "; ".join(f"{'.'.join(str(p) for p in e['loc']) or '(top)'}: {e['msg'].removeprefix('Value error, ')}"
-                     for e in err.errors())
+    return "; ".join(
+        f"{'.'.join(str(p) for p in e['loc']) or '(top)'}: {e['msg'].removeprefix('Value error, ')}" for e in err.errors()
+    )
 
 
 def load_suite(path: str | Path) -> EvalSuite:
@@ -157,8 +160,9 @@ def fusion_body(panel: list[str], judge: str | None) -> dict[str, Any]:
     return {"plugins": [plugin]}
 
 
-def configurations_from_flags(*, solo: list[str], fusion: list[str], self_fusion: list[str],
-                              model: list[str]) -> list[EvalConfiguration]:
+def configurations_from_flags(
+    *, solo: list[str], fusion: list[str], self_fusion: list[str], model: list[str]
+) -> list[EvalConfiguration]:
     """Configurations from the CLI's shorthand flags.
 
     ``--solo M``: M alone. ``--fusion A+B@J``: a Fusion plugin with panel A, B and judge J.

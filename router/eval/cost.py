@@ -15,8 +15,21 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 # Keys of an OpenAI chat completion; anything else at the top level may be a looper trace.
-_OPENAI_KEYS = frozenset({"id", "object", "created", "model", "choices", "usage", "system_fingerprint",
-                          "service_tier", "prompt_logits", "timings", "x_groq"})
+_OPENAI_KEYS = frozenset(
+    {
+        "id",
+        "object",
+        "created",
+        "model",
+        "choices",
+        "usage",
+        "system_fingerprint",
+        "service_tier",
+        "prompt_logits",
+        "timings",
+        "x_groq",
+    }
+)
 
 
 class Cost(BaseModel):
@@ -69,5 +82,6 @@ def cost_of(body: Mapping[str, Any]) -> Cost:
         # A looper that reports usage only per stage: the answer's cost is their sum.
         prompt = sum(s.get("prompt_tokens", 0) for s in stages.values())
         completion = sum(s.get("completion_tokens", 0) for s in stages.values())
-    return Cost(calls=_int(trace.get("iterations")), prompt_tokens=prompt, completion_tokens=completion,
-                trace_key=key, stage_usage=stages)
+    return Cost(
+        calls=_int(trace.get("iterations")), prompt_tokens=prompt, completion_tokens=completion, trace_key=key, stage_usage=stages
+    )

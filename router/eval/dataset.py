@@ -124,8 +124,7 @@ def load_items(path: str | Path) -> list[Item]:
     return items
 
 
-def load_datasets(paths: Iterable[str | Path], *, limit: int | None = None,
-                  slices: set[str] | None = None) -> list[Item]:
+def load_datasets(paths: Iterable[str | Path], *, limit: int | None = None, slices: set[str] | None = None) -> list[Item]:
     """Items of several files; ``limit`` keeps the first N items of each slice (a quick, balanced subset)."""
     items: list[Item] = []
     origin: dict[str, Path] = {}

@@ -18,8 +18,10 @@ import openai
 from router.eval.calls import CallFailed, chat
 from router.eval.dataset import Criterion, Item
 
-_SYSTEM = ("You are a strict grader. You check an answer against a list of criteria and reply with a "
-           "single JSON object and nothing else.")
+_SYSTEM = (
+    "You are a strict grader. You check an answer against a list of criteria and reply with a "
+    "single JSON object and nothing else."
+)
 _FENCE = re.compile(r"```(?:json)?\s*(.*?)```", re.DOTALL | re.IGNORECASE)
 _TRUE = {"true", "yes", "met", "1", "y"}
 _FALSE = {"false", "no", "not met", "unmet", "0", "n"}
@@ -39,8 +41,12 @@ def judge_messages(item: Item, answer: str) -> list[dict[str, str]]:
     lines = ["Question:", item.prompt.strip(), ""]
     if item.reference:
         lines += ["Reference answer (a guide; other correct wordings are fine):", item.reference.strip(), ""]
-    lines += ["Answer to grade:", answer.strip() or "(empty answer)", "",
-              "For each criterion decide whether the answer meets it (true) or not (false):"]
+    lines += [
+        "Answer to grade:",
+        answer.strip() or "(empty answer)",
+        "",
+        "For each criterion decide whether the answer meets it (true) or not (false):",
+    ]
     lines += [f"- {c.id}: {c.text}" for c in item.rubric]
     # No example verdict with values: a small judge copies the example instead of grading.
     keys = ", ".join(f'"{c.id}"' for c in item.rubric)
@@ -105,17 +111,23 @@ def parse_verdict(reply: str, criteria: list[Criterion]) -> tuple[dict[str, bool
 def verdict_schema(criteria: list[Criterion]) -> dict[str, Any]:
     """An OpenAI ``response_format`` that constrains the judge to the verdict object (vLLM and
     llama.cpp's server enforce it with a grammar, which keeps even a tiny judge parseable)."""
-    schema = {"type": "object", "properties": {c.id: {"type": "boolean"} for c in criteria},
-              "required": [c.id for c in criteria], "additionalProperties": False}
+    schema = {
+        "type": "object",
+        "properties": {c.id: {"type": "boolean"} for c in criteria},
+        "required": [c.id for c in criteria],
+        "additionalProperties": False,
+    }
     return {"type": "json_schema", "json_schema": {"name": "rubric_verdict", "strict": True, "schema": schema}}
 
 
-async def grade(client: openai.AsyncOpenAI, *, model: str, item: Item, answer: str, max_tokens: int,
-                structured: bool = True) -> Verdict:
+async def grade(
+    client: openai.AsyncOpenAI, *, model: str, item: Item, answer: str, max_tokens: int, structured: bool = True
+) -> Verdict:
     extra = {"response_format": verdict_schema(item.rubric)} if structured else None
     try:
-        reply = await chat(client, model=model, messages=judge_messages(item, answer), max_tokens=max_tokens,
-                           temperature=0.0, extra_body=extra)
+        reply = await chat(
+            client, model=model, messages=judge_messages(item, answer), max_tokens=max_tokens, temperature=0.0, extra_body=extra
+        )
     except CallFailed as exc:
         return Verdict(None, f"judge call failed: {exc.reason}", "")
     met, error = parse_verdict(reply.content, item.rubric)

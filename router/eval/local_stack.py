@@ -39,11 +39,13 @@ def _with_free_ports(config_path: Path, workdir: Path) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m router.eval.local_stack", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m router.eval.local_stack", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="router config (default config/llm.yaml)")
-    parser.add_argument("--servers", type=Path, default=DEFAULT_SERVERS,
-                        help="llama-server file (default config/llm-servers.yaml)")
+    parser.add_argument(
+        "--servers", type=Path, default=DEFAULT_SERVERS, help="llama-server file (default config/llm-servers.yaml)"
+    )
     parser.add_argument("--keep-logs", action="store_true", help="keep the stack's logs (kept anyway when it fails)")
     args, rest = parser.parse_known_args(argv)
 
@@ -79,9 +81,17 @@ def main(argv: list[str] | None = None) -> int:
     status = 1
     try:
         servers = start_servers(specs, install, log_dir=workdir, timeout=300)
-        stack = Stack(config_path, listen_port=free_port(), grpc_port=free_port(), admin_port=free_port(),
-                      envoy_admin_port=free_port(), internal_port=free_port(), workdir=workdir, quiet=True,
-                      log_format="json")
+        stack = Stack(
+            config_path,
+            listen_port=free_port(),
+            grpc_port=free_port(),
+            admin_port=free_port(),
+            envoy_admin_port=free_port(),
+            internal_port=free_port(),
+            workdir=workdir,
+            quiet=True,
+            log_format="json",
+        )
         stack.start(timeout=120)
         status = cli_main(["eval", *rest, "--endpoint", f"{stack.url}/v1"])
         return status

@@ -38,8 +38,10 @@ class Progress:
         rate = self.done / elapsed if elapsed > 0 else 0.0
         eta = (self.total - self.done) / rate if rate > 0 else 0.0
         resumed = f" (+{self.already} from earlier runs)" if self.already else ""
-        return (f"[{'#' * filled}{'.' * (width - filled)}] {self.done}/{self.total}{resumed} "
-                f"errors={self.errors} unscored={self.unscored} {_clock(elapsed)} elapsed, ~{_clock(eta)} left ")
+        return (
+            f"[{'#' * filled}{'.' * (width - filled)}] {self.done}/{self.total}{resumed} "
+            f"errors={self.errors} unscored={self.unscored} {_clock(elapsed)} elapsed, ~{_clock(eta)} left "
+        )
 
     def close(self) -> None:
         if self.enabled and self.tty:

@@ -61,8 +61,9 @@ class Runner:
         for spec in [*self.suite.configurations, *([self.suite.judge] if self.suite.judge else [])]:
             self.client(spec)
         todo, reused = self.pending()
-        outcome = RunOutcome(planned=len(self.items) * len(self.suite.configurations), reused=reused,
-                             warnings=list(self.store.warnings))
+        outcome = RunOutcome(
+            planned=len(self.items) * len(self.suite.configurations), reused=reused, warnings=list(self.store.warnings)
+        )
         progress = Progress(len(todo), already=reused, enabled=self.show_progress)
         gate = asyncio.Semaphore(self.suite.concurrency)
 
@@ -96,41 +97,74 @@ class Runner:
         return outcome
 
     def _record(self, config: EvalConfiguration, item: Item, **fields: object) -> ResultRecord:
-        return ResultRecord(configuration=config.name, fingerprint=self.fingerprints[config.name],
-                            item_id=item.id, slice=item.slice, **fields)
+        return ResultRecord(
+            configuration=config.name, fingerprint=self.fingerprints[config.name], item_id=item.id, slice=item.slice, **fields
+        )
 
     async def evaluate(self, config: EvalConfiguration, item: Item) -> ResultRecord:
         messages = ([{"role": "system", "content": item.system}] if item.system else []) + [
-            {"role": "user", "content": item.prompt}]
+            {"role": "user", "content": item.prompt}
+        ]
         try:
-            reply = await chat(self.client(config), model=config.model, messages=messages,
-                               max_tokens=config.max_tokens or self.suite.max_tokens,
-                               temperature=self.suite.temperature if config.temperature is None else config.temperature,
-                               extra_body=config.extra_body)
+            reply = await chat(
+                self.client(config),
+                model=config.model,
+                messages=messages,
+                max_tokens=config.max_tokens or self.suite.max_tokens,
+                temperature=self.suite.temperature if config.temperature is None else config.temperature,
+                extra_body=config.extra_body,
+            )
         except CallFailed as exc:
             log.info("eval_call_failed", configuration=config.name, item=item.id, reason=exc.reason)
             return self._record(config, item, status="error", error=exc.reason, latency_ms=exc.latency_ms)
-        record = self._record(config, item, status="scored", content=reply.content, finish_reason=reply.finish_reason,
-                              calls=reply.cost.calls, prompt_tokens=reply.cost.prompt_tokens,
-                              completion_tokens=reply.cost.completion_tokens, latency_ms=reply.latency_ms,
-                              trace_key=reply.cost.trace_key, stage_usage=reply.cost.stage_usage, headers=reply.headers)
+        record = self._record(
+            config,
+            item,
+            status="scored",
+            content=reply.content,
+            finish_reason=reply.finish_reason,
+            calls=reply.cost.calls,
+            prompt_tokens=reply.cost.prompt_tokens,
+            completion_tokens=reply.cost.completion_tokens,
+            latency_ms=reply.latency_ms,
+            trace_key=reply.cost.trace_key,
+            stage_usage=reply.cost.stage_usage,
+            headers=reply.headers,
+        )
         if item.scorer != "rubric":
             closed = score_closed(item, reply.content)
-            return record.model_copy(update={"score": 1.0 if closed.correct else 0.0, "grader": "match",
-                                             "extracted": closed.extracted})
+            return record.model_copy(
+                update={"score": 1.0 if closed.correct else 0.0, "grader": "match", "extracted": closed.extracted}
+            )
         by_pattern = pattern_verdicts(item.rubric, reply.content)
         pattern_score = rubric_score(item.rubric, by_pattern) if by_pattern is not None else None
         judge = self.suite.judge
         if judge is None:
             if pattern_score is None:
-                return record.model_copy(update={"status": "unscored", "grader": "pattern",
-                                                 "error": "no judge configured and some criteria have no pattern"})
-            return record.model_copy(update={"score": pattern_score, "grader": "pattern",
-                                             "pattern_score": pattern_score})
-        verdict = await grade(self.client(judge), model=judge.model, item=item, answer=reply.content,
-                              max_tokens=judge.max_tokens, structured=judge.structured)
-        judged = JudgeRecord(model=judge.model, met=verdict.met, error=verdict.error, raw=verdict.raw,
-                             prompt_tokens=verdict.prompt_tokens, completion_tokens=verdict.completion_tokens)
+                return record.model_copy(
+                    update={
+                        "status": "unscored",
+                        "grader": "pattern",
+                        "error": "no judge configured and some criteria have no pattern",
+                    }
+                )
+            return record.model_copy(update={"score": pattern_score, "grader": "pattern", "pattern_score": pattern_score})
+        verdict = await grade(
+            self.client(judge),
+            model=judge.model,
+            item=item,
+            answer=reply.content,
+            max_tokens=judge.max_tokens,
+            structured=judge.structured,
+        )
+        judged = JudgeRecord(
+            model=judge.model,
+            met=verdict.met,
+            error=verdict.error,
+            raw=verdict.raw,
+            prompt_tokens=verdict.prompt_tokens,
+            completion_tokens=verdict.completion_tokens,
+        )
         update: dict[str, object] = {"grader": "judge", "judge": judged, "pattern_score": pattern_score}
         if verdict.met is None:  # a garbage verdict: unscored, never a zero
             update.update(status="unscored", error=verdict.error)

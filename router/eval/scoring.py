@@ -97,8 +97,7 @@ def extract_choice(reply: str, choices: list[str]) -> str | None:
         said = normalise(reply)
         longest = max(len(normalise(text).split()) for text in choices)
         if len(said.split()) <= longest + 8:
-            hits = [LETTERS[i] for i, text in enumerate(choices)
-                    if normalise(text) and _has_words(said, normalise(text))]
+            hits = [LETTERS[i] for i, text in enumerate(choices) if normalise(text) and _has_words(said, normalise(text))]
             if len(hits) == 1:
                 return hits[0]
     return None
@@ -169,8 +168,9 @@ def rescored(item: Item, record: ResultRecord) -> ResultRecord:
         return record
     if item.scorer != "rubric":
         closed = score_closed(item, record.content)
-        return record.model_copy(update={"status": "scored", "score": 1.0 if closed.correct else 0.0,
-                                         "grader": "match", "extracted": closed.extracted})
+        return record.model_copy(
+            update={"status": "scored", "score": 1.0 if closed.correct else 0.0, "grader": "match", "extracted": closed.extracted}
+        )
     verdicts = pattern_verdicts(item.rubric, record.content)
     pattern = rubric_score(item.rubric, verdicts) if verdicts is not None else None
     update: dict[str, object] = {"pattern_score": pattern}

@@ -32,8 +32,9 @@ def _resampled_means(values: np.ndarray, resamples: int, seed: int) -> np.ndarra
     return out
 
 
-def mean_ci(values: ArrayLike, *, resamples: int = DEFAULT_RESAMPLES, seed: int = DEFAULT_SEED,
-            level: float = 0.95) -> Interval | None:
+def mean_ci(
+    values: ArrayLike, *, resamples: int = DEFAULT_RESAMPLES, seed: int = DEFAULT_SEED, level: float = 0.95
+) -> Interval | None:
     """Mean of ``values`` with a bootstrap percentile interval; None for an empty sample."""
     arr = np.asarray(values, dtype=float)
     if arr.size == 0:
@@ -44,8 +45,9 @@ def mean_ci(values: ArrayLike, *, resamples: int = DEFAULT_RESAMPLES, seed: int 
     return Interval(int(arr.size), float(arr.mean()), float(low), float(high))
 
 
-def paired_bootstrap(a: ArrayLike, b: ArrayLike, *, resamples: int = DEFAULT_RESAMPLES,
-                     seed: int = DEFAULT_SEED, level: float = 0.95) -> Interval | None:
+def paired_bootstrap(
+    a: ArrayLike, b: ArrayLike, *, resamples: int = DEFAULT_RESAMPLES, seed: int = DEFAULT_SEED, level: float = 0.95
+) -> Interval | None:
     """Mean of a - b over the same items, with an interval from resampling items (pairs stay together).
 
     Resampling pairs rather than each side on its own keeps the item difficulty shared by both

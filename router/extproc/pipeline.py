@@ -16,7 +16,7 @@ import structlog
 from router.actions import Action, Respond, Route
 from router.config.schema import Decision, ModelSpec
 from router.decisions.plugins import apply_masking, apply_model_ref, apply_route_plugins, block_error, model_ref_for
-from router.decisions.policy import DecisionSet, EntryChoice
+from router.decisions.policy import DecisionSet, Entry, EntryChoice
 from router.decisions.selection.observed import OBSERVED
 from router.decisions.selection.registry import SELECTIONS
 from router.decisions.selection.spec import SelectContext, Selection
@@ -32,7 +32,6 @@ from router.sessions.keys import session_key, validate_header
 from router.signals.admission import Shed
 from router.signals.base import MessageText, SignalContext, TextTooLong
 from router.signals.runner import matched_leaves, run_signals
-from router.decisions.policy import Entry
 from router.state import RequestState, ResponsePath
 from router.tenants import tokens
 from router.tenants.access import Access
@@ -47,8 +46,9 @@ __all__ = ["error_response", "handle", "route_to"]
 
 
 async def handle(app: App, state: RequestState) -> Action:
-    with tracing.span("router.request", parent_headers=state.headers, **{"http.route": state.path,
-                      "request.id": state.request_id}) as span:
+    with tracing.span(
+        "router.request", parent_headers=state.headers, **{"http.route": state.path, "request.id": state.request_id}
+    ) as span:
         try:
             action = await _handle(app, state)
         except OpenAIError as err:
@@ -134,9 +134,13 @@ async def _slug(app: App, state: RequestState, choice: EntryChoice) -> Action:
         return await app.loopers.run_decision(state, decision)
     if override is not None and override.candidates:
         return await _plugin_run(app, state, fallback=None)
-    raise OpenAIError(404, f"No {choice.algorithm} decision matched this request for `{state.request.model if state.request else ''}`, "
-                      f"and no request-level candidates were given (plugins[{{id: {choice.algorithm}, ...}}]).",
-                      f"no_{choice.algorithm}_decision_matched", param="model")
+    raise OpenAIError(
+        404,
+        f"No {choice.algorithm} decision matched this request for `{state.request.model if state.request else ''}`, "
+        f"and no request-level candidates were given (plugins[{{id: {choice.algorithm}, ...}}]).",
+        f"no_{choice.algorithm}_decision_matched",
+        param="model",
+    )
 
 
 async def _concrete(app: App, state: RequestState, choice: EntryChoice) -> Action:
@@ -162,9 +166,18 @@ async def _plugin_run(app: App, state: RequestState, fallback: str | None) -> Ac
     if override.candidates or fallback is not None:
         state.decision = None
         return await app.loopers.run_direct(state, override, fallback)
-    what = f"the matched decision `{state.decision.name}` runs {state.decision.algorithm.type}" if state.decision else "no decision matched"
-    raise OpenAIError(400, f"plugins[{{id: {override.algorithm}}}] asked for {override.algorithm}, but {what}, and the plugin names no "
-                      "models of its own to run it with.", f"no_{override.algorithm}_decision_matched", param="plugins")
+    what = (
+        f"the matched decision `{state.decision.name}` runs {state.decision.algorithm.type}"
+        if state.decision
+        else "no decision matched"
+    )
+    raise OpenAIError(
+        400,
+        f"plugins[{{id: {override.algorithm}}}] asked for {override.algorithm}, but {what}, and the plugin names no "
+        "models of its own to run it with.",
+        f"no_{override.algorithm}_decision_matched",
+        param="plugins",
+    )
 
 
 def _blocked(state: RequestState) -> Respond | None:
@@ -175,8 +188,13 @@ def _blocked(state: RequestState) -> Respond | None:
         return None
     assert state.decision is not None
     state.response_path = ResponsePath.BLOCKED
-    log.info("request_blocked", request_id=state.request_id, decision=state.decision.name, entry=state.entry_label,
-             signals=state.matched_signal_keys())
+    log.info(
+        "request_blocked",
+        request_id=state.request_id,
+        decision=state.decision.name,
+        entry=state.entry_label,
+        signals=state.matched_signal_keys(),
+    )
     state.error_code = err.code
     return Respond(err.status, err.body(), state.response_headers())
 
@@ -205,12 +223,16 @@ async def _run_signals(app: App, state: RequestState, eligible: DecisionSet) -> 
     except Shed as shed:
         record.shed(shed.reason)
         log.warning("request_shed", request_id=state.request_id, reason=shed.reason)
-        raise OpenAIError(503, "The gateway is overloaded and could not check this request in time; retry shortly.",
-                          "overloaded", headers=retry) from None
+        raise OpenAIError(
+            503, "The gateway is overloaded and could not check this request in time; retry shortly.", "overloaded", headers=retry
+        ) from None
     except TextTooLong as long:
-        raise OpenAIError(413, f"The conversation is too long to check: about {long.approx_tokens} tokens, and the "
-                          f"`{long.signal}` check reads at most {long.budget} tokens per request. Shorten it.",
-                          "too_long_to_check") from None
+        raise OpenAIError(
+            413,
+            f"The conversation is too long to check: about {long.approx_tokens} tokens, and the "
+            f"`{long.signal}` check reads at most {long.budget} tokens per request. Shorten it.",
+            "too_long_to_check",
+        ) from None
     by_key = {s.key: s for s in eligible.signals}
     for res in state.signals.values():
         if res.error is None:
@@ -220,10 +242,19 @@ async def _run_signals(app: App, state: RequestState, eligible: DecisionSet) -> 
             record.shed("guard_unavailable" if guard else "signal_unavailable")
             log.warning("check_unavailable", request_id=state.request_id, signal=res.key, reason=res.error_reason)
             if guard:
-                raise OpenAIError(503, f"The safety check `{res.key}` could not run ({res.error_reason}); the request was "
-                                  "not forwarded unchecked. Retry shortly.", "safety_check_unavailable", headers=retry)
-            raise OpenAIError(503, f"The check `{res.key}` could not run ({res.error_reason}); retry shortly.",
-                              "classifier_unavailable", headers=retry)
+                raise OpenAIError(
+                    503,
+                    f"The safety check `{res.key}` could not run ({res.error_reason}); the request was "
+                    "not forwarded unchecked. Retry shortly.",
+                    "safety_check_unavailable",
+                    headers=retry,
+                )
+            raise OpenAIError(
+                503,
+                f"The check `{res.key}` could not run ({res.error_reason}); retry shortly.",
+                "classifier_unavailable",
+                headers=retry,
+            )
 
 
 async def _decide(app: App, state: RequestState, eligible: DecisionSet) -> None:
@@ -313,7 +344,9 @@ async def _pick_model(app: App, state: RequestState, decision: Decision | None) 
         access.require_model(decision.modelRefs[0].model)
     spec = SELECTIONS[decision.algorithm.type]
     raw = state.raw
-    ctx = SelectContext(decision.name, candidates, policy.facts, OBSERVED, lambda: (prompt_tokens(raw), completion_cap(raw)), _RNG)
+    ctx = SelectContext(
+        decision.name, candidates, policy.facts, OBSERVED, lambda: (prompt_tokens(raw), completion_cap(raw)), _RNG
+    )
 
     def fresh() -> Selection:
         return spec.select(decision.selection_settings, ctx)
@@ -321,8 +354,9 @@ async def _pick_model(app: App, state: RequestState, decision: Decision | None) 
     sessions = app.shared.sessions if decision.session_affinity else None
     if sessions is not None:
         key = session_key(sessions.settings, state.headers, state.raw, state.tenant)
-        selection = await select_with_affinity(sessions, key, decision, lambda m: m in policy.models and access.model_ok(m), fresh,
-                                               state.request_id)
+        selection = await select_with_affinity(
+            sessions, key, decision, lambda m: m in policy.models and access.model_ok(m), fresh, state.request_id
+        )
     else:
         selection = fresh()
     state.selection = selection

@@ -34,7 +34,7 @@ class ExternalProcessor(ep_grpc.ExternalProcessorServicer):
         self.app = app
         self.secret = secret
 
-    async def Process(  # noqa: N802 - gRPC method name
+    async def Process(
         self, request_iterator: AsyncIterator[wire.ProcessingRequest], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[wire.ProcessingResponse]:
         if self.secret is not None and not auth.authorized(context.invocation_metadata(), self.secret):
@@ -47,7 +47,7 @@ class ExternalProcessor(ep_grpc.ExternalProcessorServicer):
         try:
             async for response in phases.run(request_iterator):
                 yield response
-        except Exception:  # noqa: BLE001 - one broken request must never take the server down
+        except Exception:
             log.exception("stream_failed", request_id=phases.state.request_id)
             # Still an OpenAI-shaped answer for the client; if the stream is past the point where Envoy
             # takes an immediate response, Envoy resets it instead (fail closed).

@@ -19,10 +19,10 @@ from router.actions import Action, Respond, Route, Stream
 from router.extproc import headers as H
 from router.extproc import wire
 from router.extproc.pipeline import handle
-from router.responses import error_response
 from router.observability import record
 from router.openai.errors import OpenAIError
 from router.openai.types import ModelCard, ModelList
+from router.responses import error_response
 from router.state import BodyMode, RequestState, ResponsePath
 
 if TYPE_CHECKING:
@@ -115,8 +115,11 @@ class Phases:
         if state.path != CHAT_PATH:
             return error_response(
                 state,
-                OpenAIError(404, f"Unsupported path `{state.path}`; this gateway serves POST {CHAT_PATH} and GET {MODELS_PATH}.",
-                            "unsupported_path"),
+                OpenAIError(
+                    404,
+                    f"Unsupported path `{state.path}`; this gateway serves POST {CHAT_PATH} and GET {MODELS_PATH}.",
+                    "unsupported_path",
+                ),
             )
         if state.method != "POST":
             return error_response(
@@ -130,16 +133,23 @@ class Phases:
         if length and length.isdigit() and int(length) > router_cfg.max_body_bytes:
             return error_response(
                 state,
-                OpenAIError(413, f"The request body exceeds the configured limit of {router_cfg.max_body_bytes} bytes.",
-                            "request_too_large"),
+                OpenAIError(
+                    413,
+                    f"The request body exceeds the configured limit of {router_cfg.max_body_bytes} bytes.",
+                    "request_too_large",
+                ),
             )
         encoding = hdrs.get("content-encoding", "identity").strip().lower()
         if encoding not in ("", "identity"):
             # The router reads the body to route it; a compressed body would be read as garbage and
             # forwarded as is. Say so instead.
             return error_response(
-                state, OpenAIError(415, f"Unsupported content-encoding `{encoding}`; send the JSON body uncompressed.",
-                                   "unsupported_content_encoding")
+                state,
+                OpenAIError(
+                    415,
+                    f"Unsupported content-encoding `{encoding}`; send the JSON body uncompressed.",
+                    "unsupported_content_encoding",
+                ),
             )
         ctype = hdrs.get("content-type", "application/json").split(";", 1)[0].strip().lower()
         if ctype not in ("application/json", "", "text/plain"):
@@ -151,7 +161,9 @@ class Phases:
     def _models(self, state: RequestState) -> Action:
         state.response_path = ResponsePath.MODELS
         if state.method != "GET":
-            return error_response(state, OpenAIError(405, f"Method {state.method} is not allowed on {MODELS_PATH}; use GET.", "method_not_allowed"))
+            return error_response(
+                state, OpenAIError(405, f"Method {state.method} is not allowed on {MODELS_PATH}; use GET.", "method_not_allowed")
+            )
         policy = state.policy
         names = [*policy.config.global_.router.auto_model_names, *policy.slug_algorithms]
         names += [m.name for m in policy.config.models]
@@ -198,7 +210,7 @@ class Phases:
                     async for chunk in action.chunks:
                         yield wire.stream_body(chunk)
                 finally:
-                    await action.chunks.aclose()  # type: ignore[attr-defined]
+                    await action.chunks.aclose()
                 yield wire.stream_body(b"", end_of_stream=True)
             else:
                 # BUFFERED cannot stream a local reply: one immediate response holds the whole SSE body.
@@ -207,7 +219,7 @@ class Phases:
                     async for chunk in action.chunks:
                         collected += chunk
                 finally:
-                    await action.chunks.aclose()  # type: ignore[attr-defined]
+                    await action.chunks.aclose()
                 yield wire.immediate(action.status, bytes(collected), headers)
 
 

@@ -16,15 +16,15 @@ ProcessingResponse = ep.ProcessingResponse
 
 
 def read_headers(headers: ep.HttpHeaders) -> dict[str, str]:
-    return {
-        h.key.lower(): (h.raw_value.decode("latin-1") if h.raw_value else h.value) for h in headers.headers.headers
-    }
+    return {h.key.lower(): (h.raw_value.decode("latin-1") if h.raw_value else h.value) for h in headers.headers.headers}
 
 
 def mutation(set_headers: Mapping[str, str], remove: Iterable[str] = ()) -> ep.HeaderMutation:
     return ep.HeaderMutation(
         set_headers=[
-            core.HeaderValueOption(header=core.HeaderValue(key=k, raw_value=v.encode("latin-1", "replace")), append_action=OVERWRITE)
+            core.HeaderValueOption(
+                header=core.HeaderValue(key=k, raw_value=v.encode("latin-1", "replace")), append_action=OVERWRITE
+            )
             for k, v in set_headers.items()
         ],
         remove_headers=list(remove),
@@ -42,9 +42,7 @@ def headers_response(
     return ep.ProcessingResponse(request_headers=ep.HeadersResponse(response=common))
 
 
-def buffered_body_response(
-    set_headers: Mapping[str, str], remove: Iterable[str], body: bytes | None
-) -> ep.ProcessingResponse:
+def buffered_body_response(set_headers: Mapping[str, str], remove: Iterable[str], body: bytes | None) -> ep.ProcessingResponse:
     common = ep.CommonResponse(header_mutation=mutation(set_headers, remove), clear_route_cache=True)
     if body is not None:
         common.body_mutation.CopyFrom(ep.BodyMutation(body=body))

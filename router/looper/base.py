@@ -13,12 +13,11 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol
 
-from pydantic import BaseModel
-
 from router.looper.budget import TokenBudget
 from router.looper.encoders import Encoders
 from router.looper.errors import UpstreamError
 from router.looper.ledger import Ledger
+from router.looper.trace import LooperTrace
 from router.openai.types import ChatCompletionRequest, Usage
 from router.openai.upstream import TokenLogprob
 
@@ -122,7 +121,7 @@ class Looper(ABC):
         """Deliberate. Raise ``StageFailure`` when the run cannot produce an answer."""
 
     @abstractmethod
-    def trace(self) -> BaseModel:
+    def trace(self) -> LooperTrace:
         """The typed trace of what happened so far (called after success and after failure)."""
 
     def headers(self) -> dict[str, str]:

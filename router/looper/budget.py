@@ -70,9 +70,13 @@ class TokenBudget:
 
     def too_small(self, stage: str, tokens: int) -> StageFailure:
         self.cut(stage, f"nothing fits: one call needs about {tokens} tokens, {self.remaining} left")
-        return StageFailure(stage, 400, "token_budget_too_small",
-                            f"max_total_tokens ({self.limit}) cannot cover even one call of this run: about {tokens} tokens "
-                            f"for this conversation, {max(self.remaining, 0)} left. Raise max_total_tokens or shorten the conversation.")
+        return StageFailure(
+            stage,
+            400,
+            "token_budget_too_small",
+            f"max_total_tokens ({self.limit}) cannot cover even one call of this run: about {tokens} tokens "
+            f"for this conversation, {max(self.remaining, 0)} left. Raise max_total_tokens or shorten the conversation.",
+        )
 
     @property
     def exhausted(self) -> bool:
@@ -81,7 +85,9 @@ class TokenBudget:
     def trace(self) -> BudgetTrace | None:
         if self.limit is None:
             return None
-        return BudgetTrace(max_total_tokens=self.limit, spent_tokens=self.spent, budget_exhausted=self.exhausted, cuts=list(self.cuts))
+        return BudgetTrace(
+            max_total_tokens=self.limit, spent_tokens=self.spent, budget_exhausted=self.exhausted, cuts=list(self.cuts)
+        )
 
     def header(self) -> str | None:
         if self.limit is None:

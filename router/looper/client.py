@@ -82,8 +82,9 @@ class ModelClient:
         on_delta: DeltaSink | None = None,
         extra_headers: dict[str, str] | None = None,
     ) -> CallResult:
-        with tracing.span("looper.call", parent_headers=extra_headers, **{"llm.model": model.name,
-                          "llm.stream": on_delta is not None}):
+        with tracing.span(
+            "looper.call", parent_headers=extra_headers, **{"llm.model": model.name, "llm.stream": on_delta is not None}
+        ):
             return await self._complete(model, backend, body, timeout=timeout, on_delta=on_delta, extra_headers=extra_headers)
 
     async def _complete(
@@ -112,13 +113,15 @@ class ModelClient:
         try:
             async with asyncio.timeout(timeout):
                 tmo = aiohttp.ClientTimeout(total=None, sock_connect=self.settings.connect_timeout_seconds)
-                async with self._http().post(url, data=orjson.dumps(payload), headers={"content-type": "application/json", **headers},
-                                             timeout=tmo) as resp:
+                async with self._http().post(
+                    url, data=orjson.dumps(payload), headers={"content-type": "application/json", **headers}, timeout=tmo
+                ) as resp:
                     if resp.status >= 400:
                         text = (await resp.content.read(ERROR_TEXT_BYTES)).decode("utf-8", "replace")
                         reason = "rate_limited" if resp.status == 429 else f"http_{resp.status}"
-                        raise UpstreamError(reason, f"{model.name} answered HTTP {resp.status}: {_error_text(text, secrets)}",
-                                            resp.status)
+                        raise UpstreamError(
+                            reason, f"{model.name} answered HTTP {resp.status}: {_error_text(text, secrets)}", resp.status
+                        )
                     if on_delta is None:
                         await self._read_whole(resp, result)
                     else:
@@ -136,9 +139,14 @@ class ModelClient:
             raise UpstreamError("connection_error", f"{model.name} could not be reached: {redact(str(exc), secrets)}") from None
         finally:
             elapsed = time.perf_counter() - started
-            record.upstream_call(model.name, outcome, elapsed,
-                                 result.first_token_ms / 1000 if result.first_token_ms is not None else None,
-                                 result.usage.prompt_tokens, result.usage.completion_tokens)
+            record.upstream_call(
+                model.name,
+                outcome,
+                elapsed,
+                result.first_token_ms / 1000 if result.first_token_ms is not None else None,
+                result.usage.prompt_tokens,
+                result.usage.completion_tokens,
+            )
         result.latency_ms = elapsed * 1000
         return result
 
@@ -159,8 +167,9 @@ class ModelClient:
         try:
             doc = UpstreamCompletion.model_validate_json(data)
         except ValidationError as exc:
-            raise UpstreamError("invalid_response", f"{result.model} answered something that is not a chat completion "
-                                f"({_first_problem(exc)})") from None
+            raise UpstreamError(
+                "invalid_response", f"{result.model} answered something that is not a chat completion ({_first_problem(exc)})"
+            ) from None
         choice = doc.choices[0]
         result.content = choice.message.content or ""
         result.tool_calls = [_tool_call(tc) for tc in choice.message.tool_calls or []]
@@ -188,8 +197,9 @@ class ModelClient:
         if buf:
             yield bytes(buf)
 
-    async def _read_stream(self, resp: aiohttp.ClientResponse, result: CallResult, on_delta: DeltaSink, started: float,
-                           secrets: list[str]) -> None:
+    async def _read_stream(
+        self, resp: aiohttp.ClientResponse, result: CallResult, on_delta: DeltaSink, started: float, secrets: list[str]
+    ) -> None:
         content: list[str] = []
         logprobs: list[TokenLogprob] = []
         calls: dict[int, dict[str, Any]] = {}
@@ -205,8 +215,9 @@ class ModelClient:
             try:
                 chunk = UpstreamChunk.model_validate_json(data)
             except ValidationError as exc:
-                raise UpstreamError("invalid_response", f"{result.model} streamed a chunk that is not a completion chunk "
-                                    f"({_first_problem(exc)})") from None
+                raise UpstreamError(
+                    "invalid_response", f"{result.model} streamed a chunk that is not a completion chunk ({_first_problem(exc)})"
+                ) from None
             if chunk.error is not None:
                 text = chunk.error if isinstance(chunk.error, str) else chunk.error.message
                 raise UpstreamError("stream_error", f"{result.model} reported an error mid-stream: {redact(text[:300], secrets)}")
@@ -229,7 +240,9 @@ class ModelClient:
                 if delta.tool_calls:
                     out["tool_calls"] = [tc.model_dump(exclude_none=True) for tc in delta.tool_calls]
                     for tc in delta.tool_calls:
-                        slot = calls.setdefault(tc.index or 0, {"id": None, "type": "function", "function": {"name": "", "arguments": ""}})
+                        slot = calls.setdefault(
+                            tc.index or 0, {"id": None, "type": "function", "function": {"name": "", "arguments": ""}}
+                        )
                         slot["id"] = tc.id or slot["id"]
                         slot["function"]["name"] += tc.function.name or ""
                         slot["function"]["arguments"] += tc.function.arguments or ""
@@ -242,8 +255,11 @@ class ModelClient:
 
 
 def _tool_call(tc: UpstreamToolCall) -> dict[str, Any]:
-    return {"id": tc.id, "type": tc.type or "function",
-            "function": {"name": tc.function.name or "", "arguments": tc.function.arguments or ""}}
+    return {
+        "id": tc.id,
+        "type": tc.type or "function",
+        "function": {"name": tc.function.name or "", "arguments": tc.function.arguments or ""},
+    }
 
 
 def _first_problem(exc: ValidationError) -> str:

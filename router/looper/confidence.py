@@ -15,7 +15,7 @@ from router.config.base import Strict
 from router.looper.base import Answer, CallResult, Looper
 from router.looper.budget import check_settings, resolve_limit
 from router.looper.errors import StageFailure, UpstreamError
-from router.looper.fusion import ConfidenceMethod, HybridWeights
+from router.looper.fusion import HybridWeights
 from router.looper.messages import final_body, original_text
 from router.looper.scoring import METHOD_THRESHOLDS, Score, from_logprobs
 from router.looper.spec import AlgorithmSpec
@@ -56,8 +56,14 @@ class ConfidenceSettings(Strict):
     max_total_tokens: int | None = Field(default=None, gt=0)
 
 
-DEFAULTS = ConfidenceSettings(confidence_method="hybrid", escalation_order="small_to_large", token_filter="all",
-                              on_error="skip", top_logprobs=2, missing_logprobs="self_verify")
+DEFAULTS = ConfidenceSettings(
+    confidence_method="hybrid",
+    escalation_order="small_to_large",
+    token_filter="all",
+    on_error="skip",
+    top_logprobs=2,
+    missing_logprobs="self_verify",
+)
 
 
 class ConfidencePlugin(ConfidenceSettings):
@@ -99,14 +105,22 @@ class ConfidenceParams:
 def escalation_order(models: list[str], how: str, facts: Any) -> list[str]:
     """``declared`` keeps the config's order; ``size``/``small_to_large`` sort by declared parameter
     size, ``cost`` by declared price; models without the fact keep their declared order, last."""
+
+    def size(m: str) -> float | None:
+        return facts(m).param_size  # type: ignore[no-any-return]  # ``facts`` is the policy's, typed loosely here
+
+    def price(m: str) -> float | None:
+        f = facts(m)
+        return None if f.input_price is None and f.output_price is None else (f.input_price or 0) + (f.output_price or 0)
+
     if how in ("size", "small_to_large"):
-        key = lambda m: facts(m).param_size  # noqa: E731
+        key = size
     elif how == "cost":
-        key = lambda m: (lambda f: None if f.input_price is None and f.output_price is None  # noqa: E731
-                         else (f.input_price or 0) + (f.output_price or 0))(facts(m))
+        key = price
     else:
         return list(models)
-    known = sorted((m for m in models if key(m) is not None), key=key)  # stable: ties keep declared order
+    # Stable: ties keep the declared order.
+    known = sorted((m for m in models if key(m) is not None), key=lambda m: key(m) or 0.0)
     return known + [m for m in models if key(m) is None]
 
 
@@ -212,9 +226,11 @@ class Confidence(Looper):
             if run.budget.limited and not run.budget.fits(cost := self._tier_cost(body)):
                 if last is None:
                     raise run.budget.too_small(f"tier{tier}", cost)
-                skipped = ", ".join(p.order[tier - 1:])
-                run.budget.cut(f"tier{tier}", f"not escalated to {skipped}: tier {tier} needs about {cost} tokens, "
-                                              f"{run.budget.remaining} left")
+                skipped = ", ".join(p.order[tier - 1 :])
+                run.budget.cut(
+                    f"tier{tier}",
+                    f"not escalated to {skipped}: tier {tier} needs about {cost} tokens, {run.budget.remaining} left",
+                )
                 break
             await run.say(f"confidence: tier {tier}/{len(p.order)}: {model}")
             try:
@@ -222,20 +238,38 @@ class Confidence(Looper):
                     answer = await run.call(model, body, p.tier_timeout, stage=f"tier{tier}")
                     score = await self._score(model, answer)
             except UpstreamError as exc:
-                self.attempts.append(Attempt(model=model, tier=tier, threshold=p.threshold, method=p.method, reason=f"failed:{exc.reason}"))
+                self.attempts.append(
+                    Attempt(model=model, tier=tier, threshold=p.threshold, method=p.method, reason=f"failed:{exc.reason}")
+                )
                 if p.on_error == "fail":
-                    raise StageFailure.from_upstream(f"tier{tier}", "tier_failed", exc, f"Confidence tier {tier} ({model})") from None
+                    raise StageFailure.from_upstream(
+                        f"tier{tier}", "tier_failed", exc, f"Confidence tier {tier} ({model})"
+                    ) from None
                 await run.say(f"confidence: {model} failed ({exc.reason}); escalating")
                 continue
             last = answer
             accepted = score.value is not None and score.value >= p.threshold
             if score.value is None and p.missing_logprobs == "accept":
                 accepted = True  # configured: a backend without logprobs is trusted as is
-            reason = ("above_threshold" if score.value is not None else f"accepted_without_evidence:{score.reason}") if accepted else \
-                ("below_threshold" if score.value is not None else f"no_evidence:{score.reason}")
-            self.attempts.append(Attempt(model=model, tier=tier, confidence=None if score.value is None else round(score.value, 4),
-                                         threshold=p.threshold, method=score.method, accepted=accepted, reason=reason,
-                                         tokens_scored=score.tokens, latency_ms=round(answer.latency_ms, 3), usage=answer.usage))
+            reason = (
+                ("above_threshold" if score.value is not None else f"accepted_without_evidence:{score.reason}")
+                if accepted
+                else ("below_threshold" if score.value is not None else f"no_evidence:{score.reason}")
+            )
+            self.attempts.append(
+                Attempt(
+                    model=model,
+                    tier=tier,
+                    confidence=None if score.value is None else round(score.value, 4),
+                    threshold=p.threshold,
+                    method=score.method,
+                    accepted=accepted,
+                    reason=reason,
+                    tokens_scored=score.tokens,
+                    latency_ms=round(answer.latency_ms, 3),
+                    usage=answer.usage,
+                )
+            )
             if accepted:
                 self.accepted, self.outcome = model, "accepted"
                 await run.say(f"confidence: {model} accepted")
@@ -243,8 +277,12 @@ class Confidence(Looper):
             conf = "n/a" if score.value is None else f"{score.value:.2f}"
             await run.say(f"confidence: {model} below threshold ({conf} < {p.threshold:.2f}); escalating")
         if last is None:
-            raise StageFailure("tiers", 502, "all_tiers_failed",
-                               "Every confidence tier failed: " + "; ".join(f"{a.model}: {a.reason}" for a in self.attempts))
+            raise StageFailure(
+                "tiers",
+                502,
+                "all_tiers_failed",
+                "Every confidence tier failed: " + "; ".join(f"{a.model}: {a.reason}" for a in self.attempts),
+            )
         self.accepted = last.model
         return self._answer(last)
 
@@ -272,7 +310,11 @@ class Confidence(Looper):
         if answer.tool_calls and not answer.content:
             return Score(None, "self_verify", 0, "tool_calls_unscored")
         budget = self.run.budget
-        if budget.limited and p.method != "self_verify" and not budget.fits(cost := self._verify_cost(approx_tokens(answer.content))):
+        if (
+            budget.limited
+            and p.method != "self_verify"
+            and not budget.fits(cost := self._verify_cost(approx_tokens(answer.content)))
+        ):
             budget.cut(f"verify:{model}", f"skipped: a self-verification needs about {cost} tokens, {budget.remaining} left")
             return Score(None, "self_verify", 0, f"{why}; verification_skipped_budget".strip("; "))
         return await verify(self.run, model, answer.content, p.tier_timeout, stage=f"verify:{model}", why=why)
@@ -283,9 +325,14 @@ class Confidence(Looper):
 
     def trace(self) -> ConfidenceTrace:
         p = self.params
-        return ConfidenceTrace(**LooperTrace.common(self.name, self.run.decision, self.run.ledger, self.outcome),
-                               escalation_order=list(p.order), method=p.method, threshold=p.threshold,
-                               attempts=self.attempts, accepted_model=self.accepted)
+        return ConfidenceTrace(
+            **LooperTrace.common(self.name, self.run.decision, self.run.ledger, self.outcome),
+            escalation_order=list(p.order),
+            method=p.method,
+            threshold=p.threshold,
+            attempts=self.attempts,
+            accepted_model=self.accepted,
+        )
 
 
 SPEC = AlgorithmSpec(

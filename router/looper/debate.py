@@ -67,9 +67,16 @@ class DebateSettings(Strict):
     trace: TraceSettings | None = None
 
 
-DEFAULTS = DebateSettings(max_rounds=2, convergence="embedding", convergence_threshold=0.9, on_error="skip",
-                          include_intermediate_responses=False, cancel_stragglers=True, embedding_model="embedding",
-                          nli_model="nli")
+DEFAULTS = DebateSettings(
+    max_rounds=2,
+    convergence="embedding",
+    convergence_threshold=0.9,
+    on_error="skip",
+    include_intermediate_responses=False,
+    cancel_stragglers=True,
+    embedding_model="embedding",
+    nli_model="nli",
+)
 
 
 class DebatePlugin(DebateSettings):
@@ -125,15 +132,24 @@ def resolve(merged: DebateSettings, ctx: Any) -> DebateParams:
     trace = merged.trace or TraceSettings()
     timeout = ctx.default_timeout
     return DebateParams(
-        panel=tuple(names), max_rounds=2 if merged.max_rounds is None else merged.max_rounds,
-        convergence=merged.convergence or "embedding", threshold=merged.convergence_threshold or 0.9,
-        synthesis_model=str(synth.name), temperature=merged.temperature, max_concurrent=merged.max_concurrent or len(names),
-        max_completion_tokens=merged.max_completion_tokens, round_timeout=merged.round_timeout_seconds or timeout,
-        synthesis_timeout=merged.synthesis_timeout_seconds or timeout, min_successful=merged.min_successful_responses,
-        cancel_stragglers=merged.cancel_stragglers is not False, on_error=merged.on_error or "skip",
-        revision_template=merged.revision_template or REVISION_TEMPLATE, synthesis_template=merged.synthesis_template or SYNTHESIS_TEMPLATE,
+        panel=tuple(names),
+        max_rounds=2 if merged.max_rounds is None else merged.max_rounds,
+        convergence=merged.convergence or "embedding",
+        threshold=merged.convergence_threshold or 0.9,
+        synthesis_model=str(synth.name),
+        temperature=merged.temperature,
+        max_concurrent=merged.max_concurrent or len(names),
+        max_completion_tokens=merged.max_completion_tokens,
+        round_timeout=merged.round_timeout_seconds or timeout,
+        synthesis_timeout=merged.synthesis_timeout_seconds or timeout,
+        min_successful=merged.min_successful_responses,
+        cancel_stragglers=merged.cancel_stragglers is not False,
+        on_error=merged.on_error or "skip",
+        revision_template=merged.revision_template or REVISION_TEMPLATE,
+        synthesis_template=merged.synthesis_template or SYNTHESIS_TEMPLATE,
         include_intermediate_responses=bool(merged.include_intermediate_responses),
-        embedding_model=merged.embedding_model or "embedding", nli_model=merged.nli_model or "nli",
+        embedding_model=merged.embedding_model or "embedding",
+        nli_model=merged.nli_model or "nli",
         trace_body=ctx.trace_body if trace.body is None else trace.body,
         trace_headers=ctx.trace_headers if trace.headers is None else trace.headers,
     )
@@ -220,21 +236,42 @@ class Debate(Looper):
             await run.say(f"debate: round {r}: {len(members)} {'answers' if r == 1 else 'revisions'}")
             with run.ledger.stage(f"round{r}"):
                 enough = p.min_successful if p.min_successful and p.min_successful < len(members) else None
-                result = await fan_out(run, members, stage=f"round{r}", timeout=p.round_timeout, max_concurrent=p.max_concurrent,
-                                       enough=enough, cancel_stragglers=p.cancel_stragglers, on_error=p.on_error, label="debate")
+                result = await fan_out(
+                    run,
+                    members,
+                    stage=f"round{r}",
+                    timeout=p.round_timeout,
+                    max_concurrent=p.max_concurrent,
+                    enough=enough,
+                    cancel_stragglers=p.cancel_stragglers,
+                    on_error=p.on_error,
+                    label="debate",
+                )
             got = {m.model: res for m, res in result.answers if res.content.strip()}
             if r == 1 and not got:
                 failures = [f for f in run.ledger.failures if f.stage == "round1"]
                 timeouts = bool(failures) and all(f.reason == "timeout" for f in failures)
-                raise StageFailure("round1", 504 if timeouts else 502, "all_panels_failed",
-                                   "Every debate model failed: " + "; ".join(f"{f.model}: {f.reason}" for f in failures))
+                raise StageFailure(
+                    "round1",
+                    504 if timeouts else 502,
+                    "all_panels_failed",
+                    "Every debate model failed: " + "; ".join(f"{f.model}: {f.reason}" for f in failures),
+                )
             kept = [m for m in latest if m not in got]
             latest = {**latest, **got}
             rnd = DebateRound(round=r, answered=len(got), failed=len(members) - len(got))
             if p.include_intermediate_responses:
-                rnd.answers = [DebateAnswer(model=m, content=latest[m].content, latency_ms=round(latest[m].latency_ms, 3) if m in got else None,
-                                            usage=latest[m].usage if m in got else None, kept_previous=m in kept)
-                               for m in p.panel if m in latest]
+                rnd.answers = [
+                    DebateAnswer(
+                        model=m,
+                        content=latest[m].content,
+                        latency_ms=round(latest[m].latency_ms, 3) if m in got else None,
+                        usage=latest[m].usage if m in got else None,
+                        kept_previous=m in kept,
+                    )
+                    for m in p.panel
+                    if m in latest
+                ]
             self.rounds.append(rnd)
             if len(latest) < 2:
                 self.stop_reason = "single_answer"
@@ -252,8 +289,14 @@ class Debate(Looper):
     def _revision(self, base: dict[str, Any], model: str, latest: dict[str, CallResult]) -> dict[str, Any]:
         others = "\n\n".join(f"[{m}]\n{r.content}" for m, r in latest.items() if m != model)
         messages = list(base.get("messages") or [])
-        return {**base, "messages": [*messages, {"role": "assistant", "content": latest[model].content},
-                                     {"role": "user", "content": render(self.params.revision_template, responses=others)}]}
+        return {
+            **base,
+            "messages": [
+                *messages,
+                {"role": "assistant", "content": latest[model].content},
+                {"role": "user", "content": render(self.params.revision_template, responses=others)},
+            ],
+        }
 
     async def _converged(self, rnd: DebateRound, texts: list[str]) -> bool:
         p, enc = self.params, self.run.encoders
@@ -298,16 +341,26 @@ class Debate(Looper):
             with run.ledger.stage("synthesis"):
                 final = await run.call(p.synthesis_model, body, p.synthesis_timeout, stage="synthesis", stream=True)
         except UpstreamError as exc:
-            raise StageFailure.from_upstream("synthesis", "synthesis_failed", exc, f"The debate synthesis call to {p.synthesis_model}") from None
+            raise StageFailure.from_upstream(
+                "synthesis", "synthesis_failed", exc, f"The debate synthesis call to {p.synthesis_model}"
+            ) from None
         finish = "tool_calls" if final.tool_calls else (final.finish_reason or "stop")
-        return Answer(final.content or (None if final.tool_calls else ""), final.tool_calls, finish, self.outcome, streamed=run.streaming)
+        return Answer(
+            final.content or (None if final.tool_calls else ""), final.tool_calls, finish, self.outcome, streamed=run.streaming
+        )
 
     def trace(self) -> DebateTrace:
         p = self.params
-        return DebateTrace(**LooperTrace.common(self.name, self.run.decision, self.run.ledger, self.outcome),
-                           models=list(p.panel), synthesis_model=p.synthesis_model, max_rounds=p.max_rounds,
-                           convergence=p.convergence, convergence_threshold=p.threshold, stop_reason=self.stop_reason,
-                           rounds=self.rounds)
+        return DebateTrace(
+            **LooperTrace.common(self.name, self.run.decision, self.run.ledger, self.outcome),
+            models=list(p.panel),
+            synthesis_model=p.synthesis_model,
+            max_rounds=p.max_rounds,
+            convergence=p.convergence,
+            convergence_threshold=p.threshold,
+            stop_reason=self.stop_reason,
+            rounds=self.rounds,
+        )
 
 
 SPEC = AlgorithmSpec(

@@ -23,11 +23,11 @@ from router.looper.errors import StageFailure, UpstreamError
 from router.looper.grounding import ANNOTATE_NOTE, WEIGHT_NOTE, GroundingSettings, GroundingTrace, Outcome, ground
 from router.looper.messages import final_body, original_text, subcall_body, user_prompt
 from router.looper.panel import Member, fan_out
-from router.looper.spec import AlgorithmSpec
 from router.looper.scoring import METHOD_THRESHOLDS, Score, from_logprobs
-from router.looper.verify import verify
+from router.looper.spec import AlgorithmSpec
 from router.looper.templates import ANALYSIS_TEMPLATE, PROMPT_VERSION, SYNTHESIS_TEMPLATE, render
 from router.looper.trace import LooperTrace, TraceModel, TraceSettings
+from router.looper.verify import verify
 from router.openai.errors import OpenAIError
 from router.openai.tokens import (
     PER_MESSAGE,
@@ -187,8 +187,12 @@ def resolve(merged: FusionSettings, ctx: Any) -> FusionParams:
         raise OpenAIError(400, "Fusion needs a panel: set analysis_models.", "fusion_no_panel")
     judge = _name(ctx.lookup, merged.model or ctx.fallback_model or panel[0], "judge")
     if merged.min_successful_responses is not None and merged.min_successful_responses > len(panel):
-        raise OpenAIError(400, f"min_successful_responses is {merged.min_successful_responses}, but the Fusion panel has only "
-                          f"{len(panel)} models.", "invalid_plugin", param="min_successful_responses")
+        raise OpenAIError(
+            400,
+            f"min_successful_responses is {merged.min_successful_responses}, but the Fusion panel has only {len(panel)} models.",
+            "invalid_plugin",
+            param="min_successful_responses",
+        )
     trace = merged.trace or TraceSettings()
     timeout = ctx.default_timeout
     gate = merged.gate
@@ -223,8 +227,11 @@ def resolve(merged: FusionSettings, ctx: Any) -> FusionParams:
 
 def _caps(settings: FusionSettings) -> list[tuple[str, int]]:
     caps = [("max_completion_tokens", settings.max_completion_tokens)] if settings.max_completion_tokens else []
-    caps += [(f"analysis_overrides[{j}].max_completion_tokens", o.max_completion_tokens)
-             for j, o in enumerate(settings.analysis_overrides or []) if o.max_completion_tokens]
+    caps += [
+        (f"analysis_overrides[{j}].max_completion_tokens", o.max_completion_tokens)
+        for j, o in enumerate(settings.analysis_overrides or [])
+        if o.max_completion_tokens
+    ]
     return caps
 
 
@@ -233,7 +240,9 @@ def check(settings: FusionSettings, ctx: Any) -> Iterator[str]:
 
     def known(where: str, name: str | None, what: str) -> Iterator[str]:
         if name is not None and name not in ctx.models:
-            hint = f" ({name!r} is a routing alias or looper slug and can never be a {what} model)" if name in ctx.reserved else ""
+            hint = (
+                f" ({name!r} is a routing alias or looper slug and can never be a {what} model)" if name in ctx.reserved else ""
+            )
             yield f"{where}: unknown {what} model {name!r}{hint}"
 
     yield from known("model", settings.model, "judge")
@@ -336,8 +345,14 @@ class Fusion(Looper):
         with run.ledger.stage("panel"):
             await self._panel(base, gate_answer, original)
         responses = await self._grounded_responses()
-        if self.plan_judge and run.budget.limited and not run.budget.fits(self._judge_cost(base, original, responses)
-                                                   + self._synthesis_cost(original, responses, "", (completion_cap(base) or 0) * 4 // 3)):
+        if (
+            self.plan_judge
+            and run.budget.limited
+            and not run.budget.fits(
+                self._judge_cost(base, original, responses)
+                + self._synthesis_cost(original, responses, "", (completion_cap(base) or 0) * 4 // 3)
+            )
+        ):
             self.plan_judge = False
             run.budget.cut("judge", f"skipped: judge and synthesis no longer fit ({run.budget.remaining} tokens left)")
         if self.plan_judge:
@@ -347,7 +362,9 @@ class Fusion(Looper):
         else:
             self.analysis_status = "skipped_budget"
             analysis_text = "(no analysis: the token budget left no room for it; work from the panel answers directly)"
-        if not self.plan_synthesis or (run.budget.limited and not run.budget.fits(self._synthesis_cost(original, responses, analysis_text))):
+        if not self.plan_synthesis or (
+            run.budget.limited and not run.budget.fits(self._synthesis_cost(original, responses, analysis_text))
+        ):
             if self.plan_synthesis:
                 run.budget.cut("synthesis", f"skipped: answering with a panel answer ({run.budget.remaining} tokens left)")
             return self._panel_answer()
@@ -355,8 +372,9 @@ class Fusion(Looper):
         with run.ledger.stage("synthesis"):
             final = await self._synthesize(original, responses, analysis_text)
         finish = "tool_calls" if final.tool_calls else (final.finish_reason or "stop")
-        return Answer(final.content or (None if final.tool_calls else ""), final.tool_calls, finish, self.outcome,
-                      streamed=run.streaming)
+        return Answer(
+            final.content or (None if final.tool_calls else ""), final.tool_calls, finish, self.outcome, streamed=run.streaming
+        )
 
     # -- gate ------------------------------------------------------------------------------------
 
@@ -366,8 +384,11 @@ class Fusion(Looper):
         tools = bool(run.raw.get("tools"))
         # With tools the gate answers like a final call (it may call them); without, exactly like a
         # panel member, so its answer can stand in for that member's.
-        body = (final_body(run.raw, None, max_completion_tokens=p.max_completion_tokens, temperature=p.temperature) if tools
-                else subcall_body(run.raw, max_completion_tokens=p.max_completion_tokens, temperature=p.temperature))
+        body = (
+            final_body(run.raw, None, max_completion_tokens=p.max_completion_tokens, temperature=p.temperature)
+            if tools
+            else subcall_body(run.raw, max_completion_tokens=p.max_completion_tokens, temperature=p.temperature)
+        )
         method = gate.confidence_method
         if method not in ("self_verify", "self_consistency"):
             body = {**body, "logprobs": True, "top_logprobs": gate.top_logprobs}
@@ -383,14 +404,27 @@ class Fusion(Looper):
                     answer = await run.call(gate.model, body, p.gate_timeout, stage="gate")
                     score = await self._confidence(gate, answer)
         except UpstreamError as exc:
-            self.gate = GateTrace(model=gate.model, method=method, confidence=None, threshold=gate.effective_threshold,
-                                  passed=False, reason=f"gate_failed:{exc.reason}")
+            self.gate = GateTrace(
+                model=gate.model,
+                method=method,
+                confidence=None,
+                threshold=gate.effective_threshold,
+                passed=False,
+                reason=f"gate_failed:{exc.reason}",
+            )
             return None, None
         threshold = gate.effective_threshold
         passed = score.value is not None and score.value >= threshold and (bool(answer.content) or bool(answer.tool_calls))
         saved = len(p.panel) + 2 - run.ledger.calls if passed else 0
-        self.gate = GateTrace(model=gate.model, method=score.method, confidence=None if score.value is None else round(score.value, 4),
-                              threshold=threshold, passed=passed, reason=score.reason, calls_saved=max(saved, 0))
+        self.gate = GateTrace(
+            model=gate.model,
+            method=score.method,
+            confidence=None if score.value is None else round(score.value, 4),
+            threshold=threshold,
+            passed=passed,
+            reason=score.reason,
+            calls_saved=max(saved, 0),
+        )
         if passed:
             self.outcome = "gated"
             await run.say(f"fusion: gate {gate.model} confident ({score.value:.2f} >= {threshold:.2f}); no panel needed")
@@ -406,8 +440,14 @@ class Fusion(Looper):
         from router.looper.self_consistency import cluster, contradiction_veto, similarity, winner
 
         run = self.run
-        out = await fan_out(run, [Member(gate.model, body)] * gate.samples, stage="gate", timeout=self.params.gate_timeout,
-                            max_concurrent=gate.samples, label="fusion gate")
+        out = await fan_out(
+            run,
+            [Member(gate.model, body)] * gate.samples,
+            stage="gate",
+            timeout=self.params.gate_timeout,
+            max_concurrent=gate.samples,
+            label="fusion gate",
+        )
         answers = [r for _, r in out.answers if r.content.strip()]
         if not answers:
             failed = next((f for f in reversed(run.ledger.failures) if f.stage == "gate"), None)
@@ -421,11 +461,16 @@ class Fusion(Looper):
 
     async def _confidence(self, gate: GateSettings, answer: CallResult) -> Score:
         weights = gate.hybrid_weights or HybridWeights()
-        score = from_logprobs(answer.logprobs, gate.confidence_method, weights.logprob_weight) if gate.confidence_method != "self_verify" else None
+        score = (
+            from_logprobs(answer.logprobs, gate.confidence_method, weights.logprob_weight)
+            if gate.confidence_method != "self_verify"
+            else None
+        )
         if score is not None and (score.value is not None or gate.missing_logprobs == "fuse"):
             return score
-        return await verify(self.run, gate.model, answer.content, self.params.gate_timeout, stage="gate",
-                            why=score.reason if score else "")
+        return await verify(
+            self.run, gate.model, answer.content, self.params.gate_timeout, stage="gate", why=score.reason if score else ""
+        )
 
     # -- panel -----------------------------------------------------------------------------------
 
@@ -437,9 +482,15 @@ class Fusion(Looper):
                 self.from_gate = name  # the gate's answer is this member's answer: no second call
                 continue
             o = p.overrides.get(name)
-            body = base if o is None else subcall_body(
-                run.raw, max_completion_tokens=o.max_completion_tokens or p.max_completion_tokens,
-                temperature=o.temperature if o.temperature is not None else p.temperature)
+            body = (
+                base
+                if o is None
+                else subcall_body(
+                    run.raw,
+                    max_completion_tokens=o.max_completion_tokens or p.max_completion_tokens,
+                    temperature=o.temperature if o.temperature is not None else p.temperature,
+                )
+            )
             members.append(Member(name, body))
         if run.budget.limited:
             members = self._plan(base, members, reuse if self.from_gate else None, original)
@@ -448,9 +499,17 @@ class Fusion(Looper):
             self.responses = [reuse]
             return
         enough = max(0, p.min_successful - (1 if self.from_gate else 0))
-        result = await fan_out(run, members, stage="panel", timeout=p.panel_timeout, max_concurrent=p.max_concurrent,
-                               enough=enough if enough < len(members) else None, cancel_stragglers=p.cancel_stragglers,
-                               on_error=p.on_error, label="fusion")
+        result = await fan_out(
+            run,
+            members,
+            stage="panel",
+            timeout=p.panel_timeout,
+            max_concurrent=p.max_concurrent,
+            enough=enough if enough < len(members) else None,
+            cancel_stragglers=p.cancel_stragglers,
+            on_error=p.on_error,
+            label="fusion",
+        )
         self.cancelled = [m.model for m in result.cancelled]
         answers = {m.model: r for m, r in result.answers}
         if reuse is not None and self.from_gate:
@@ -459,8 +518,12 @@ class Fusion(Looper):
         if not self.responses:
             failures = [f for f in run.ledger.failures if f.stage == "panel"]
             timeouts = all(f.reason == "timeout" for f in failures)
-            raise StageFailure("panel", 504 if timeouts else 502, "all_panels_failed",
-                               "Every Fusion panel model failed: " + "; ".join(f"{f.model}: {f.reason}" for f in failures))
+            raise StageFailure(
+                "panel",
+                504 if timeouts else 502,
+                "all_panels_failed",
+                "Every Fusion panel model failed: " + "; ".join(f"{f.model}: {f.reason}" for f in failures),
+            )
 
     # -- token budget ----------------------------------------------------------------------------
 
@@ -481,7 +544,15 @@ class Fusion(Looper):
 
         def synthesis(k: int, judged: bool) -> int:
             analysis = cap * 4 // 3 if judged else 32
-            return history + PER_MESSAGE + approx_tokens(p.synthesis_template) + orig + answers_tokens(fixed + caps[:k]) + analysis + cap
+            return (
+                history
+                + PER_MESSAGE
+                + approx_tokens(p.synthesis_template)
+                + orig
+                + answers_tokens(fixed + caps[:k])
+                + analysis
+                + cap
+            )
 
         total = len(members) + len(fixed)
         least = max(0, min(2, total) - len(fixed))
@@ -507,8 +578,11 @@ class Fusion(Looper):
             budget.cut("synthesis", "skipped: answering with a panel answer")
         if k < len(members):
             skipped = [m.model for m in members[k:]]
-            budget.cut("panel", f"called {k} of {len(members)} panel members ({', '.join(skipped)} not called; "
-                                f"{budget.remaining} tokens left before the panel)")
+            budget.cut(
+                "panel",
+                f"called {k} of {len(members)} panel members ({', '.join(skipped)} not called; "
+                f"{budget.remaining} tokens left before the panel)",
+            )
         return members[:k]
 
     def _judge_cost(self, base: dict[str, Any], original: str, responses: str) -> int:
@@ -519,7 +593,10 @@ class Fusion(Looper):
         """The synthesis call's worst case (``analysis_tokens``: room for an analysis not written yet)."""
         p = self.params
         instructions = render(p.synthesis_template, original=original, responses=responses, analysis=analysis)
-        return self.run.budget.cost(final_body(self.run.raw, instructions, max_completion_tokens=p.max_completion_tokens)) + analysis_tokens
+        return (
+            self.run.budget.cost(final_body(self.run.raw, instructions, max_completion_tokens=p.max_completion_tokens))
+            + analysis_tokens
+        )
 
     def _panel_answer(self) -> Answer:
         """No room for synthesis: the first panel answer (configured order) is the client's answer."""
@@ -538,8 +615,9 @@ class Fusion(Looper):
         if p.grounding is None:
             return plain
         with run.ledger.stage("grounding"):
-            self.grounded = await ground(run.encoders, p.grounding, [(r.model, r.content) for r in self.responses],
-                                         run.raw.get("messages") or [])
+            self.grounded = await ground(
+                run.encoders, p.grounding, [(r.model, r.content) for r in self.responses], run.raw.get("messages") or []
+            )
         g = self.grounded
         if g.trace.status == "failed":
             raise StageFailure("grounding", 502, "grounding_failed", f"Fusion grounding failed: {g.trace.reason}")
@@ -547,8 +625,10 @@ class Fusion(Looper):
             await run.say(f"fusion: grounding skipped ({g.trace.reason}); plain Fusion")
             return plain
         dropped = [r.model for r in self.responses if not g.keep(r.model)]
-        await run.say(f"fusion: grounding scored {len(self.responses)} answers against the {g.trace.reference}"
-                      + (f"; left out {', '.join(dropped)}" if dropped else ""))
+        await run.say(
+            f"fusion: grounding scored {len(self.responses)} answers against the {g.trace.reference}"
+            + (f"; left out {', '.join(dropped)}" if dropped else "")
+        )
         kept = [r for r in self.responses if g.keep(r.model)]
         text = "\n\n".join(f"[{r.model}] {g.note(r.model)}".rstrip() + f"\n{r.content}" for r in kept)
         if p.grounding.policy in ("weight", "annotate"):
@@ -588,7 +668,9 @@ class Fusion(Looper):
         try:
             return await run.call(p.judge, body, p.synthesis_timeout, stage="synthesis", stream=True)
         except UpstreamError as exc:
-            raise StageFailure.from_upstream("synthesis", "synthesis_failed", exc, f"The Fusion synthesis call to {p.judge}") from None
+            raise StageFailure.from_upstream(
+                "synthesis", "synthesis_failed", exc, f"The Fusion synthesis call to {p.judge}"
+            ) from None
 
     # -- trace and headers -----------------------------------------------------------------------
 
@@ -616,8 +698,16 @@ class Fusion(Looper):
             if self.analysis_raw is not None:
                 trace.analysis_raw = self.analysis_raw
         if p.include_intermediate_responses:
-            trace.responses = [PanelResponse(model=r.model, content=r.content, latency_ms=round(r.latency_ms, 3), usage=r.usage,
-                                             from_gate=r.model == self.from_gate) for r in self.responses]
+            trace.responses = [
+                PanelResponse(
+                    model=r.model,
+                    content=r.content,
+                    latency_ms=round(r.latency_ms, 3),
+                    usage=r.usage,
+                    from_gate=r.model == self.from_gate,
+                )
+                for r in self.responses
+            ]
         return trace
 
     def headers(self) -> dict[str, str]:

@@ -273,18 +273,21 @@ class Outcome:
         return line + (f"; contradicted claims: {' | '.join(bad)})" if bad else ")")
 
 
-ANNOTATE_NOTE = ("Each panel answer carries a groundedness score from 0 to 1 from an entailment check of its claims "
-                 "against the {reference}.")
-WEIGHT_NOTE = ANNOTATE_NOTE + (" Trust well-grounded answers more; treat contradicted claims as likely wrong unless you can "
-                               "show otherwise.")
+ANNOTATE_NOTE = (
+    "Each panel answer carries a groundedness score from 0 to 1 from an entailment check of its claims against the {reference}."
+)
+WEIGHT_NOTE = ANNOTATE_NOTE + (
+    " Trust well-grounded answers more; treat contradicted claims as likely wrong unless you can show otherwise."
+)
 
 
 class GroundingFailed(RuntimeError):
     pass
 
 
-async def ground(encoders: Encoders | None, settings: GroundingSettings, answers: Sequence[tuple[str, str]],
-                 messages: Sequence[dict[str, Any]]) -> Outcome:
+async def ground(
+    encoders: Encoders | None, settings: GroundingSettings, answers: Sequence[tuple[str, str]], messages: Sequence[dict[str, Any]]
+) -> Outcome:
     """Score ``answers`` ((model, text) in panel order). Never raises under ``on_error: skip``."""
     t0 = time.perf_counter()
     evidence = evidence_texts(messages)
@@ -304,19 +307,42 @@ async def ground(encoders: Encoders | None, settings: GroundingSettings, answers
         reason = f"timeout: entailment took longer than {settings.timeout_seconds:g}s"
     except Exception as exc:  # noqa: BLE001 - grounding is optional; on_error decides what a failure means
         name = type(exc).__name__
-        reason = str(exc) if isinstance(exc, GroundingFailed) else (
-            f"model_unavailable: {exc}" if name in ("ModelUnavailable", "ModelLoadError") else f"error: {name}: {exc}")
+        reason = (
+            str(exc)
+            if isinstance(exc, GroundingFailed)
+            else (f"model_unavailable: {exc}" if name in ("ModelUnavailable", "ModelLoadError") else f"error: {name}: {exc}")
+        )
     else:
         actions = decide(scores, settings.policy, settings.min_score, settings.min_keep)
         graded = []
         for s in scores:
-            bad = [ContradictedClaim(claim=v.claim, contradiction=round(v.contradiction, 4), against=v.against)
-                   for v in s.claims if v.contradicted]
+            bad = [
+                ContradictedClaim(claim=v.claim, contradiction=round(v.contradiction, 4), against=v.against)
+                for v in s.claims
+                if v.contradicted
+            ]
             why = f"score {s.score:.2f} < min_score {settings.min_score:g}" if actions[s.model] == "dropped" else ""
-            graded.append(GroundedAnswer(model=s.model, score=round(s.score, 4), action=actions[s.model], claims=len(s.claims),
-                                         claims_total=s.claims_total, truncated=s.truncated, contradicted_claims=bad, reason=why))
-        trace = GroundingTrace(status="applied", reference=mode, policy=settings.policy, min_score=settings.min_score,
-                               pairs=pairs, latency_ms=round((time.perf_counter() - t0) * 1000, 3), answers=graded)
+            graded.append(
+                GroundedAnswer(
+                    model=s.model,
+                    score=round(s.score, 4),
+                    action=actions[s.model],
+                    claims=len(s.claims),
+                    claims_total=s.claims_total,
+                    truncated=s.truncated,
+                    contradicted_claims=bad,
+                    reason=why,
+                )
+            )
+        trace = GroundingTrace(
+            status="applied",
+            reference=mode,
+            policy=settings.policy,
+            min_score=settings.min_score,
+            pairs=pairs,
+            latency_ms=round((time.perf_counter() - t0) * 1000, 3),
+            answers=graded,
+        )
         return Outcome(trace, actions, {s.model: s for s in scores})
     base.status = "failed" if settings.on_error == "fail" else "skipped"
     base.reason = reason
@@ -324,8 +350,9 @@ async def ground(encoders: Encoders | None, settings: GroundingSettings, answers
     return Outcome(base)
 
 
-async def _score(encoders: Encoders, settings: GroundingSettings, answers: Sequence[tuple[str, str]], evidence: list[str],
-                 mode: str) -> tuple[list[AnswerScore], int]:
+async def _score(
+    encoders: Encoders, settings: GroundingSettings, answers: Sequence[tuple[str, str]], evidence: list[str], mode: str
+) -> tuple[list[AnswerScore], int]:
     claims = [split_claims(text, settings.max_claims, settings.max_claim_chars) for _, text in answers]
     pairs: list[tuple[str, str]] = []
     index: list[tuple[int, int, str]] = []  # (answer, claim, reference label) per pair
@@ -334,7 +361,7 @@ async def _score(encoders: Encoders, settings: GroundingSettings, answers: Seque
         flat = [c for cl in claims for c in cl.claims]
         if len(chunks) > settings.context_chunks and flat:
             vecs = await encoders.embed(settings.embedding_model, chunks + flat)
-            sims = vecs[len(chunks):] @ vecs[: len(chunks)].T
+            sims = vecs[len(chunks) :] @ vecs[: len(chunks)].T
         else:
             sims = np.zeros((len(flat), len(chunks)), dtype=np.float32)
         k = 0
@@ -363,6 +390,13 @@ async def _score(encoders: Encoders, settings: GroundingSettings, answers: Seque
     out = []
     for a, (model, _) in enumerate(answers):
         verdicts = [verdict_of(claim, grouped.get((a, c), []), mode) for c, claim in enumerate(claims[a].claims)]
-        out.append(AnswerScore(model, answer_score(verdicts, settings.nli_contradiction_penalty), verdicts,
-                               claims[a].total, claims[a].truncated or a in cut))
+        out.append(
+            AnswerScore(
+                model,
+                answer_score(verdicts, settings.nli_contradiction_penalty),
+                verdicts,
+                claims[a].total,
+                claims[a].truncated or a in cut,
+            )
+        )
     return out, len(pairs)

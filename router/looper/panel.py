@@ -55,8 +55,9 @@ async def fan_out(
     pending = set(tasks)
     try:
         while pending:
-            done, pending = await asyncio.wait(pending, timeout=max(0.0, deadline - time.perf_counter()),
-                                               return_when=asyncio.FIRST_COMPLETED)
+            done, pending = await asyncio.wait(
+                pending, timeout=max(0.0, deadline - time.perf_counter()), return_when=asyncio.FIRST_COMPLETED
+            )
             if not done:  # the stage budget ran out: whoever has not answered failed
                 for task in pending:
                     _, m = tasks[task]

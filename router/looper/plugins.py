@@ -28,14 +28,20 @@ def parse_plugins(plugins: list[Any] | None, policy: Policy) -> LooperOverride |
         except ValidationError as exc:
             err = exc.errors()[0]
             where = f"plugins[{i}]." + field_path(err["loc"])
-            raise OpenAIError(400, f"Invalid {spec.name} plugin field `{where}`: {err['msg']}.", "invalid_plugin", param=where) from None
+            raise OpenAIError(
+                400, f"Invalid {spec.name} plugin field `{where}`: {err['msg']}.", "invalid_plugin", param=where
+            ) from None
         if not getattr(plugin, "enabled", True):
             return None
         for where, name in spec.plugin_models(plugin):
             at = f"plugins[{i}].{where}"
             if name in policy.reserved_names:
-                raise OpenAIError(400, f"`{at}`: {name!r} is a routing alias or looper slug and can never be a model of a looper.",
-                                  "invalid_plugin", param=at)
+                raise OpenAIError(
+                    400,
+                    f"`{at}`: {name!r} is a routing alias or looper slug and can never be a model of a looper.",
+                    "invalid_plugin",
+                    param=at,
+                )
             if policy.resolve_model(name) is None:
                 raise OpenAIError(400, f"`{at}`: unknown model {name!r}.", "invalid_plugin", param=at)
         return LooperOverride(spec.name, settings_of(plugin, spec.settings), spec.plugin_candidates(plugin))

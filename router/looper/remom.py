@@ -71,9 +71,15 @@ class RemomSettings(Strict):
     max_total_tokens: int | None = Field(default=None, gt=0)
 
 
-DEFAULTS = RemomSettings(breadth_schedule=[3, 2], model_distribution="round_robin", temperature=0.7,
-                         compaction_strategy="full", on_error="skip", include_intermediate_responses=False,
-                         cancel_stragglers=True)
+DEFAULTS = RemomSettings(
+    breadth_schedule=[3, 2],
+    model_distribution="round_robin",
+    temperature=0.7,
+    compaction_strategy="full",
+    on_error="skip",
+    include_intermediate_responses=False,
+    cancel_stragglers=True,
+)
 
 
 class RemomPlugin(RemomSettings):
@@ -273,18 +279,40 @@ class Remom(Looper):
             await run.say(f"remom: round {i}/{len(p.schedule)}: {len(models)} calls")
             with run.ledger.stage(stage):
                 enough = min(p.min_successful, len(models)) if p.min_successful else None
-                result = await fan_out(run, [Member(m, body) for m in models], stage=stage, timeout=p.round_timeout,
-                                       max_concurrent=p.max_concurrent, enough=enough if enough and enough < len(models) else None,
-                                       cancel_stragglers=p.cancel_stragglers, on_error=p.on_error, label=f"remom round {i}")
+                result = await fan_out(
+                    run,
+                    [Member(m, body) for m in models],
+                    stage=stage,
+                    timeout=p.round_timeout,
+                    max_concurrent=p.max_concurrent,
+                    enough=enough if enough and enough < len(models) else None,
+                    cancel_stragglers=p.cancel_stragglers,
+                    on_error=p.on_error,
+                    label=f"remom round {i}",
+                )
             answers = [r for _, r in result.answers]
-            self.rounds.append(RoundTrace(
-                round=i, breadth=len(models), models=list(models), answered=len(answers), failed=len(result.failed),
-                cancelled=len(result.cancelled), latency_ms=round(run.ledger.stage_ms.get(stage, 0.0), 3),
-                responses=[RoundResponse(model=r.model, content=r.content, latency_ms=round(r.latency_ms, 3), usage=r.usage)
-                           for r in answers] if p.include_intermediate_responses else None))
+            self.rounds.append(
+                RoundTrace(
+                    round=i,
+                    breadth=len(models),
+                    models=list(models),
+                    answered=len(answers),
+                    failed=len(result.failed),
+                    cancelled=len(result.cancelled),
+                    latency_ms=round(run.ledger.stage_ms.get(stage, 0.0), 3),
+                    responses=[
+                        RoundResponse(model=r.model, content=r.content, latency_ms=round(r.latency_ms, 3), usage=r.usage)
+                        for r in answers
+                    ]
+                    if p.include_intermediate_responses
+                    else None,
+                )
+            )
             if not answers:
                 if not latest:
-                    raise StageFailure(stage, 502, "all_rounds_failed", f"Every call of ReMoM round {i} failed; nothing to build on.")
+                    raise StageFailure(
+                        stage, 502, "all_rounds_failed", f"Every call of ReMoM round {i} failed; nothing to build on."
+                    )
                 self.outcome = "synthesized_partial"  # a later round failed whole: synthesize from the last good one
                 await run.say(f"remom: round {i} produced nothing; synthesizing from round {i - 1}")
                 break
@@ -292,7 +320,9 @@ class Remom(Looper):
             if not synthesize:
                 break
         # The budget's estimate shuffles with a copy of the generator: the call shows the same order.
-        if not synthesize or (run.budget.limited and not run.budget.fits(run.budget.cost(self._synthesis_body(latest, _copy(rng))))):
+        if not synthesize or (
+            run.budget.limited and not run.budget.fits(run.budget.cost(self._synthesis_body(latest, _copy(rng))))
+        ):
             if synthesize:
                 run.budget.cut("synthesis", f"skipped: answering with a round answer ({run.budget.remaining} tokens left)")
             self.outcome = "round_answer"
@@ -300,8 +330,9 @@ class Remom(Looper):
             return Answer(first.content, [], first.finish_reason or "stop", self.outcome)
         return await self._synthesize(latest, rng)
 
-    def _fit_round(self, i: int, models: tuple[str, ...], body: dict[str, Any], latest: list[CallResult]
-                   ) -> tuple[tuple[str, ...], bool] | None:
+    def _fit_round(
+        self, i: int, models: tuple[str, ...], body: dict[str, Any], latest: list[CallResult]
+    ) -> tuple[tuple[str, ...], bool] | None:
         """Under ``max_total_tokens``: the calls of round ``i`` that fit with a synthesis after them (and
         whether it will run); None to stop before this round."""
         p, budget = self.params, self.run.budget
@@ -316,8 +347,10 @@ class Remom(Looper):
         k = budget.largest([cost] * len(models), synthesis)
         later = ", ".join(f"round{j}" for j in range(i, len(p.schedule) + 1))
         if k == 0 and latest:
-            budget.cut(f"round{i}", f"not run ({later}): a round and the synthesis need about {cost + synthesis(1)} tokens, "
-                                    f"{budget.remaining} left")
+            budget.cut(
+                f"round{i}",
+                f"not run ({later}): a round and the synthesis need about {cost + synthesis(1)} tokens, {budget.remaining} left",
+            )
             return None
         if k == 0:  # round 1 and a synthesis do not fit: as many round-1 calls as fit, one answer returned
             k = budget.largest([cost] * len(models), lambda n: 0)
@@ -338,7 +371,9 @@ class Remom(Looper):
             rng.shuffle(chosen)  # so no model's position in the prompt is fixed
         if p.max_responses_per_round:
             chosen = chosen[: p.max_responses_per_round]
-        return "\n\n".join(f"[answer {k}]\n{compact(r.content, p.compaction, p.compaction_tokens)}" for k, r in enumerate(chosen, 1))
+        return "\n\n".join(
+            f"[answer {k}]\n{compact(r.content, p.compaction, p.compaction_tokens)}" for k, r in enumerate(chosen, 1)
+        )
 
     def _with_context(self, base: dict[str, Any], answers: list[CallResult], rng: random.Random | None) -> dict[str, Any]:
         context = render(ROUND_TEMPLATE, responses=self._presented(answers, rng))
@@ -359,14 +394,22 @@ class Remom(Looper):
             with run.ledger.stage("synthesis"):
                 final = await run.call(p.synthesis_model, body, p.synthesis_timeout, stage="synthesis", stream=True)
         except UpstreamError as exc:
-            raise StageFailure.from_upstream("synthesis", "synthesis_failed", exc, f"The ReMoM synthesis call to {p.synthesis_model}") from None
+            raise StageFailure.from_upstream(
+                "synthesis", "synthesis_failed", exc, f"The ReMoM synthesis call to {p.synthesis_model}"
+            ) from None
         finish = "tool_calls" if final.tool_calls else (final.finish_reason or "stop")
-        return Answer(final.content or (None if final.tool_calls else ""), final.tool_calls, finish, self.outcome, streamed=run.streaming)
+        return Answer(
+            final.content or (None if final.tool_calls else ""), final.tool_calls, finish, self.outcome, streamed=run.streaming
+        )
 
     def trace(self) -> RemomTrace:
         p = self.params
-        return RemomTrace(**LooperTrace.common(self.name, self.run.decision, self.run.ledger, self.outcome),
-                          breadth_schedule=[len(r) for r in p.schedule], synthesis_model=p.synthesis_model, rounds=self.rounds)
+        return RemomTrace(
+            **LooperTrace.common(self.name, self.run.decision, self.run.ledger, self.outcome),
+            breadth_schedule=[len(r) for r in p.schedule],
+            synthesis_model=p.synthesis_model,
+            rounds=self.rounds,
+        )
 
 
 SPEC = AlgorithmSpec(

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -107,13 +107,28 @@ class LooperRunner:
 
     # -- one run -----------------------------------------------------------------------------------
 
-    async def _run(self, state: RequestState, spec: AlgorithmSpec, merged: BaseModel, candidates: list[str],
-                   weights: dict[str, float], decision_name: str, fallback: str | None) -> Action:
+    async def _run(
+        self,
+        state: RequestState,
+        spec: AlgorithmSpec,
+        merged: BaseModel,
+        candidates: list[str],
+        weights: dict[str, float],
+        decision_name: str,
+        fallback: str | None,
+    ) -> Action:
         policy = state.policy
         cfg = policy.config.global_
-        ctx = ResolveContext(lookup=policy, candidates=candidates, weights=weights, default_timeout=cfg.integrations.looper.timeout_seconds,
-                             trace_body=cfg.router.trace_in_body, trace_headers=cfg.router.trace_in_headers, facts=policy.facts,
-                             fallback_model=fallback)
+        ctx = ResolveContext(
+            lookup=policy,
+            candidates=candidates,
+            weights=weights,
+            default_timeout=cfg.integrations.looper.timeout_seconds,
+            trace_body=cfg.router.trace_in_body,
+            trace_headers=cfg.router.trace_in_headers,
+            facts=policy.facts,
+            fallback_model=fallback,
+        )
         params = spec.resolve(merged, ctx)
         # A tenant's restrictions cover every model the run would call (panels included).
         state.access.require_looper(spec.name)
@@ -128,11 +143,20 @@ class LooperRunner:
 
         async def caller(model: str, body: dict[str, Any], timeout: float, *, on_delta: DeltaSink | None) -> CallResult:
             model_spec = policy.models[model]
-            return await client.complete(model_spec, policy.backend_of(model_spec), body, timeout=timeout, on_delta=on_delta,
-                                         extra_headers=forward)
+            return await client.complete(
+                model_spec, policy.backend_of(model_spec), body, timeout=timeout, on_delta=on_delta, extra_headers=forward
+            )
 
-        run = LooperRun(state.request, state.raw, params, decision_name, state.request_id, caller, policy.facts,
-                        encoders=RuntimeEncoders(policy.runtime, policy.unavailable_models))
+        run = LooperRun(
+            state.request,
+            state.raw,
+            params,
+            decision_name,
+            state.request_id,
+            caller,
+            policy.facts,
+            encoders=RuntimeEncoders(policy.runtime, policy.unavailable_models),
+        )
         run.budget.limit = params.max_total_tokens
         looper = spec.looper(run)
         if state.request.stream:
@@ -150,8 +174,12 @@ class LooperRunner:
         answer = done.answer
         completion = ChatCompletion(
             model=state.request.model,
-            choices=[Choice(message=AssistantMessage(content=answer.content, tool_calls=_tool_calls(answer.tool_calls)),
-                            finish_reason=answer.finish_reason)],
+            choices=[
+                Choice(
+                    message=AssistantMessage(content=answer.content, tool_calls=_tool_calls(answer.tool_calls)),
+                    finish_reason=answer.finish_reason,
+                )
+            ],
             usage=run.ledger.usage,
             **({spec.name: trace} if trace is not None else {}),
         )
@@ -169,8 +197,12 @@ class LooperRunner:
         if failure is not None:
             trace.error = TraceError(stage=failure.stage, reason=failure.reason, message=failure.message)
             trace.outcome = failure.reason
-            error = OpenAIError(failure.status, failure.message, failure.reason,
-                                type="upstream_error" if failure.status >= 500 else "invalid_request_error")
+            error = OpenAIError(
+                failure.status,
+                failure.message,
+                failure.reason,
+                type="upstream_error" if failure.status >= 500 else "invalid_request_error",
+            )
         elif answer is not None and answer.tool_calls == [] and answer.content is None:
             answer.content = ""
         budget = run.budget.trace()
@@ -190,9 +222,17 @@ class LooperRunner:
             gate = getattr(trace, "gate", None)
             if gate is not None and saved is not None:
                 gate.tokens_saved_estimate = saved
-        log.info("looper_done", request_id=run.request_id, algorithm=spec.name, decision=run.decision, outcome=outcome,
-                 iterations=run.ledger.calls, failed=len(run.ledger.failures), latency_ms=round(run.ledger.total_ms, 3),
-                 stream=run.streaming)
+        log.info(
+            "looper_done",
+            request_id=run.request_id,
+            algorithm=spec.name,
+            decision=run.decision,
+            outcome=outcome,
+            iterations=run.ledger.calls,
+            failed=len(run.ledger.failures),
+            latency_ms=round(run.ledger.total_ms, 3),
+            stream=run.streaming,
+        )
         if failure is None and answer is not None and state.model is not None and answer.outcome in ("accepted", "exhausted"):
             # Confidence: the model whose answer the client gets is known only now.
             accepted = getattr(trace, "accepted_model", None)
@@ -221,7 +261,9 @@ class LooperRunner:
 
     # -- streaming ---------------------------------------------------------------------------------
 
-    async def _stream(self, spec: AlgorithmSpec, looper: Looper, run: LooperRun, state: RequestState) -> AsyncIterator[bytes]:
+    async def _stream(
+        self, spec: AlgorithmSpec, looper: Looper, run: LooperRun, state: RequestState
+    ) -> AsyncGenerator[bytes, None]:
         """SSE: progress comments while earlier stages run, then the final call's deltas as they
         arrive (or the accepted answer, for algorithms that choose among finished answers), a finish
         chunk with the trace, the usage chunk when asked for, and [DONE]. Every stream ends with
@@ -233,8 +275,11 @@ class LooperRunner:
         relayed = False
 
         def chunk(delta: ChunkDelta, finish: str | None = None, **extra: Any) -> bytes:
-            return sse.event(ChatCompletionChunk(id=cid, created=created, model=model,
-                                                 choices=[ChunkChoice(delta=delta, finish_reason=finish)], **extra))
+            return sse.event(
+                ChatCompletionChunk(
+                    id=cid, created=created, model=model, choices=[ChunkChoice(delta=delta, finish_reason=finish)], **extra
+                )
+            )
 
         async def progress(text: str) -> None:
             queue.put_nowait(sse.comment(text))
@@ -256,7 +301,7 @@ class LooperRunner:
                 yield item
             try:
                 done = task.result()
-            except Exception as exc:  # noqa: BLE001 - a bug must still end the stream properly
+            except Exception as exc:
                 log.exception("looper_stream_failed", request_id=run.request_id, algorithm=spec.name)
                 err = OpenAIError(500, f"The {spec.name} run failed inside the router: {type(exc).__name__}.", "internal_error")
                 record.stream_failed(err.code)
@@ -277,8 +322,9 @@ class LooperRunner:
             assert answer is not None
             if not relayed and (answer.content or answer.tool_calls):
                 # The answer was chosen among finished ones (confidence, an adaptive-Fusion gate): send it whole.
-                yield chunk(ChunkDelta(role="assistant", content=answer.content or None,
-                                       tool_calls=_tool_call_deltas(answer.tool_calls)))
+                yield chunk(
+                    ChunkDelta(role="assistant", content=answer.content or None, tool_calls=_tool_call_deltas(answer.tool_calls))
+                )
             yield chunk(ChunkDelta(), answer.finish_reason, **({spec.name: trace} if trace is not None else {}))
             if state.request.include_usage:
                 yield sse.event(ChatCompletionChunk(id=cid, created=created, model=model, choices=[], usage=run.ledger.usage))
@@ -298,16 +344,27 @@ def _cap_plugin_budget(decision: BaseModel, plugin: BaseModel, name: str) -> Non
     """A request may lower a decision's ``max_total_tokens``, never raise it."""
     mine, theirs = getattr(decision, "max_total_tokens", None), getattr(plugin, "max_total_tokens", None)
     if mine is not None and theirs is not None and theirs > mine:
-        raise OpenAIError(400, f"plugins[].max_total_tokens ({theirs}) is above the budget of the decision `{name}` ({mine}); "
-                          "a request may only lower it.", "invalid_plugin", param="plugins[].max_total_tokens")
+        raise OpenAIError(
+            400,
+            f"plugins[].max_total_tokens ({theirs}) is above the budget of the decision `{name}` ({mine}); "
+            "a request may only lower it.",
+            "invalid_plugin",
+            param="plugins[].max_total_tokens",
+        )
 
 
 def _tool_calls(calls: list[dict[str, Any]]) -> list[OutToolCall] | None:
     if not calls:
         return None
-    return [OutToolCall(id=c.get("id"), function=OutFunctionCall(name=(c.get("function") or {}).get("name") or "",
-                                                                 arguments=(c.get("function") or {}).get("arguments") or ""))
-            for c in calls]
+    return [
+        OutToolCall(
+            id=c.get("id"),
+            function=OutFunctionCall(
+                name=(c.get("function") or {}).get("name") or "", arguments=(c.get("function") or {}).get("arguments") or ""
+            ),
+        )
+        for c in calls
+    ]
 
 
 def _tool_call_deltas(calls: list[dict[str, Any]] | None) -> list[ToolCallDelta] | None:
@@ -316,6 +373,12 @@ def _tool_call_deltas(calls: list[dict[str, Any]] | None) -> list[ToolCallDelta]
     out = []
     for i, c in enumerate(calls):
         fn = c.get("function") or {}
-        out.append(ToolCallDelta(index=c.get("index", i), id=c.get("id"), type="function" if c.get("id") else None,
-                                 function=OutFunctionCall(name=fn.get("name") or "", arguments=fn.get("arguments") or "")))
+        out.append(
+            ToolCallDelta(
+                index=c.get("index", i),
+                id=c.get("id"),
+                type="function" if c.get("id") else None,
+                function=OutFunctionCall(name=fn.get("name") or "", arguments=fn.get("arguments") or ""),
+            )
+        )
     return out

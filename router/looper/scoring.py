@@ -79,7 +79,11 @@ def parse_verdict(text: str) -> Score:
             doc = orjson.loads(text[start : end + 1])
         except orjson.JSONDecodeError:
             doc = None
-        if isinstance(doc, dict) and isinstance(doc.get("confidence"), (int, float)) and not isinstance(doc.get("confidence"), bool):
+        if (
+            isinstance(doc, dict)
+            and isinstance(doc.get("confidence"), (int, float))
+            and not isinstance(doc.get("confidence"), bool)
+        ):
             value = min(1.0, max(0.0, float(doc["confidence"])))
             return Score(value, "self_verify", 0, str(doc.get("reason") or "")[:200])
     m = _NUMBER.search(text)

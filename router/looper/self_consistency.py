@@ -46,9 +46,16 @@ class SelfConsistencySettings(Strict):
     trace: TraceSettings | None = None
 
 
-DEFAULTS = SelfConsistencySettings(temperature=0.7, similarity_threshold=0.85, confirm_with_entailment=True, on_error="skip",
-                                   include_intermediate_responses=True, cancel_stragglers=True, embedding_model="embedding",
-                                   nli_model="nli")
+DEFAULTS = SelfConsistencySettings(
+    temperature=0.7,
+    similarity_threshold=0.85,
+    confirm_with_entailment=True,
+    on_error="skip",
+    include_intermediate_responses=True,
+    cancel_stragglers=True,
+    embedding_model="embedding",
+    nli_model="nli",
+)
 
 
 class SelfConsistencyPlugin(SelfConsistencySettings):
@@ -102,12 +109,19 @@ def resolve(merged: SelfConsistencySettings, ctx: Any) -> SelfConsistencyParams:
     trace = merged.trace or TraceSettings()
     samples = tuple(models[i % len(models)] for i in range(k))
     return SelfConsistencyParams(
-        samples=samples, temperature=merged.temperature, max_concurrent=merged.max_concurrent or k,
-        max_completion_tokens=merged.max_completion_tokens, threshold=merged.similarity_threshold or 0.85,
-        confirm=merged.confirm_with_entailment is not False, min_successful=merged.min_successful_responses,
-        cancel_stragglers=merged.cancel_stragglers is not False, timeout=merged.round_timeout_seconds or ctx.default_timeout,
-        on_error=merged.on_error or "skip", include_intermediate_responses=merged.include_intermediate_responses is not False,
-        embedding_model=merged.embedding_model or "embedding", nli_model=merged.nli_model or "nli",
+        samples=samples,
+        temperature=merged.temperature,
+        max_concurrent=merged.max_concurrent or k,
+        max_completion_tokens=merged.max_completion_tokens,
+        threshold=merged.similarity_threshold or 0.85,
+        confirm=merged.confirm_with_entailment is not False,
+        min_successful=merged.min_successful_responses,
+        cancel_stragglers=merged.cancel_stragglers is not False,
+        timeout=merged.round_timeout_seconds or ctx.default_timeout,
+        on_error=merged.on_error or "skip",
+        include_intermediate_responses=merged.include_intermediate_responses is not False,
+        embedding_model=merged.embedding_model or "embedding",
+        nli_model=merged.nli_model or "nli",
         trace_body=ctx.trace_body if trace.body is None else trace.body,
         trace_headers=ctx.trace_headers if trace.headers is None else trace.headers,
     )
@@ -145,8 +159,14 @@ def cluster(sim: np.ndarray, threshold: float, compatible: Callable[[int, int], 
     clusters: list[list[int]] = []
     for i in range(sim.shape[0]):
         ranked = sorted(range(len(clusters)), key=lambda c: -float(sim[i, clusters[c][0]]))
-        home = next((c for c in ranked if float(sim[i, clusters[c][0]]) >= threshold
-                     and (compatible is None or compatible(clusters[c][0], i))), None)
+        home = next(
+            (
+                c
+                for c in ranked
+                if float(sim[i, clusters[c][0]]) >= threshold and (compatible is None or compatible(clusters[c][0], i))
+            ),
+            None,
+        )
         if home is None:
             clusters.append([i])
         else:
@@ -182,8 +202,9 @@ async def similarity(encoders: Encoders | None, texts: Sequence[str], embedding_
     return text_similarity(texts), "exact_text (no classifier runtime)"
 
 
-async def contradiction_veto(encoders: Encoders | None, texts: Sequence[str], sim: np.ndarray, threshold: float,
-                             nli_model: str) -> tuple[Callable[[int, int], bool] | None, int, str]:
+async def contradiction_veto(
+    encoders: Encoders | None, texts: Sequence[str], sim: np.ndarray, threshold: float, nli_model: str
+) -> tuple[Callable[[int, int], bool] | None, int, str]:
     """A compatibility test for ``cluster``: two similar answers are incompatible when the entailment
     model's verdict either way is contradiction. Only pairs above the threshold are checked."""
     if encoders is None:
@@ -255,30 +276,45 @@ class SelfConsistency(Looper):
         await run.say(f"self_consistency: {len(members)} samples ({', '.join(dict.fromkeys(p.samples))})")
         with run.ledger.stage("samples"):
             enough = p.min_successful if p.min_successful and p.min_successful < len(members) else None
-            result = await fan_out(run, members, stage="samples", timeout=p.timeout, max_concurrent=p.max_concurrent,
-                                   enough=enough, cancel_stragglers=p.cancel_stragglers, on_error=p.on_error,
-                                   label="self_consistency")
+            result = await fan_out(
+                run,
+                members,
+                stage="samples",
+                timeout=p.timeout,
+                max_concurrent=p.max_concurrent,
+                enough=enough,
+                cancel_stragglers=p.cancel_stragglers,
+                on_error=p.on_error,
+                label="self_consistency",
+            )
         self.answers = [r for _, r in result.answers if r.content.strip()]
         if not self.answers:
             failures = [f for f in run.ledger.failures if f.stage == "samples"]
             timeouts = bool(failures) and all(f.reason == "timeout" for f in failures)
-            raise StageFailure("samples", 504 if timeouts else 502, "all_samples_failed",
-                               "Every self-consistency sample failed or was empty: "
-                               + "; ".join(f"{f.model}: {f.reason}" for f in failures))
+            raise StageFailure(
+                "samples",
+                504 if timeouts else 502,
+                "all_samples_failed",
+                "Every self-consistency sample failed or was empty: " + "; ".join(f"{f.model}: {f.reason}" for f in failures),
+            )
         texts = [a.content for a in self.answers]
         with run.ledger.stage("clustering"):
             sim, self.clustering = await similarity(run.encoders, texts, p.embedding_model)
             compatible = None
             if p.confirm and self.clustering == "embedding":
-                compatible, self.pairs, self.entailment = await contradiction_veto(run.encoders, texts, sim, p.threshold, p.nli_model)
+                compatible, self.pairs, self.entailment = await contradiction_veto(
+                    run.encoders, texts, sim, p.threshold, p.nli_model
+                )
             threshold = p.threshold if self.clustering == "embedding" else 1.0
             self.clusters = cluster(sim, threshold, compatible)
             self.chosen = winner(self.clusters, sim)
         c, i = self.chosen
         self.confidence = len(self.clusters[c]) / len(self.answers)
         self.outcome = "consensus" if self.confidence > 0.5 else "plurality"
-        await run.say(f"self_consistency: {len(self.clusters)} clusters; the largest holds {len(self.clusters[c])} of "
-                      f"{len(self.answers)} answers")
+        await run.say(
+            f"self_consistency: {len(self.clusters)} clusters; the largest holds {len(self.clusters[c])} of "
+            f"{len(self.answers)} answers"
+        )
         chosen = self.answers[i]
         return Answer(chosen.content, [], chosen.finish_reason or "stop", self.outcome)
 
@@ -292,13 +328,19 @@ class SelfConsistency(Looper):
             confidence=None if self.confidence is None else round(self.confidence, 4),
             chosen_cluster=self.chosen[0] if self.chosen else None,
             chosen_sample=self.chosen[1] if self.chosen else None,
-            clustering=self.clustering, entailment_check=self.entailment, entailment_pairs=self.pairs,
-            clusters=[ClusterTrace(id=c, size=len(m), share=round(len(m) / n, 4), members=m, representative=m[0])
-                      for c, m in enumerate(self.clusters)],
+            clustering=self.clustering,
+            entailment_check=self.entailment,
+            entailment_pairs=self.pairs,
+            clusters=[
+                ClusterTrace(id=c, size=len(m), share=round(len(m) / n, 4), members=m, representative=m[0])
+                for c, m in enumerate(self.clusters)
+            ],
         )
         if p.include_intermediate_responses:
-            trace.samples = [Sample(model=a.model, cluster=of.get(i, -1), content=a.content, latency_ms=round(a.latency_ms, 3))
-                             for i, a in enumerate(self.answers)]
+            trace.samples = [
+                Sample(model=a.model, cluster=of.get(i, -1), content=a.content, latency_ms=round(a.latency_ms, 3))
+                for i, a in enumerate(self.answers)
+            ]
         return trace
 
 

@@ -10,7 +10,7 @@ from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, Field, create_model
 
-from router.config.base import AlgorithmBlock, Strict
+from router.config.base import AlgorithmBlock
 from router.looper.base import Looper, ModelFacts
 from router.looper.trace import LooperTrace
 
@@ -66,7 +66,7 @@ class AlgorithmSpec:
     def config_model(self) -> type[BaseModel]:
         """``{type: <name>, <name>: {...settings}}``: the decision's ``algorithm`` block."""
         fields: dict[str, Any] = {
-            "type": (Literal[self.name], ...),  # type: ignore[valid-type]
+            "type": (Literal[self.name], ...),
             self.name: (self.settings, Field(default_factory=self.settings)),
         }
         return create_model(f"{self.settings.__name__.removesuffix('Settings')}Algorithm", __base__=AlgorithmBlock, **fields)

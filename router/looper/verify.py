@@ -21,8 +21,12 @@ async def verify(run: Any, model: str, answer: str, timeout: float, *, stage: st
     original = original_text(run.raw.get("messages") or [])
     prompt = render(VERIFY_TEMPLATE, original=original, answer=answer)
     try:
-        result = await run.call(model, {"messages": [{"role": "user", "content": prompt}], "temperature": 0,
-                                        "max_completion_tokens": VERDICT_TOKENS}, timeout, stage=stage)
+        result = await run.call(
+            model,
+            {"messages": [{"role": "user", "content": prompt}], "temperature": 0, "max_completion_tokens": VERDICT_TOKENS},
+            timeout,
+            stage=stage,
+        )
     except UpstreamError as exc:
         return Score(None, "self_verify", 0, f"verifier_failed:{exc.reason}")
     score = parse_verdict(result.content)

@@ -18,18 +18,34 @@ import structlog
 
 REDACTED = "[redacted]"
 # Lower-cased keys (log fields, or header names inside a logged mapping) whose values are never logged.
-SENSITIVE_KEYS = frozenset({
-    "authorization", "proxy-authorization", "api_key", "api-key", "x-api-key", "apikey", "password",
-    "secret", "token", "access_token", "looper_secret", "cookie", "set-cookie", "x-vsr-looper-token",
-})
+SENSITIVE_KEYS = frozenset(
+    {
+        "authorization",
+        "proxy-authorization",
+        "api_key",
+        "api-key",
+        "x-api-key",
+        "apikey",
+        "password",
+        "secret",
+        "token",
+        "access_token",
+        "looper_secret",
+        "cookie",
+        "set-cookie",
+        "x-vsr-looper-token",
+    }
+)
 
 
 def _scrub(value: Any, depth: int = 0) -> Any:
     if depth > 3:
         return value
     if isinstance(value, MutableMapping):
-        return {k: (REDACTED if isinstance(k, str) and k.lower() in SENSITIVE_KEYS else _scrub(v, depth + 1))
-                for k, v in value.items()}
+        return {
+            k: (REDACTED if isinstance(k, str) and k.lower() in SENSITIVE_KEYS else _scrub(v, depth + 1))
+            for k, v in value.items()
+        }
     return value
 
 
@@ -48,8 +64,9 @@ def _dumps(obj: Any, **_: Any) -> str:
 
 
 def processors(fmt: str) -> list[Any]:
-    renderer = (structlog.processors.JSONRenderer(serializer=_dumps) if fmt == "json"
-                else structlog.dev.ConsoleRenderer(colors=False))
+    renderer = (
+        structlog.processors.JSONRenderer(serializer=_dumps) if fmt == "json" else structlog.dev.ConsoleRenderer(colors=False)
+    )
     return [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
@@ -68,10 +85,12 @@ def configure_logging(fmt: str = "json", level: str = "info", stream: TextIO | N
     chain = processors(fmt)
     # Standard-library records (grpc, aiohttp, asyncio) rendered by the same chain: one format per stream.
     handler = logging.StreamHandler(out)
-    handler.setFormatter(structlog.stdlib.ProcessorFormatter(
-        foreign_pre_chain=[structlog.stdlib.add_logger_name, *chain[:-1]],
-        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, chain[-1]],
-    ))
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=[structlog.stdlib.add_logger_name, *chain[:-1]],
+            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, chain[-1]],
+        )
+    )
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(max(lvl, logging.INFO))  # the libraries' debug chatter stays off at --log-level debug

@@ -43,13 +43,29 @@ def request_done(state: RequestState) -> None:
     if state.error_code:
         _child(M.ERRORS, state.error_code).inc()
     if state.response_path == "looper":
-        log.info("request_looper", request_id=state.request_id, entry=entry, algorithm=state.algorithm,
-                 decision=state.decision_name, model=model, stream=bool(state.request and state.request.stream),
-                 error=state.error_code, signals=state.matched_signal_keys(), signal_ms=round(state.signal_ms, 3),
-                 latency_ms=round(state.elapsed_ms, 3))
+        log.info(
+            "request_looper",
+            request_id=state.request_id,
+            entry=entry,
+            algorithm=state.algorithm,
+            decision=state.decision_name,
+            model=model,
+            stream=bool(state.request and state.request.stream),
+            error=state.error_code,
+            signals=state.matched_signal_keys(),
+            signal_ms=round(state.signal_ms, 3),
+            latency_ms=round(state.elapsed_ms, 3),
+        )
     elif state.response_path is None or state.response_path == "error":
-        log.info("request_error", request_id=state.request_id, entry=entry, decision=state.decision_name,
-                 error=state.error_code, path=state.path, latency_ms=round(state.elapsed_ms, 3))
+        log.info(
+            "request_error",
+            request_id=state.request_id,
+            entry=entry,
+            decision=state.decision_name,
+            error=state.error_code,
+            path=state.path,
+            latency_ms=round(state.elapsed_ms, 3),
+        )
 
 
 def shed(reason: str) -> None:
@@ -72,8 +88,9 @@ def signals_done(entry: str, results: dict[str, SignalResult], total_ms: float) 
             _child(M.SIGNAL_ERRORS, res.type, res.name).inc()
 
 
-def upstream_call(model: str, outcome: str, seconds: float, first_token_s: float | None,
-                  prompt_tokens: int = 0, completion_tokens: int = 0) -> None:
+def upstream_call(
+    model: str, outcome: str, seconds: float, first_token_s: float | None, prompt_tokens: int = 0, completion_tokens: int = 0
+) -> None:
     # The same observation feeds latency_aware selection (EWMA / percentiles per model).
     OBSERVED.observe(model, outcome, seconds, first_token_s, completion_tokens)
     _child(M.UPSTREAM_LATENCY, model, outcome).observe(seconds)

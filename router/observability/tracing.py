@@ -35,8 +35,9 @@ def setup_tracing(settings: TracingSettings) -> bool:
         from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
     except ImportError as exc:
         raise RuntimeError("tracing is enabled but OpenTelemetry is not installed: pip install 'fusion-router[otel]'") from exc
-    provider = TracerProvider(resource=Resource.create({"service.name": settings.service_name}),
-                              sampler=ParentBasedTraceIdRatio(settings.sample_ratio))
+    provider = TracerProvider(
+        resource=Resource.create({"service.name": settings.service_name}), sampler=ParentBasedTraceIdRatio(settings.sample_ratio)
+    )
     if settings.exporter == "console":
         # Development: one JSON object per line on stdout, written as each span ends.
         exporter = ConsoleSpanExporter(out=sys.stdout, formatter=lambda s: s.to_json(indent=None) + "\n")
@@ -51,8 +52,13 @@ def setup_tracing(settings: TracingSettings) -> bool:
     _provider = provider
     _tracer = provider.get_tracer("fusion-router")
     _propagator = TraceContextTextMapPropagator()
-    log.info("tracing_enabled", exporter=settings.exporter, endpoint=settings.endpoint,
-             service_name=settings.service_name, sample_ratio=settings.sample_ratio)
+    log.info(
+        "tracing_enabled",
+        exporter=settings.exporter,
+        endpoint=settings.endpoint,
+        service_name=settings.service_name,
+        sample_ratio=settings.sample_ratio,
+    )
     return True
 
 

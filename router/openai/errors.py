@@ -21,6 +21,7 @@ class ErrorBody(BaseModel):
     model_config = ConfigDict(extra="allow")
     error: ErrorDetail
 
+
 _TYPES = {
     400: "invalid_request_error",
     401: "authentication_error",

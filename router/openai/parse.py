@@ -11,7 +11,6 @@ from pydantic import ValidationError
 from router.openai.errors import OpenAIError, bad_request
 from router.openai.types import ChatCompletionRequest
 
-
 # Union members appear in pydantic's error location (`str`, `list[TextPart]`, `function-after[...]`);
 # clients never wrote them, so the path leaves them out.
 _UNION_MEMBER = re.compile(r"^(str|int|float|bool|none|[a-z]+\[.*\]|[A-Z]\w*|function-\w+\[.*\])$")
@@ -60,9 +59,7 @@ def parse_chat_body(body: bytes | bytearray, max_depth: int = DEFAULT_MAX_DEPTH)
             raise bad_request("The request body is not valid UTF-8.", "invalid_encoding") from None
         raise bad_request(f"The request body is not valid JSON: {exc}", "invalid_json") from None
     if not isinstance(raw, dict):
-        raise bad_request(
-            f"The request body must be a JSON object, got {type(raw).__name__}.", "invalid_request_body"
-        )
+        raise bad_request(f"The request body must be a JSON object, got {type(raw).__name__}.", "invalid_request_body")
     if json_depth_exceeds(raw, max_depth):
         raise _too_deep(max_depth)
     try:

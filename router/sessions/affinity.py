@@ -31,8 +31,14 @@ class Sessions:
     store: SessionStore
 
 
-async def select_with_affinity(sessions: Sessions, key: SessionKey | None, decision: Decision, usable: Callable[[str], bool],
-                               fresh: Callable[[], Selection], request_id: str = "") -> Selection:
+async def select_with_affinity(
+    sessions: Sessions,
+    key: SessionKey | None,
+    decision: Decision,
+    usable: Callable[[str], bool],
+    fresh: Callable[[], Selection],
+    request_id: str = "",
+) -> Selection:
     store = sessions.store.name
     if key is None:
         record.session(store, "no_key")
@@ -55,13 +61,22 @@ async def select_with_affinity(sessions: Sessions, key: SessionKey | None, decis
         status, prefix = "reassigned", f"pinned {pinned.model} no longer usable; "
     else:
         status = "overridden"
-        prefix = f"decision {decision.name} (priority {decision.priority}) outranks {pinned.decision} (priority {pinned.priority}); "
+        prefix = (
+            f"decision {decision.name} (priority {decision.priority}) outranks {pinned.decision} (priority {pinned.priority}); "
+        )
     chosen = fresh()
     try:
         await sessions.store.put(key.digest, Pinned(chosen.model, decision.name, decision.priority))
     except StoreUnavailable:
         status, prefix = "unavailable", "session store unavailable, not pinned; " + prefix
     record.session(store, status)
-    log.info("session_pinned" if status != "unavailable" else "session_unavailable", request_id=request_id, session=key.short,
-             source=key.source, status=status, model=chosen.model, decision=decision.name)
+    log.info(
+        "session_pinned" if status != "unavailable" else "session_unavailable",
+        request_id=request_id,
+        session=key.short,
+        source=key.source,
+        status=status,
+        model=chosen.model,
+        decision=decision.name,
+    )
     return replace(chosen, reason=prefix + chosen.reason) if prefix else chosen

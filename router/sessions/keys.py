@@ -27,8 +27,12 @@ class SessionKey:
 
 def _checked(value: str, what: str, param: str, limit: int) -> str:
     if len(value) > limit or not _PRINTABLE.match(value):
-        raise OpenAIError(400, f"The session id in {what} must be 1-{limit} visible ASCII characters (no spaces, "
-                          "control characters or binary).", "invalid_session_id", param=param)
+        raise OpenAIError(
+            400,
+            f"The session id in {what} must be 1-{limit} visible ASCII characters (no spaces, control characters or binary).",
+            "invalid_session_id",
+            param=param,
+        )
     return value
 
 
@@ -59,7 +63,9 @@ def _turns_text(messages: list[Any], turns: int) -> str | None:
     return None  # fewer user turns than configured: not yet a conversation to pin by hash
 
 
-def session_key(settings: SessionSettings, headers: Mapping[str, str], raw: dict[str, Any], tenant: str | None) -> SessionKey | None:
+def session_key(
+    settings: SessionSettings, headers: Mapping[str, str], raw: dict[str, Any], tenant: str | None
+) -> SessionKey | None:
     for source in settings.key_from:
         value: str | None = None
         if source == "header":

@@ -7,7 +7,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from router.config.schema import SignalCommon
+from router.config.signals import SignalCommon
 
 _WORD = re.compile(r"\S+")
 

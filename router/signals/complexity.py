@@ -4,17 +4,22 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
-from router.config.schema import ComplexitySignal as ComplexitySpec
+from router.config.signals import ComplexitySignal as ComplexitySpec
 from router.signals.base import SignalContext, SignalResult
 from router.signals.ml import ModelSignal
+
+if TYPE_CHECKING:
+    from router.signals.runtime import ClassifierRuntime
 
 
 class ComplexitySignal(ModelSignal):
     type = "complexity"
 
-    def __init__(self, spec: ComplexitySpec, runtime):
+    def __init__(self, spec: ComplexitySpec, runtime: ClassifierRuntime):
         super().__init__(spec, runtime)
         self.spec: ComplexitySpec = spec
         self._hard: np.ndarray | None = None
@@ -35,7 +40,9 @@ class ComplexitySignal(ModelSignal):
             detail["truncated"] = True
         # The signal itself "matches" when the prompt is hard; confidence grows with the margin.
         conf = min(1.0, 0.5 + abs(margin))
-        return SignalResult(self.type, self.name, level == "hard", conf, leaves=(f"complexity:{self.name}:{level}",), detail=detail)
+        return SignalResult(
+            self.type, self.name, level == "hard", conf, leaves=(f"complexity:{self.name}:{level}",), detail=detail
+        )
 
     def level(self, margin: float) -> str:
         """``margin`` is best hard similarity minus best easy similarity."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from router.config.schema import ContextSignal as ContextSpec
+from router.config.signals import ContextSignal as ContextSpec
 from router.signals.base import Signal, SignalContext, SignalResult
 
 

@@ -10,13 +10,17 @@ only subject configured.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from router.config.schema import DomainSignal as DomainSpec
+from router.config.signals import DomainSignal as DomainSpec
 from router.signals.base import SignalContext, SignalResult
 from router.signals.ml import ModelSignal
 from router.signals.mmlu import MMLU_CATEGORIES
+
+if TYPE_CHECKING:
+    from router.signals.runtime import ClassifierRuntime
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,7 +46,7 @@ def classes_of(spec: DomainSpec) -> list[_Class]:
 class DomainSignal(ModelSignal):
     type = "domain"
 
-    def __init__(self, spec: DomainSpec, runtime):
+    def __init__(self, spec: DomainSpec, runtime: ClassifierRuntime):
         super().__init__(spec, runtime)
         self.spec: DomainSpec = spec
         self._classes = classes_of(spec)

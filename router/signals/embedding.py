@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
-from router.config.schema import EmbeddingSignal as EmbeddingSpec
+from router.config.signals import EmbeddingSignal as EmbeddingSpec
 from router.signals.base import SignalContext, SignalResult
 from router.signals.ml import ModelSignal
+
+if TYPE_CHECKING:
+    from router.signals.runtime import ClassifierRuntime
 
 
 class EmbeddingSignal(ModelSignal):
     type = "embedding"
 
-    def __init__(self, spec: EmbeddingSpec, runtime):
+    def __init__(self, spec: EmbeddingSpec, runtime: ClassifierRuntime):
         super().__init__(spec, runtime)
         self.spec: EmbeddingSpec = spec
         self._candidates: np.ndarray | None = None

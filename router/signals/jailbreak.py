@@ -5,12 +5,14 @@ result is still seen."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
-from router.config.schema import JailbreakSignal as JailbreakSpec
+from router.config.signals import JailbreakSignal as JailbreakSpec
 from router.signals.base import SignalContext, SignalResult
 from router.signals.ml import ModelSignal, scan_detail
 
+if TYPE_CHECKING:
+    from router.signals.runtime import ClassifierRuntime
 
 MIN_TOKENS = 2
 
@@ -21,7 +23,7 @@ class JailbreakSignal(ModelSignal):
     pack_short = True
     spec: JailbreakSpec
 
-    def __init__(self, spec: JailbreakSpec, runtime: Any):
+    def __init__(self, spec: JailbreakSpec, runtime: ClassifierRuntime):
         super().__init__(spec, runtime)
         self._positive = "jailbreak"
 
@@ -31,8 +33,10 @@ class JailbreakSignal(ModelSignal):
         extra = getattr(meta, "extra", None) or {}
         positive = getattr(meta, "positive_label", None) or extra.get("positive_label")
         if positive not in labels:
-            positive = next((lab for lab in labels if lab.lower() in ("jailbreak", "injection", "unsafe", "malicious", "1")), labels[-1])
-        self._positive = positive
+            positive = next(
+                (lab for lab in labels if lab.lower() in ("jailbreak", "injection", "unsafe", "malicious", "1")), labels[-1]
+            )
+        self._positive = str(positive)
 
     @property
     def scope(self) -> str:

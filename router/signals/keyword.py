@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from router.config.schema import KeywordSignal as KeywordSpec
+from router.config.signals import KeywordSignal as KeywordSpec
 from router.signals.base import Signal, SignalContext, SignalResult
 
 # Scripts written without spaces between words: a keyword edge in one of these needs no word boundary

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import Any
 
-from router.config.schema import LanguageSignal as LanguageSpec
+from router.config.signals import LanguageSignal as LanguageSpec
 from router.signals.base import Signal, SignalContext, SignalResult
 
 
 @lru_cache(maxsize=1)
-def _identifier():
+def _identifier() -> Any:
     from py3langid.langid import MODEL_FILE, LanguageIdentifier
 
     return LanguageIdentifier.from_model_file(MODEL_FILE, norm_probs=True)

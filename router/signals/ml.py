@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import replace
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
 from classifiers.windows import Window, WindowPlan, pack_short, plan_windows
-from router.config.schema import ModelSignalCommon
+from router.config.signals import ModelSignalCommon
 from router.signals.base import Signal, SignalContext, SignalResult, TextTooLong
+
+if TYPE_CHECKING:
+    from router.signals.runtime import ClassifierRuntime
 
 # Windows leave room for the [CLS]/[SEP] the model's tokenizer adds, and never exceed this many
 # tokens: attention cost grows with the square of the row length, so 512-token rows cost ~4x more
@@ -28,7 +31,7 @@ class ModelSignal(Signal):
     pack_short: ClassVar[bool] = False
     spec: ModelSignalCommon
 
-    def __init__(self, spec: ModelSignalCommon, runtime: Any):
+    def __init__(self, spec: ModelSignalCommon, runtime: ClassifierRuntime):
         super().__init__(spec)
         if runtime is None:
             raise RuntimeError(f"signal {spec.name!r} needs the classifier runtime")
@@ -36,7 +39,7 @@ class ModelSignal(Signal):
         self.unavailable: str | None = None
 
     def model_names(self) -> list[str]:
-        return [self.spec.model]  # type: ignore[attr-defined]
+        return [str(getattr(self.spec, "model"))]  # noqa: B009 - every model-backed spec names its model
 
     async def start(self) -> None:
         try:
@@ -78,8 +81,13 @@ class ModelSignal(Signal):
             texts = ctx.texts(scope)
             tok = self.runtime.model(model).tokenizer
             size = max(1, min(spec.window_tokens or MAX_WINDOW_TOKENS, tok.max_length - 2))
-            kwargs = {"window_tokens": size, "overlap": min(WINDOW_OVERLAP, size // 4), "budget": spec.token_budget,
-                      "head_tail": spec.over_budget == "head_tail", "cuts": tok.cuts}
+            kwargs = {
+                "window_tokens": size,
+                "overlap": min(WINDOW_OVERLAP, size // 4),
+                "budget": spec.token_budget,
+                "head_tail": spec.over_budget == "head_tail",
+                "cuts": tok.cuts,
+            }
             if sum(len(t) for t in texts) > _PLAN_INLINE_CHARS:
                 plan = await asyncio.to_thread(plan_windows, tok.plain, texts, **kwargs)
             else:
@@ -105,7 +113,7 @@ class ModelSignal(Signal):
 
     async def embed_prompt(self, ctx: SignalContext, model: str) -> tuple[np.ndarray, bool]:
         """The last user message as one vector: the mean of its windows' embeddings."""
-        windows, embs, cut = await self.infer(ctx, "last_user", model)
+        _windows, embs, cut = await self.infer(ctx, "last_user", model)
         if not embs:
             raise ValueError("no text to embed")
         vec = np.mean(np.stack([e.vector for e in embs]), axis=0)

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -73,8 +73,7 @@ class ModelRuntime:
     def __init__(self, root: Path, settings: ClassifierSettings):
         self.root = root
         self.settings = settings
-        self.plan: ThreadPlan = thread_plan(intra_op_threads=settings.intra_op_threads,
-                                            workers=getattr(settings, "workers", 0))
+        self.plan: ThreadPlan = thread_plan(intra_op_threads=settings.intra_op_threads, workers=getattr(settings, "workers", 0))
         self.cache = ResultCache(int(getattr(settings, "result_cache_mb", 0) * 1024 * 1024))
         self._models: dict[str, Any] = {}
         self._batchers: dict[str, Batcher] = {}
@@ -95,22 +94,36 @@ class ModelRuntime:
 
     def _new_batcher(self, fn: Callable[[list[Any]], Any], name: str) -> Batcher:
         s = self.settings
-        return MicroBatcher(fn, max_batch_size=s.max_batch_size, max_wait_ms=s.max_wait_ms, max_queue=s.max_queue,
-                            workers=self.plan.workers, name=name, on_batch=_record, warmup_item="warm-up")
+        return MicroBatcher(
+            fn,
+            max_batch_size=s.max_batch_size,
+            max_wait_ms=s.max_wait_ms,
+            max_queue=s.max_queue,
+            workers=self.plan.workers,
+            name=name,
+            on_batch=_record,
+            warmup_item="warm-up",
+        )
 
     async def _shared_encoder(self, encoder_dir: Path) -> tuple[SharedEncoder, Batcher]:
         """The shared encoder of a directory (loaded and started once) and the batcher serving it."""
         key = _dir_key(encoder_dir)
         enc = self._encoders.get(key)
         if enc is None:
-            enc = await asyncio.to_thread(SharedEncoder.load, encoder_dir, self.settings.device, self.plan.intra_op_threads,
-                                          encoder_dir.name)
+            enc = await asyncio.to_thread(
+                SharedEncoder.load, encoder_dir, self.settings.device, self.plan.intra_op_threads, encoder_dir.name
+            )
             batcher = self._new_batcher(enc.run, f"encoder:{encoder_dir.name}")
             await batcher.start()
             self._encoders[key] = enc
             self._batchers[f"encoder:{key}"] = batcher
-            log.info("shared_encoder_loaded", path=str(encoder_dir), provider=enc.provider,
-                     intra_op_threads=self.plan.intra_op_threads, workers=self.plan.workers)
+            log.info(
+                "shared_encoder_loaded",
+                path=str(encoder_dir),
+                provider=enc.provider,
+                intra_op_threads=self.plan.intra_op_threads,
+                workers=self.plan.workers,
+            )
         return enc, self._batchers[f"encoder:{key}"]
 
     async def _load(self, name: str) -> _View:
@@ -125,16 +138,27 @@ class ModelRuntime:
             if head_name != name:  # the same directory under another name (an absolute path, say)
                 enc.add_head(PoolingHead(name, meta.pooling, meta.normalize))
                 head_name = name
-            return _View(name, batcher, enc.encoder, enc.namespace, enc.normalized,
-                         partial(SharedEncoder.as_embedding, head=head_name))
+            return _View(
+                name, batcher, enc.encoder, enc.namespace, enc.normalized, partial(SharedEncoder.as_embedding, head=head_name)
+            )
         if head is not None:
             why = await self._attach_head(name, head)
             if why is None:
                 enc, batcher = await self._shared_encoder(head.encoder_dir())
-                return _View(name, batcher, HeadModel(head, enc, name), enc.namespace, enc.normalized,
-                             partial(SharedEncoder.as_classification, head=name, labels=meta.labels))
-            log.warning("shared_encoder_unavailable", model=name, reason=why,
-                        consequence="the model runs its own full graph (one more encoder pass per text)")
+                return _View(
+                    name,
+                    batcher,
+                    HeadModel(head, enc, name),
+                    enc.namespace,
+                    enc.normalized,
+                    partial(SharedEncoder.as_classification, head=name, labels=meta.labels),
+                )
+            log.warning(
+                "shared_encoder_unavailable",
+                model=name,
+                reason=why,
+                consequence="the model runs its own full graph (one more encoder pass per text)",
+            )
         s = self.settings
         model = await asyncio.to_thread(load_model, path, s.device, self.plan.intra_op_threads)
         batcher = self._new_batcher(model.run, name)
@@ -169,8 +193,14 @@ class ModelRuntime:
                     view = await self._load(name)
                     self._views[name] = view
                     self._models[name] = view.model
-                    log.info("model_loaded", model=name, path=str(self.path_of(name)), provider=view.model.provider,
-                             kind=view.model.metadata.kind, served_by=view.batcher.name)
+                    log.info(
+                        "model_loaded",
+                        model=name,
+                        path=str(self.path_of(name)),
+                        provider=view.model.provider,
+                        kind=view.model.metadata.kind,
+                        served_by=view.batcher.name,
+                    )
         return view.batcher
 
     def model(self, name: str) -> Any:
@@ -185,7 +215,7 @@ class ModelRuntime:
     async def run(self, name: str, text: str) -> Any:
         return (await self.run_many(name, [text]))[0]
 
-    async def run_many(self, name: str, items: list[Any]) -> list[Any]:
+    async def run_many(self, name: str, items: Sequence[Any]) -> list[Any]:
         """One result per item, in order. Text items go through the result cache; others (NLI pairs)
         straight to the model."""
         view = self._views.get(name)
@@ -247,8 +277,10 @@ class ModelRuntime:
 
     def counters(self) -> dict[str, Any]:
         """Model calls and items per batcher, and the result cache's counters (for tests and /debug)."""
-        return {"batchers": {b.name: {"calls": b.calls, "items": b.items_run} for b in self._batchers.values()},
-                "cache": vars(self.cache.stats).copy()}
+        return {
+            "batchers": {b.name: {"calls": b.calls, "items": b.items_run} for b in self._batchers.values()},
+            "cache": vars(self.cache.stats).copy(),
+        }
 
     async def close(self) -> None:
         for b in self._batchers.values():
@@ -267,5 +299,3 @@ def _exact(text: str) -> str:
 
 def _same(value: Any) -> Any:
     return value
-
-

@@ -7,12 +7,15 @@ from __future__ import annotations
 
 import re
 from functools import lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from router.config.schema import PIISignal as PIISpec
+from router.config.signals import PIISignal as PIISpec
 from router.signals import pii_labels
 from router.signals.base import SignalContext, SignalResult
 from router.signals.ml import ModelSignal, scan_detail
+
+if TYPE_CHECKING:
+    from router.signals.runtime import ClassifierRuntime
 
 EMAIL = re.compile(r"(?<![\w.+-])[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}(?![\w-])")
 PHONE = re.compile(r"(?<![\w+])(?:\+\d{1,3}[\s.-]?)?(?:\(\d{2,4}\)[\s.-]?|\d{2,4}[\s.-])\d{3,4}[\s.-]?\d{3,4}(?!\w)")
@@ -70,7 +73,7 @@ class PIISignal(ModelSignal):
     type = "pii"
     spec: PIISpec
 
-    def __init__(self, spec: PIISpec, runtime: Any):
+    def __init__(self, spec: PIISpec, runtime: ClassifierRuntime):
         super().__init__(spec, runtime)
         # Router labels and vLLM-SR's (EMAIL_ADDRESS → EMAIL, PERSON → GIVEN_NAME + SURNAME, ...).
         self._allowed = set(pii_labels.expand(spec.pii_types_allowed))
@@ -90,8 +93,16 @@ class PIISignal(ModelSignal):
                     continue
                 if any(span.start < e["end"] and e["start"] < span.end for e in found):
                     continue  # the pattern's exact match wins over the model's span
-                found.append({"label": span.label, "text": span.text, "start": span.start, "end": span.end,
-                              "source": "model", "score": round(span.score, 4)})
+                found.append(
+                    {
+                        "label": span.label,
+                        "text": span.text,
+                        "start": span.start,
+                        "end": span.end,
+                        "source": "model",
+                        "score": round(span.score, 4),
+                    }
+                )
             for e in found:
                 # Overlapping windows see the same entity twice; offsets become message offsets.
                 if (e["label"], e["text"]) in seen:
@@ -99,9 +110,12 @@ class PIISignal(ModelSignal):
                 seen.add((e["label"], e["text"]))
                 entities.append({**e, "start": e["start"] + window.start, "end": e["end"] + window.start})
         blocked = [e for e in entities if e["label"] not in self._allowed]
-        detail = {"entities": blocked, "types": sorted({e["label"] for e in blocked}),
-                  "allowed_found": sorted({e["label"] for e in entities if e["label"] in self._allowed}),
-                  **scan_detail(windows, cut)}
+        detail = {
+            "entities": blocked,
+            "types": sorted({e["label"] for e in blocked}),
+            "allowed_found": sorted({e["label"] for e in entities if e["label"] in self._allowed}),
+            **scan_detail(windows, cut),
+        }
         conf = max((e.get("score", 1.0) for e in blocked), default=0.0)
         return SignalResult(self.type, self.name, bool(blocked), conf, detail=detail)
 

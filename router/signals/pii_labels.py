@@ -11,11 +11,27 @@ from collections.abc import Iterable
 
 # What the bundled token classifier (models/pii, BIO tags without the B-/I- prefix) and the patterns
 # in router/signals/pii.py report.
-MODEL_LABELS: frozenset[str] = frozenset({
-    "GIVEN_NAME", "SURNAME", "EMAIL", "PHONE", "URL", "TAX_ID", "BANK_ACCOUNT", "ROUTING_NUMBER",
-    "GOVERNMENT_ID", "PASSPORT", "DRIVERS_LICENSE", "BUILDING_NUMBER", "STREET_NAME", "SECONDARY_ADDRESS",
-    "CITY", "STATE", "ZIP_CODE",
-})
+MODEL_LABELS: frozenset[str] = frozenset(
+    {
+        "GIVEN_NAME",
+        "SURNAME",
+        "EMAIL",
+        "PHONE",
+        "URL",
+        "TAX_ID",
+        "BANK_ACCOUNT",
+        "ROUTING_NUMBER",
+        "GOVERNMENT_ID",
+        "PASSPORT",
+        "DRIVERS_LICENSE",
+        "BUILDING_NUMBER",
+        "STREET_NAME",
+        "SECONDARY_ADDRESS",
+        "CITY",
+        "STATE",
+        "ZIP_CODE",
+    }
+)
 PATTERN_LABELS: frozenset[str] = frozenset({"EMAIL", "CREDIT_CARD", "GOVERNMENT_ID", "IP_ADDRESS", "PHONE"})
 ROUTER_LABELS: frozenset[str] = MODEL_LABELS | PATTERN_LABELS
 

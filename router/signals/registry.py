@@ -7,10 +7,13 @@ without model-backed signals never imports onnxruntime.
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from router.config.signals import SIGNAL_TYPES, SignalType
 from router.signals.base import Signal
+
+if TYPE_CHECKING:
+    from router.signals.runtime import ClassifierRuntime
 
 
 def implementation(t: SignalType) -> type[Signal]:
@@ -19,7 +22,7 @@ def implementation(t: SignalType) -> type[Signal]:
     return found
 
 
-def build_signals(signals: Any, runtime: Any = None) -> dict[str, Signal]:
+def build_signals(signals: Any, runtime: ClassifierRuntime | None = None) -> dict[str, Signal]:
     """Every declared signal, keyed by ``type:name``."""
     built: dict[str, Signal] = {}
     for t in SIGNAL_TYPES:
@@ -28,6 +31,6 @@ def build_signals(signals: Any, runtime: Any = None) -> dict[str, Signal]:
             continue
         cls = implementation(t)
         for spec in specs:
-            sig = cls(spec, runtime) if t.model_backed else cls(spec)  # type: ignore[call-arg]
+            sig = cls(spec, runtime) if t.model_backed else cls(spec)  # type: ignore[call-arg]  # the row says which constructor a type has
             built[sig.key] = sig
     return built

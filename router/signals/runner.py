@@ -19,8 +19,9 @@ log = structlog.get_logger("router.signals")
 
 
 def _failed(sig: Signal, error: str, started: float, reason: str) -> SignalResult:
-    return SignalResult(sig.type, sig.name, False, 0.0, latency_ms=(time.perf_counter() - started) * 1000, error=error,
-                        error_reason=reason)
+    return SignalResult(
+        sig.type, sig.name, False, 0.0, latency_ms=(time.perf_counter() - started) * 1000, error=error, error_reason=reason
+    )
 
 
 def _reason(exc: BaseException) -> str:

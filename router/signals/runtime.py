@@ -3,13 +3,32 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from router.config.schema import Config
 from router.config.signals import ML_SECTIONS
 
-__all__ = ["ML_SECTIONS", "build_runtime", "missing_models", "models_dir", "needs_models"]
+__all__ = ["ML_SECTIONS", "ClassifierRuntime", "build_runtime", "missing_models", "models_dir", "needs_models"]
+
+
+class ClassifierRuntime(Protocol):
+    """What signals, loopers and the process need of the classifier models (``ModelRuntime``): load a
+    model directory once, read its metadata and tokenizer, run texts (or pairs) through it batched."""
+
+    @property
+    def provider(self) -> str | None: ...
+
+    async def batcher(self, name: str) -> Any: ...
+
+    def model(self, name: str) -> Any: ...
+
+    async def run(self, name: str, text: str) -> Any: ...
+
+    async def run_many(self, name: str, items: Sequence[Any]) -> list[Any]: ...
+
+    async def close(self) -> None: ...
 
 
 def models_dir(config: Config) -> Path:
@@ -32,8 +51,10 @@ def missing_models(config: Config, root: Path | None = None) -> list[str]:
                 path = Path(name) if Path(name).is_absolute() or "/" in name else base / name
                 lacking = [f for f in (MODEL_FILE, TOKENIZER_FILE, METADATA_FILE) if not (path / f).is_file()]
                 if not path.is_dir():
-                    problems.append(f"routing.signals.{section}[{j}].model: model directory {path} is missing (run `make models`, "
-                                    "set global.classifiers.models_dir, or mark the signal optional)")
+                    problems.append(
+                        f"routing.signals.{section}[{j}].model: model directory {path} is missing (run `make models`, "
+                        "set global.classifiers.models_dir, or mark the signal optional)"
+                    )
                 elif lacking:
                     problems.append(f"routing.signals.{section}[{j}].model: {path} lacks {', '.join(lacking)}")
     from router.looper.model_needs import model_needs
@@ -41,8 +62,9 @@ def missing_models(config: Config, root: Path | None = None) -> list[str]:
     for need in model_needs(config):
         path = Path(need.model) if Path(need.model).is_absolute() or "/" in need.model else base / need.model
         if need.required and not (path / MODEL_FILE).is_file():
-            problems.append(f"{need.where}: model directory {path} is missing or incomplete (run `make models`, "
-                            "or set on_error: skip)")
+            problems.append(
+                f"{need.where}: model directory {path} is missing or incomplete (run `make models`, or set on_error: skip)"
+            )
     return problems
 
 
@@ -52,7 +74,7 @@ def needs_models(config: Config) -> bool:
     return any(getattr(config.routing.signals, s) for s in ML_SECTIONS) or any(True for _ in model_needs(config))
 
 
-def build_runtime(config: Config) -> Any:
+def build_runtime(config: Config) -> ClassifierRuntime | None:
     """None when no signal needs a model; otherwise a lazily-loading model runtime."""
     if not needs_models(config):
         return None

@@ -52,8 +52,15 @@ def message_text(message: Any) -> str:
 
 
 def build_answer(
-    body: dict[str, Any], *, served_model: str, backend: str, default_max_tokens: int, judge: JudgeKind | None,
-    confidence: float = 0.9, fixed: str = "", scripted: dict[str, str] | None = None,
+    body: dict[str, Any],
+    *,
+    served_model: str,
+    backend: str,
+    default_max_tokens: int,
+    judge: JudgeKind | None,
+    confidence: float = 0.9,
+    fixed: str = "",
+    scripted: dict[str, str] | None = None,
 ) -> Answer:
     messages: list[Any] = body.get("messages") or []
     prompt_tokens = sum(count_tokens(message_text(m)) for m in messages)

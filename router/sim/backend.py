@@ -70,9 +70,7 @@ class _Overrides:
     fail_status: int
 
 
-def error_response(
-    status: int, message: str, *, code: str | None = None, headers: dict[str, str] | None = None
-) -> web.Response:
+def error_response(status: int, message: str, *, code: str | None = None, headers: dict[str, str] | None = None) -> web.Response:
     """OpenAI-shaped error body: {"error": {"message", "type", "code"}}."""
     fallback = ("server_error" if status >= 500 else "invalid_request_error", "sim_error")
     kind, default_code = _ERROR_KINDS.get(status, fallback)
@@ -151,8 +149,14 @@ async def _chat_completions(request: web.Request) -> web.StreamResponse:
 
     confidence = float(request.headers.get("x-sim-confidence", spec.model_confidence.get(served, spec.confidence)))
     answer = build_answer(
-        body, served_model=served, backend=spec.name, default_max_tokens=spec.max_tokens, judge=_JUDGE_KINDS.get(mode),
-        confidence=confidence, fixed=spec.fixed_answer, scripted=spec.answers,
+        body,
+        served_model=served,
+        backend=spec.name,
+        default_max_tokens=spec.max_tokens,
+        judge=_JUDGE_KINDS.get(mode),
+        confidence=confidence,
+        fixed=spec.fixed_answer,
+        scripted=spec.answers,
     )
     logprobs = _wants_logprobs(body) if spec.logprobs else None
     if spec.answer_bytes and answer.content is not None and len(answer.content) < spec.answer_bytes:
@@ -220,14 +224,27 @@ async def _malformed(request: web.Request, headers: dict[str, str], kind: str, s
         if kind == "choices_strings":
             return _json({**base, "choices": ["x"]}, headers=headers)
         if kind == "usage_string":
-            return _json({**base, "choices": [{"index": 0, "message": {"role": "assistant", "content": "hi"}, "finish_reason": "stop"}],
-                          "usage": {"prompt_tokens": "lots", "completion_tokens": 1, "total_tokens": 2}}, headers=headers)
+            return _json(
+                {
+                    **base,
+                    "choices": [{"index": 0, "message": {"role": "assistant", "content": "hi"}, "finish_reason": "stop"}],
+                    "usage": {"prompt_tokens": "lots", "completion_tokens": 1, "total_tokens": 2},
+                },
+                headers=headers,
+            )
         if kind == "huge_line":
             content = "y" * _HUGE_LINE
-            return _json({**base, "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}]},
-                         headers=headers)
-        return _json({**base, "choices": [{"index": 0, "message": {"role": "assistant", "content": 7}, "finish_reason": "stop"}]},
-                     headers=headers)
+            return _json(
+                {
+                    **base,
+                    "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
+                },
+                headers=headers,
+            )
+        return _json(
+            {**base, "choices": [{"index": 0, "message": {"role": "assistant", "content": 7}, "finish_reason": "stop"}]},
+            headers=headers,
+        )
     response = web.StreamResponse(headers={**headers, "Content-Type": "text/event-stream"})
     await response.prepare(request)
     chunk = {**base, "object": "chat.completion.chunk"}
@@ -240,7 +257,9 @@ async def _malformed(request: web.Request, headers: dict[str, str], kind: str, s
     else:
         event = {**chunk, "choices": ["x"]}
     await response.write(b"data: " + orjson.dumps(event) + b"\n\n")
-    await response.write(b"data: " + orjson.dumps({**chunk, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}) + b"\n\n")
+    await response.write(
+        b"data: " + orjson.dumps({**chunk, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}) + b"\n\n"
+    )
     await response.write(b"data: [DONE]\n\n")
     await response.write_eof()
     return response
@@ -279,7 +298,9 @@ def _token_logprobs(text: str, top: int | None, confidence: float) -> dict[str, 
     return {"content": tokens}
 
 
-def _completion(answer: Answer, completion_id: str, model: str, top: int | None = None, confidence: float = 0.9) -> dict[str, Any]:
+def _completion(
+    answer: Answer, completion_id: str, model: str, top: int | None = None, confidence: float = 0.9
+) -> dict[str, Any]:
     message: dict[str, Any] = {"role": "assistant", "content": answer.content}
     if answer.tool_call:
         call = answer.tool_call
@@ -291,8 +312,14 @@ def _completion(answer: Answer, completion_id: str, model: str, top: int | None 
         "object": "chat.completion",
         "created": int(time.time()),
         "model": model,
-        "choices": [{"index": 0, "message": message, "finish_reason": answer.finish_reason,
-                     "logprobs": _token_logprobs(answer.content or "", top, confidence)}],
+        "choices": [
+            {
+                "index": 0,
+                "message": message,
+                "finish_reason": answer.finish_reason,
+                "logprobs": _token_logprobs(answer.content or "", top, confidence),
+            }
+        ],
         "usage": _usage(answer),
     }
 
@@ -464,9 +491,7 @@ async def stop_backends(backends: Iterable[RunningBackend]) -> None:
 
 
 @asynccontextmanager
-async def running_backends(
-    specs: Sequence[SimBackendSpec], host: str = "127.0.0.1"
-) -> AsyncIterator[list[RunningBackend]]:
+async def running_backends(specs: Sequence[SimBackendSpec], host: str = "127.0.0.1") -> AsyncIterator[list[RunningBackend]]:
     backends = await start_backends(specs, host)
     try:
         yield backends

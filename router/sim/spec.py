@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import yaml
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator
 
 Mode = Literal["normal", "error", "hang", "drop_midstream", "broken_json_judge", "judge_json"]
-MODES: tuple[str, ...] = Mode.__args__  # type: ignore[attr-defined]
+MODES: tuple[str, ...] = get_args(Mode)
 
 
 class SimBackendSpec(BaseModel):

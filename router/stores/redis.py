@@ -55,9 +55,18 @@ class RedisLink:
             host, _, port = s.address.rpartition(":")
             password = os.environ.get(s.password_env) if s.password_env else None
             timeout = s.timeout_ms / 1000
-            self._client = aioredis.Redis(host=host.strip("[]"), port=int(port), db=s.database, password=password, ssl=s.tls,
-                                          socket_timeout=timeout, socket_connect_timeout=timeout,
-                                          retry=Retry(NoBackoff(), 0), decode_responses=False, **_no_setinfo())
+            self._client = aioredis.Redis(
+                host=host.strip("[]"),
+                port=int(port),
+                db=s.database,
+                password=password,
+                ssl=s.tls,
+                socket_timeout=timeout,
+                socket_connect_timeout=timeout,
+                retry=Retry(NoBackoff(), 0),
+                decode_responses=False,
+                **_no_setinfo(),
+            )
         return self._client
 
     def key(self, *parts: str) -> str:
@@ -80,8 +89,9 @@ class RedisLink:
             if self._healthy:
                 self._healthy = False
                 record.state_store_up("redis", False)
-                log.warning("state_store_unavailable", store="redis", op=op, reason=reason,
-                            retry_in_ms=self.settings.retry_interval_ms)
+                log.warning(
+                    "state_store_unavailable", store="redis", op=op, reason=reason, retry_in_ms=self.settings.retry_interval_ms
+                )
             raise StoreUnavailable(reason) from None
         if not self._healthy:
             self._healthy = True

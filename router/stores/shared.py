@@ -32,7 +32,11 @@ class SharedState:
                 _close_later(old)
         if _changed(self._keys.get("sessions", _UNSET), g.sessions):
             s = g.sessions
-            store = RedisStore(self.link, s.ttl_seconds) if s.store == "redis" and self.link else MemoryStore(s.ttl_seconds, s.max_entries)
+            store = (
+                RedisStore(self.link, s.ttl_seconds)
+                if s.store == "redis" and self.link
+                else MemoryStore(s.ttl_seconds, s.max_entries)
+            )
             self.sessions = Sessions(s, store)
             self._keys["sessions"] = s
         if _changed(self._keys.get("tokens", _UNSET), g.tenants.tokens_store):

@@ -25,7 +25,9 @@ class Access:
 
     def require_model(self, model: str, what: str = "model", param: str | None = "model") -> None:
         if not self.model_ok(model):
-            raise OpenAIError(403, f"The tenant `{self.tenant}` may not use the {what} `{model}`.", "model_not_allowed", param=param)
+            raise OpenAIError(
+                403, f"The tenant `{self.tenant}` may not use the {what} `{model}`.", "model_not_allowed", param=param
+            )
 
     def require_models(self, models: Iterable[str], what: str) -> None:
         for m in models:
@@ -33,8 +35,9 @@ class Access:
 
     def require_looper(self, algorithm: str, param: str | None = None) -> None:
         if not self.looper_ok(algorithm):
-            raise OpenAIError(403, f"The tenant `{self.tenant}` may not run the `{algorithm}` looper.", "looper_not_allowed",
-                              param=param)
+            raise OpenAIError(
+                403, f"The tenant `{self.tenant}` may not run the `{algorithm}` looper.", "looper_not_allowed", param=param
+            )
 
     def decision_ok(self, decision: Decision) -> bool:
         """May this tenant be served by ``decision``? Guards always apply; a routing decision needs one

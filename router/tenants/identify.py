@@ -31,8 +31,12 @@ def identify(settings: TenantSettings, headers: Mapping[str, str]) -> str | None
     claimed = headers.get(settings.header)
     if claimed is not None:
         if not _NAME.match(claimed):
-            raise OpenAIError(400, f"The `{settings.header}` header must be a tenant name (letters, digits, `_.-`, at most 128).",
-                              "invalid_tenant", param=settings.header)
+            raise OpenAIError(
+                400,
+                f"The `{settings.header}` header must be a tenant name (letters, digits, `_.-`, at most 128).",
+                "invalid_tenant",
+                param=settings.header,
+            )
         tenant = claimed
     if tenant is None and settings.api_keys:
         key = _api_key(settings, headers)

@@ -21,7 +21,7 @@ class ApiKeyTenant(Strict):
     @classmethod
     def _digest(cls, value: str) -> str:
         if len(value) != 64 or any(c not in "0123456789abcdefABCDEF" for c in value):
-            raise ValueError("expected a sha256 digest: 64 hex digits (printf %s \"$KEY\" | sha256sum)")
+            raise ValueError('expected a sha256 digest: 64 hex digits (printf %s "$KEY" | sha256sum)')
         return value.lower()
 
 

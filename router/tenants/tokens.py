@@ -117,7 +117,9 @@ class RedisWindow:
     async def admit(self, tenant: str, cost: int, limit: int) -> Verdict:
         now = int(time.time())
         key = self.link.key("tpm", tenant)
-        out = await self.link.call("tokens_admit", lambda r: self._admit_script(r)(keys=[key], args=[now, WINDOW_SECONDS, cost, limit]))
+        out = await self.link.call(
+            "tokens_admit", lambda r: self._admit_script(r)(keys=[key], args=[now, WINDOW_SECONDS, cost, limit])
+        )
         admitted, used = int(out[0]), int(out[1])
         if admitted:
             return Verdict(True, used)
@@ -127,7 +129,7 @@ class RedisWindow:
     async def charge(self, tenant: str, tokens: int) -> None:
         key = self.link.key("tpm", tenant)
 
-        async def add(r):  # type: ignore[no-untyped-def]
+        async def add(r: Any) -> Any:
             pipe = r.pipeline(transaction=False)
             pipe.hincrby(key, str(int(time.time())), tokens)
             pipe.expire(key, WINDOW_SECONDS * 2)
@@ -140,8 +142,12 @@ async def admit(window: TokenWindow, tenant: str, cost: int, limit: int, request
     """Raise 413 / 429 when the tenant's budget cannot take ``cost`` tokens now."""
     if cost > limit:
         record.tenant_tokens(tenant, "too_large")
-        raise OpenAIError(413, f"This request needs about {cost} tokens, more than the tenant's whole budget of {limit} tokens "
-                          "per minute; shorten it or lower max_completion_tokens.", "request_exceeds_token_budget")
+        raise OpenAIError(
+            413,
+            f"This request needs about {cost} tokens, more than the tenant's whole budget of {limit} tokens "
+            "per minute; shorten it or lower max_completion_tokens.",
+            "request_exceeds_token_budget",
+        )
     try:
         verdict = await window.admit(tenant, cost, limit)
     except StoreUnavailable:
@@ -149,11 +155,23 @@ async def admit(window: TokenWindow, tenant: str, cost: int, limit: int, request
         return  # admitted uncounted: a dead Redis must not stop traffic
     if not verdict.admitted:
         record.tenant_tokens(tenant, "refused")
-        log.info("tenant_rate_limited", request_id=request_id, tenant=tenant, used=verdict.used, cost=cost, limit=limit,
-                 retry_after=verdict.retry_after)
-        raise OpenAIError(429, f"The tenant's budget of {limit} tokens per minute is spent ({verdict.used} used in the last "
-                          f"minute, this request needs about {cost}); retry after {verdict.retry_after}s.",
-                          "tenant_rate_limited", type="rate_limit_error", headers={"retry-after": str(verdict.retry_after)})
+        log.info(
+            "tenant_rate_limited",
+            request_id=request_id,
+            tenant=tenant,
+            used=verdict.used,
+            cost=cost,
+            limit=limit,
+            retry_after=verdict.retry_after,
+        )
+        raise OpenAIError(
+            429,
+            f"The tenant's budget of {limit} tokens per minute is spent ({verdict.used} used in the last "
+            f"minute, this request needs about {cost}); retry after {verdict.retry_after}s.",
+            "tenant_rate_limited",
+            type="rate_limit_error",
+            headers={"retry-after": str(verdict.retry_after)},
+        )
     record.tenant_tokens(tenant, "admitted", cost)
 
 
@@ -167,4 +185,3 @@ async def charge(window: TokenWindow, tenant: str, tokens: int) -> None:
         record.tenant_tokens(tenant, "unavailable")
         return
     record.tenant_tokens(tenant, "charged", tokens)
-

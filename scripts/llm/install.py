@@ -87,8 +87,20 @@ def download(pin: Pin, downloads: Path) -> Path:
     with tempfile.TemporaryDirectory(dir=downloads) as tmp:
         req = Path(tmp) / "req.txt"
         req.write_text(f"{pin.name}=={pin.version} --hash=sha256:{pin.sha256}\n")
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--require-hashes",
-               "--disable-pip-version-check", "-q", "-r", str(req), "-d", tmp]
+        cmd = [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--require-hashes",
+            "--disable-pip-version-check",
+            "-q",
+            "-r",
+            str(req),
+            "-d",
+            tmp,
+        ]
         proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
         got = Path(tmp) / pin.filename
         if proc.returncode != 0 or not got.is_file():
@@ -110,8 +122,7 @@ def _tool(name: str, pip_name: str) -> str:
     if found:
         return found
     log(f"{name} not found: pip install {pip_name}")
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--disable-pip-version-check", pip_name],
-                   check=True)
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--disable-pip-version-check", pip_name], check=True)
     if not beside.exists():
         raise InstallError(f"pip installed {pip_name} but {beside} is missing")
     return str(beside)
@@ -170,8 +181,7 @@ def build_llama_server(lock: dict, llm: Path, jobs: int, force: bool) -> Path:
     log(f"configure + build {TARGET} with -j{jobs} (about 12 min on 2 cores); log: {home / 'build.log'}")
     with (home / "build.log").open("w") as out:
         for cmd in (
-            [cmake, "-S", str(source_dir), "-B", str(build), "-G", "Ninja", f"-DCMAKE_MAKE_PROGRAM={ninja}",
-             *CMAKE_FLAGS],
+            [cmake, "-S", str(source_dir), "-B", str(build), "-G", "Ninja", f"-DCMAKE_MAKE_PROGRAM={ninja}", *CMAKE_FLAGS],
             [cmake, "--build", str(build), "--target", TARGET, f"-j{jobs}"],
         ):
             out.write(f"$ {' '.join(cmd)}\n")
@@ -187,12 +197,22 @@ def build_llama_server(lock: dict, llm: Path, jobs: int, force: bool) -> Path:
     shutil.rmtree(src)
     archive.unlink()
     version = subprocess.run([str(binary), "--version"], capture_output=True, text=True, check=False)
-    stamp.write_text(json.dumps({
-        "package": f"{pin.name}=={pin.version}", "archive_sha256": pin.sha256, "cmake_flags": list(CMAKE_FLAGS),
-        "compiler": _compiler_id(), "build_seconds": seconds, "jobs": jobs,
-        "version": (version.stdout + version.stderr).strip().splitlines()[:2],
-        "sha256": {TARGET: sha256_file(binary)},
-    }, indent=2) + "\n")
+    stamp.write_text(
+        json.dumps(
+            {
+                "package": f"{pin.name}=={pin.version}",
+                "archive_sha256": pin.sha256,
+                "cmake_flags": list(CMAKE_FLAGS),
+                "compiler": _compiler_id(),
+                "build_seconds": seconds,
+                "jobs": jobs,
+                "version": (version.stdout + version.stderr).strip().splitlines()[:2],
+                "sha256": {TARGET: sha256_file(binary)},
+            },
+            indent=2,
+        )
+        + "\n"
+    )
     log(f"built {binary} in {seconds}s")
     return binary
 
@@ -242,8 +262,9 @@ def install_model(name: str, entry: dict, llm: Path) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--cache", type=Path, default=None,
-                    help="cache root (default: $FUSION_ROUTER_CACHE or ~/.cache/fusion-router)")
+    ap.add_argument(
+        "--cache", type=Path, default=None, help="cache root (default: $FUSION_ROUTER_CACHE or ~/.cache/fusion-router)"
+    )
     ap.add_argument("--jobs", type=int, default=os.cpu_count() or 2, help="parallel compile jobs (default: CPU count)")
     ap.add_argument("--force", action="store_true", help="rebuild llama-server even when cached")
     ap.add_argument("--server-only", action="store_true", help="build llama-server, skip the models")
@@ -260,10 +281,16 @@ def main(argv: list[str] | None = None) -> int:
         binary = build_llama_server(lock, llm, args.jobs, args.force)
         if args.server_only:
             return 0
-        models = {name: {"path": str(install_model(name, entry, llm)), "sha256": entry["sha256"],
-                         "chat_template": entry.get("chat_template"), "license": entry["license"],
-                         "model": entry["model"]}
-                  for name, entry in lock["models"].items()}
+        models = {
+            name: {
+                "path": str(install_model(name, entry, llm)),
+                "sha256": entry["sha256"],
+                "chat_template": entry.get("chat_template"),
+                "license": entry["license"],
+                "model": entry["model"],
+            }
+            for name, entry in lock["models"].items()
+        }
     except InstallError as exc:
         print(f"make llm: {exc}", file=sys.stderr)
         return 1

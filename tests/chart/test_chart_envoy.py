@@ -21,10 +21,13 @@ def test_rendered_envoy_config_validates(rendered, need_envoy, tmp_path, example
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
-@pytest.mark.parametrize("sets", [
-    ["envoy.failureModeAllow=true", "envoy.accessLog.enabled=false", "envoy.stripRequestHeaders=null"],
-    ["backends[0].name=remote", "backends[0].endpoint=https://llm.example.com:8443/v1"],
-])
+@pytest.mark.parametrize(
+    "sets",
+    [
+        ["envoy.failureModeAllow=true", "envoy.accessLog.enabled=false", "envoy.stripRequestHeaders=null"],
+        ["backends[0].name=remote", "backends[0].endpoint=https://llm.example.com:8443/v1"],
+    ],
+)
 def test_variants_validate(need_envoy, tmp_path, sets):
     proc = envoy_validate(render(sets=sets).envoy_yaml, tmp_path)
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -55,17 +58,25 @@ def test_health_listener_and_prestop_drain(need_envoy, tmp_path):
     """Run the rendered config: /ready and /live on the health port, fail-closed JSON 503 without a router,
     then the Envoy container's preStop command turns /ready into 503 and closes the main listener."""
     listener, admin, health, grpc, looper = _free_ports(5)
-    r = render(sets=[f"envoy.listenerPort={listener}", f"envoy.adminPort={admin}", f"envoy.healthPort={health}",
-                     f"envoy.looperPort={looper}",
-                     f"router.grpcPort={grpc}", "drain.timeoutSeconds=1"])
+    r = render(
+        sets=[
+            f"envoy.listenerPort={listener}",
+            f"envoy.adminPort={admin}",
+            f"envoy.healthPort={health}",
+            f"envoy.looperPort={looper}",
+            f"router.grpcPort={grpc}",
+            "drain.timeoutSeconds=1",
+        ]
+    )
     config = tmp_path / "envoy.yaml"
     config.write_text(r.envoy_yaml)
     envoy_c = r.container("envoy")
     args = [a for a in envoy_c["args"] if a != "/etc/envoy/envoy.yaml"]
-    args[args.index("-c") + 1:args.index("-c") + 1] = [str(config)]
+    args[args.index("-c") + 1 : args.index("-c") + 1] = [str(config)]
     args[args.index("--log-level") + 1] = "error"
-    proc = subprocess.Popen([need_envoy, *args, "--base-id", str(grpc)],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [need_envoy, *args, "--base-id", str(grpc)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
     try:
         deadline = time.monotonic() + 20
         while True:

@@ -76,11 +76,14 @@ def test_workers_get_a_health_checked_router_cluster():
     assert "health_checks" not in next(c for c in single["static_resources"]["clusters"] if c["name"] == "fusion_router")
 
 
-@pytest.mark.parametrize(("sets", "host"), [
-    ([], "127.0.0.1"),
-    (["envoy.enabled=false"], "0.0.0.0"),
-    (["service.exposeRouterGrpc=true"], "0.0.0.0"),
-])
+@pytest.mark.parametrize(
+    ("sets", "host"),
+    [
+        ([], "127.0.0.1"),
+        (["envoy.enabled=false"], "0.0.0.0"),
+        (["service.exposeRouterGrpc=true"], "0.0.0.0"),
+    ],
+)
 def test_router_grpc_binds_loopback_unless_an_outside_envoy_calls_it(sets, host):
     args = [str(a) for a in render(sets=sets).container("router")["args"]]
     assert args[args.index("--host") + 1] == host
@@ -120,7 +123,8 @@ def test_generated_secret_is_referenced_and_never_in_a_configmap():
         assert value not in json.dumps(cm), cm["metadata"]["name"]
     ext = _ext_proc(_hcm(r.envoy_yaml))
     assert ext["grpc_service"]["initial_metadata"] == [
-        {"key": "authorization", "value": "Bearer __FUSION_ROUTER_EXT_PROC_SECRET__"}]
+        {"key": "authorization", "value": "Bearer __FUSION_ROUTER_EXT_PROC_SECRET__"}
+    ]
     router = r.container("router")
     args = [str(a) for a in router["args"]]
     assert args[args.index("--ext-proc-secret-env") + 1] == "FUSION_ROUTER_EXT_PROC_SECRET"
@@ -134,8 +138,13 @@ def test_generated_secret_is_referenced_and_never_in_a_configmap():
 
 
 def test_existing_secret_is_used_as_is():
-    r = render(sets=["router.extProcSecret.enabled=true", "router.extProcSecret.existingSecret=my-secret",
-                     "router.extProcSecret.key=token"])
+    r = render(
+        sets=[
+            "router.extProcSecret.enabled=true",
+            "router.extProcSecret.existingSecret=my-secret",
+            "router.extProcSecret.key=token",
+        ]
+    )
     assert not r.of_kind("Secret")
     env = {e["name"]: e for e in r.container("envoy")["env"]}
     assert env["FUSION_ROUTER_EXT_PROC_SECRET"]["valueFrom"]["secretKeyRef"] == {"name": "my-secret", "key": "token"}
@@ -193,8 +202,10 @@ def _envoy_command(r, need_envoy: str, tmp: Path, envoy_secret: str) -> tuple[li
     run.mkdir(exist_ok=True)
     (etc / "envoy.yaml").write_text(r.envoy_yaml)
     c = r.container("envoy")
-    cmd = [str(a).replace("/etc/envoy/", f"{etc}/").replace("/run/envoy/", f"{run}/").replace("/usr/local/bin/envoy", need_envoy)
-           for a in c["command"]]
+    cmd = [
+        str(a).replace("/etc/envoy/", f"{etc}/").replace("/run/envoy/", f"{run}/").replace("/usr/local/bin/envoy", need_envoy)
+        for a in c["command"]
+    ]
     args = [str(a) for a in c["args"]]
     args[args.index("--log-level") + 1] = "error"
     args = [a for a in args if a != "--disable-hot-restart"] + ["--base-id", str(os.getpid() % 50000 + 1000)]
@@ -202,20 +213,35 @@ def _envoy_command(r, need_envoy: str, tmp: Path, envoy_secret: str) -> tuple[li
 
 
 @pytest.mark.envoy
-@pytest.mark.parametrize(("envoy_secret", "want"), [(SECRET, 200), ("another-secret-0123456789abcdef", 503)],
-                         ids=["same-secret", "wrong-secret"])
+@pytest.mark.parametrize(
+    ("envoy_secret", "want"), [(SECRET, 200), ("another-secret-0123456789abcdef", 503)], ids=["same-secret", "wrong-secret"]
+)
 def test_envoy_start_command_fills_in_the_secret_and_the_router_checks_it(need_envoy, tmp_path, envoy_secret, want):
     listener, admin, health, grpc, looper, router_admin = _free_ports(6)
-    r = render(sets=["router.extProcSecret.enabled=true", f"envoy.listenerPort={listener}", f"envoy.adminPort={admin}",
-                     f"envoy.healthPort={health}", f"envoy.looperPort={looper}", f"router.grpcPort={grpc}",
-                     f"router.adminPort={router_admin}"])
+    r = render(
+        sets=[
+            "router.extProcSecret.enabled=true",
+            f"envoy.listenerPort={listener}",
+            f"envoy.adminPort={admin}",
+            f"envoy.healthPort={health}",
+            f"envoy.looperPort={looper}",
+            f"router.grpcPort={grpc}",
+            f"router.adminPort={router_admin}",
+        ]
+    )
     config = tmp_path / "router.yaml"
     config.write_text(r.router_config_yaml)
     router_args = [str(a) for a in r.container("router")["args"]]
     router_args[router_args.index("--config") + 1] = str(config)
     router_args[router_args.index("--admin-host") + 1] = "127.0.0.1"
-    router = subprocess.Popen([sys.executable, "-m", "router.cli", *router_args], env={**os.environ, "FUSION_ROUTER_EXT_PROC_SECRET": SECRET},
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    router = subprocess.Popen(
+        [sys.executable, "-m", "router.cli", *router_args],
+        env={**os.environ, "FUSION_ROUTER_EXT_PROC_SECRET": SECRET},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
     cmd, env = _envoy_command(r, need_envoy, tmp_path, envoy_secret)
     envoy = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     try:
@@ -236,7 +262,7 @@ def test_envoy_start_command_fills_in_the_secret_and_the_router_checks_it(need_e
 
 def test_envoy_start_command_refuses_a_malformed_secret(need_envoy, tmp_path):
     r = render(sets=["router.extProcSecret.enabled=true"])
-    cmd, env = _envoy_command(r, need_envoy, tmp_path, "has spaces and is \"quoted\"")
+    cmd, env = _envoy_command(r, need_envoy, tmp_path, 'has spaces and is "quoted"')
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=30, check=False)
     assert proc.returncode == 1 and "the ext_proc secret must be" in proc.stderr
     assert not (tmp_path / "run" / "envoy.yaml").exists()

@@ -69,8 +69,14 @@ def test_probes(rendered, example):
 
 def test_grpc_probe_follows_the_grpc_port():
     # A grpc probe works where the gRPC port leaves the pod (mesh mode); it is refused where it binds loopback.
-    r = render(sets=["router.grpcPort=6000", "envoy.enabled=false", "router.startupProbe.httpGet=null",
-                     "router.startupProbe.grpc.service="])
+    r = render(
+        sets=[
+            "router.grpcPort=6000",
+            "envoy.enabled=false",
+            "router.startupProbe.httpGet=null",
+            "router.startupProbe.grpc.service=",
+        ]
+    )
     assert r.container("router")["startupProbe"]["grpc"]["port"] == 6000
     assert "port_value: 6000" in render(sets=["router.grpcPort=6000"]).envoy_yaml
 
@@ -167,8 +173,13 @@ def test_envoy_config_contract(rendered):
     assert route["match"] == {"prefix": "/"}
     assert route["route"] == {"cluster_header": "x-vsr-cluster", "timeout": "0s"}
     copied = {h["header"]["key"]: h for h in route["response_headers_to_add"]}
-    for name in ("x-vsr-selected-decision", "x-vsr-selected-model", "x-vsr-response-path",
-                 "x-vsr-matched-signals", "x-vsr-entry-path"):
+    for name in (
+        "x-vsr-selected-decision",
+        "x-vsr-selected-model",
+        "x-vsr-response-path",
+        "x-vsr-matched-signals",
+        "x-vsr-entry-path",
+    ):
         assert copied[name]["header"]["value"] == f"%REQ({name})%"
         assert copied[name]["append_action"] == "OVERWRITE_IF_EXISTS_OR_ADD"
     router = next(c for c in envoy["static_resources"]["clusters"] if c["name"] == "fusion_router")
@@ -186,8 +197,17 @@ def test_failure_mode_allow_is_configurable():
     assert ext["failure_mode_allow"] is True
     strip = next(f for f in hcm["http_filters"] if f["name"] == "envoy.filters.http.header_mutation")
     assert strip["typed_config"]["mutations"]["request_mutations"] == [
-        {"remove": h} for h in ("x-vsr-cluster", "x-vsr-selected-decision", "x-vsr-selected-model",
-                                "x-vsr-response-path", "x-vsr-entry-path", "x-vsr-matched-signals", "x-vsr-selection")]
+        {"remove": h}
+        for h in (
+            "x-vsr-cluster",
+            "x-vsr-selected-decision",
+            "x-vsr-selected-model",
+            "x-vsr-response-path",
+            "x-vsr-entry-path",
+            "x-vsr-matched-signals",
+            "x-vsr-selection",
+        )
+    ]
 
 
 def test_hpa_pdb_and_monitoring_when_enabled(rendered):
@@ -290,7 +310,9 @@ def test_notes_tell_how_to_send_the_first_request(tmp_path):
 
     proc = subprocess.run(
         [HELM, "template", "fr", str(chart), "-n", "fusion", "--show-only", "templates/zz-notes.yaml"],
-        capture_output=True, text=True, timeout=60,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert proc.returncode == 0, proc.stderr
     text = yaml.safe_load(proc.stdout)["data"]["notes"]
@@ -302,8 +324,10 @@ def test_router_workers_become_router_cluster_endpoints():
     r = render(sets=["router.workers=3", "router.grpcPort=6000"])
     envoy = yaml.safe_load(r.envoy_yaml)
     cluster = next(c for c in envoy["static_resources"]["clusters"] if c["name"] == "fusion_router")
-    ports = [e["endpoint"]["address"]["socket_address"]["port_value"]
-             for e in cluster["load_assignment"]["endpoints"][0]["lb_endpoints"]]
+    ports = [
+        e["endpoint"]["address"]["socket_address"]["port_value"]
+        for e in cluster["load_assignment"]["endpoints"][0]["lb_endpoints"]
+    ]
     assert ports == [6000, 6001, 6002] and cluster["lb_policy"] == "LEAST_REQUEST"
     args = r.container("router")["args"]
     assert args[args.index("--workers") + 1] == "3"

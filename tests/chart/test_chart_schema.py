@@ -26,8 +26,10 @@ BAD = [
     ({"drain": {"timeoutSeconds": -1}}, ["drain.timeoutSeconds", "greater than or equal to 0"]),
     ({"service": {"type": "Ingress"}}, ["service.type", "must be one of"]),
     # checks in templates/_helpers.tpl (beyond JSON schema)
-    ({"backends": [{"name": "a", "endpoint": "http://a:1"}, {"name": "a", "endpoint": "http://b:1"}]},
-     ["backends[1].name", "duplicate backend name"]),
+    (
+        {"backends": [{"name": "a", "endpoint": "http://a:1"}, {"name": "a", "endpoint": "http://b:1"}]},
+        ["backends[1].name", "duplicate backend name"],
+    ),
     ({"routerConfig": {"backends": [], "models": []}}, ["routerConfig.backends", "do not set it"]),
     ({"backends": [{"name": "a", "endpoint": "http://a:1", "apiKeyEnv": "A_KEY"}]}, ["backends[0].apiKeyEnv", "A_KEY"]),
     ({"envoy": {"healthPort": 9190}}, ["must differ"]),
@@ -47,12 +49,16 @@ def test_bad_values_are_rejected(tmp_path: Path, values, words):
 
 def test_good_values_pass(tmp_path: Path):
     f = tmp_path / "good.yaml"
-    f.write_text(yaml.safe_dump({
-        "backends": [{"name": "a-1.b", "endpoint": "https://api.example.com/v1", "apiKeyEnv": "A_KEY"}],
-        "apiKeys": [{"env": "A_KEY", "secretName": "keys", "secretKey": "a"}],
-        "routerConfig": {"models": [{"name": "m", "backend": "a-1.b"}]},
-        "envoy": {"messageTimeout": "0.5s"},
-        "podDisruptionBudget": {"maxUnavailable": "25%"},
-    }))
+    f.write_text(
+        yaml.safe_dump(
+            {
+                "backends": [{"name": "a-1.b", "endpoint": "https://api.example.com/v1", "apiKeyEnv": "A_KEY"}],
+                "apiKeys": [{"env": "A_KEY", "secretName": "keys", "secretKey": "a"}],
+                "routerConfig": {"models": [{"name": "m", "backend": "a-1.b"}]},
+                "envoy": {"messageTimeout": "0.5s"},
+                "podDisruptionBudget": {"maxUnavailable": "25%"},
+            }
+        )
+    )
     proc = helm_template("-f", str(f))
     assert proc.returncode == 0, proc.stderr

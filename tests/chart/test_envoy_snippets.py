@@ -54,29 +54,40 @@ def test_standalone_files_validate(need_envoy, tmp_path, path):
 STRIPPED = ["x-vsr-cluster", *RESPONSE_COPIED]
 
 
-def _bootstrap(http_filters: list, clusters: list, route: dict | None = None, vhost_extra: dict | None = None,
-               hcm_extra: dict | None = None) -> str:
+def _bootstrap(
+    http_filters: list, clusters: list, route: dict | None = None, vhost_extra: dict | None = None, hcm_extra: dict | None = None
+) -> str:
     route = route or {"match": {"prefix": "/"}, "route": {"cluster_header": "x-vsr-cluster", "timeout": "0s"}}
     vhost = {"name": "all", "domains": ["*"], "routes": [route], **(vhost_extra or {})}
-    router = {"name": "envoy.filters.http.router",
-              "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}
+    router = {
+        "name": "envoy.filters.http.router",
+        "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"},
+    }
     hcm = {
         "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
-        "stat_prefix": "test", "stream_idle_timeout": "600s", "request_timeout": "0s",
+        "stat_prefix": "test",
+        "stream_idle_timeout": "600s",
+        "request_timeout": "0s",
         "route_config": {"name": "r", "virtual_hosts": [vhost]},
         "http_filters": [*http_filters, router],
         **(hcm_extra or {}),
     }
-    return yaml.safe_dump({
-        "static_resources": {
-            "listeners": [{
-                "name": "l", "address": {"socket_address": {"address": "127.0.0.1", "port_value": 8801}},
-                "filter_chains": [{"filters": [{"name": "envoy.filters.network.http_connection_manager",
-                                                 "typed_config": hcm}]}],
-            }],
-            "clusters": clusters,
+    return yaml.safe_dump(
+        {
+            "static_resources": {
+                "listeners": [
+                    {
+                        "name": "l",
+                        "address": {"socket_address": {"address": "127.0.0.1", "port_value": 8801}},
+                        "filter_chains": [
+                            {"filters": [{"name": "envoy.filters.network.http_connection_manager", "typed_config": hcm}]}
+                        ],
+                    }
+                ],
+                "clusters": clusters,
+            }
         }
-    })
+    )
 
 
 def test_plain_envoy_snippet_assembles_into_a_valid_bootstrap(need_envoy, tmp_path):
@@ -84,8 +95,13 @@ def test_plain_envoy_snippet_assembles_into_a_valid_bootstrap(need_envoy, tmp_pa
     assert set(snippet) == {"http_filters", "virtual_host", "route", "clusters", "local_reply_config"}
     names = [c["name"] for c in snippet["clusters"]]
     assert "fusion_router" in names
-    config = _bootstrap(snippet["http_filters"], snippet["clusters"], snippet["route"], snippet["virtual_host"],
-                        {"local_reply_config": snippet["local_reply_config"]})
+    config = _bootstrap(
+        snippet["http_filters"],
+        snippet["clusters"],
+        snippet["route"],
+        snippet["virtual_host"],
+        {"local_reply_config": snippet["local_reply_config"]},
+    )
     proc = envoy_validate(config, tmp_path)
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
@@ -107,7 +123,10 @@ def test_plain_envoy_files_match_the_generator():
     snippet = yaml.safe_load((MESH / "plain-envoy" / "snippet.yaml").read_text())
     full = yaml.safe_load((MESH / "plain-envoy" / "standalone.yaml").read_text())
     hcm = full["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
-    for lrc, filters in ((snippet["local_reply_config"], snippet["http_filters"]), (hcm["local_reply_config"], hcm["http_filters"])):
+    for lrc, filters in (
+        (snippet["local_reply_config"], snippet["http_filters"]),
+        (hcm["local_reply_config"], hcm["http_filters"]),
+    ):
         assert lrc == local_reply_config(), "regenerate: python -m router.envoyconf local-reply"
         assert _strip_list(filters[0]) == STRIPPED
         assert filters[1]["typed_config"]["grpc_service"]["retry_policy"] == grpc_retry_policy()
@@ -138,8 +157,9 @@ def test_istio_envoyfilter_pieces_validate(need_envoy, tmp_path):
     lrc = hcm_patch["patch"]["value"]["typed_config"]["local_reply_config"]
     assert lrc == local_reply_config(), "regenerate: python -m router.envoyconf local-reply"
     # a resolvable address for validate mode; STRICT_DNS of the in-cluster name is fine too
-    proc = envoy_validate(_bootstrap(copy.deepcopy(filters), copy.deepcopy(clusters), hcm_extra={"local_reply_config": lrc}),
-                          tmp_path)
+    proc = envoy_validate(
+        _bootstrap(copy.deepcopy(filters), copy.deepcopy(clusters), hcm_extra={"local_reply_config": lrc}), tmp_path
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
@@ -177,6 +197,8 @@ def test_envoy_gateway_local_reply_patch_validates(need_envoy, tmp_path):
     assert op["operation"]["path"].endswith("/typed_config/local_reply_config")
     lrc = op["operation"]["value"]
     assert lrc == local_reply_config(), "regenerate: python -m router.envoyconf local-reply"
-    proc = envoy_validate(_bootstrap([], [], {"match": {"prefix": "/"}, "direct_response": {"status": 404}},
-                                     hcm_extra={"local_reply_config": lrc}), tmp_path)
+    proc = envoy_validate(
+        _bootstrap([], [], {"match": {"prefix": "/"}, "direct_response": {"status": 404}}, hcm_extra={"local_reply_config": lrc}),
+        tmp_path,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr

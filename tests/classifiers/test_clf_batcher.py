@@ -17,6 +17,7 @@ def _echo(calls: list[list[str]]):
         calls.append(list(items))
         time.sleep(0.01)
         return [s.upper() for s in items]
+
     return fn
 
 

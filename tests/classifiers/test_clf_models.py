@@ -26,12 +26,21 @@ VARYING = [
 
 def test_embedding_similarity_ordering(embedder: EmbeddingModel) -> None:
     triples = [
-        ("How do I bake sourdough bread at home?", "What's the recipe for homemade sourdough loaves?",
-         "How does a nuclear reactor control its chain reaction?"),
-        ("My laptop won't turn on after the update", "After updating, my notebook computer doesn't boot",
-         "Best hiking trails near Denver in autumn"),
-        ("Translate this sentence into French", "Please convert the following text to French",
-         "What is the derivative of x squared?"),
+        (
+            "How do I bake sourdough bread at home?",
+            "What's the recipe for homemade sourdough loaves?",
+            "How does a nuclear reactor control its chain reaction?",
+        ),
+        (
+            "My laptop won't turn on after the update",
+            "After updating, my notebook computer doesn't boot",
+            "Best hiking trails near Denver in autumn",
+        ),
+        (
+            "Translate this sentence into French",
+            "Please convert the following text to French",
+            "What is the derivative of x squared?",
+        ),
     ]
     for anchor, para, unrelated in triples:
         a, p, u = embedder.embed([anchor, para, unrelated])
@@ -58,7 +67,7 @@ def test_jailbreak_batched_equals_unbatched(jailbreak: SequenceClassifier) -> No
 
 
 def test_pii_batched_equals_unbatched(pii: TokenClassifier) -> None:
-    texts = VARYING + ["Mail jane.doe@example.org about it", "Call Peter Parker on 212-555-0147 tomorrow"]
+    texts = [*VARYING, "Mail jane.doe@example.org about it", "Call Peter Parker on 212-555-0147 tomorrow"]
     assert pii.spans(texts) == [pii.spans([t])[0] for t in texts]
 
 
@@ -112,8 +121,12 @@ def test_pii_spans_and_offsets(pii: TokenClassifier) -> None:
     text = "Contact Dr. Emily Watson at emily.watson@hospital.org or 212-555-0147."
     spans = pii.spans([text])[0]
     got = {(s.label, s.text) for s in spans}
-    assert {("GIVEN_NAME", "Emily"), ("SURNAME", "Watson"), ("EMAIL", "emily.watson@hospital.org"),
-            ("PHONE", "212-555-0147")} <= got, spans
+    assert {
+        ("GIVEN_NAME", "Emily"),
+        ("SURNAME", "Watson"),
+        ("EMAIL", "emily.watson@hospital.org"),
+        ("PHONE", "212-555-0147"),
+    } <= got, spans
     for s in spans:
         assert text[s.start : s.end] == s.text
         assert 0 < s.score <= 1
@@ -147,8 +160,7 @@ def test_huge_input_pii_windows_cover_the_tail(pii: TokenClassifier) -> None:
     assert emails[0].start == text.index("emily.watson@")
 
 
-def test_empty_and_whitespace_inputs(embedder: EmbeddingModel, jailbreak: SequenceClassifier,
-                                     pii: TokenClassifier) -> None:
+def test_empty_and_whitespace_inputs(embedder: EmbeddingModel, jailbreak: SequenceClassifier, pii: TokenClassifier) -> None:
     assert embedder.embed(["", "   "]).shape == (2, 384)
     assert len(jailbreak.classify([""])) == 1
     assert pii.spans(["", "  \n "]) == [[], []]

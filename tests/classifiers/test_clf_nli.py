@@ -23,15 +23,23 @@ def nli() -> PairClassifier:
 def test_three_labels_and_clear_cases(nli: PairClassifier) -> None:
     assert nli.labels == ("entailment", "neutral", "contradiction")
     premise = "Oslo: 4 degrees Celsius, light rain."
-    out = nli.run([(premise, "Oslo has 4 degrees Celsius and light rain."), (premise, "It is 25 degrees Celsius and sunny in Oslo."),
-                   ("The patient is allergic to penicillin.", "The patient takes insulin daily.")])
+    out = nli.run(
+        [
+            (premise, "Oslo has 4 degrees Celsius and light rain."),
+            (premise, "It is 25 degrees Celsius and sunny in Oslo."),
+            ("The patient is allergic to penicillin.", "The patient takes insulin daily."),
+        ]
+    )
     assert [r.label for r in out] == ["entailment", "contradiction", "neutral"]
     assert all(abs(sum(r.probs.values()) - 1) < 1e-4 for r in out)
 
 
 def test_batching_never_changes_a_pair(nli: PairClassifier) -> None:
-    pairs = [("A short premise.", "A short claim."), ("The meeting moved from Tuesday to Thursday at ten in the morning.",
-                                                      "The meeting is on Thursday."), ("x " * 50, "y")]
+    pairs = [
+        ("A short premise.", "A short claim."),
+        ("The meeting moved from Tuesday to Thursday at ten in the morning.", "The meeting is on Thursday."),
+        ("x " * 50, "y"),
+    ]
     alone = np.array([list(nli.run([p])[0].probs.values()) for p in pairs])
     together = np.array([list(r.probs.values()) for r in nli.run(pairs)])
     assert np.allclose(alone, together, atol=1e-4)

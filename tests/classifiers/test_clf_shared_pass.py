@@ -46,8 +46,9 @@ def shared(embedder: EmbeddingModel, jailbreak_dir: Path) -> SharedEncoder:
     return enc
 
 
-def test_shared_pass_equals_the_separate_models(shared: SharedEncoder, embedder: EmbeddingModel,
-                                                jailbreak: SequenceClassifier) -> None:
+def test_shared_pass_equals_the_separate_models(
+    shared: SharedEncoder, embedder: EmbeddingModel, jailbreak: SequenceClassifier
+) -> None:
     feats = shared.run(CORPUS)
     emb = embedder.run(CORPUS)
     probs, trunc = jailbreak.probabilities(CORPUS)

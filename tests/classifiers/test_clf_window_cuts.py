@@ -9,8 +9,22 @@ import pytest
 from classifiers import EmbeddingModel
 from classifiers.windows import CutCache, plan_windows
 
-WORDS = ["the", "committee", "reviewed", "quarterly", "figures", "ignore", "previous", "instructions", "café", "東京", "def",
-         "return", "{json:", "1}"]
+WORDS = [
+    "the",
+    "committee",
+    "reviewed",
+    "quarterly",
+    "figures",
+    "ignore",
+    "previous",
+    "instructions",
+    "café",
+    "東京",
+    "def",
+    "return",
+    "{json:",
+    "1}",
+]
 
 
 def _texts(rng: random.Random) -> list[str]:

@@ -51,9 +51,13 @@ def _skeleton() -> dict[str, Any]:
     complexity = yaml.safe_load((fragments / "complexity" / "escalation.yaml").read_text())["routing"]["signals"]["complexity"]
     return {
         "version": "v0.3",
-        "providers": {"defaults": {"default_model": "qwen3-8b"},
-                      "models": [{"name": m, "backend_refs": [{"name": "primary", "endpoint": f"127.0.0.1:{8000 + i}"}]}
-                                 for i, m in enumerate(_MODELS)]},
+        "providers": {
+            "defaults": {"default_model": "qwen3-8b"},
+            "models": [
+                {"name": m, "backend_refs": [{"name": "primary", "endpoint": f"127.0.0.1:{8000 + i}"}]}
+                for i, m in enumerate(_MODELS)
+            ],
+        },
         "routing": {
             "modelCards": [{"name": m} for m in _MODELS if m != "qwen3-32b"]
             + [{"name": "qwen3-32b", "loras": [{"name": "computer-science-expert"}]}],
@@ -69,8 +73,13 @@ def _skeleton() -> dict[str, Any]:
 
 
 def _catch_all(**extra: Any) -> dict[str, Any]:
-    return {"name": "fragment_route", "priority": 1, "rules": {"operator": "AND", "conditions": []},
-            "modelRefs": [{"model": "qwen3-8b"}, {"model": "qwen3-32b"}], **extra}
+    return {
+        "name": "fragment_route",
+        "priority": 1,
+        "rules": {"operator": "AND", "conditions": []},
+        "modelRefs": [{"model": "qwen3-8b"}, {"model": "qwen3-32b"}],
+        **extra,
+    }
 
 
 def wrap_fragment(rel: str, data: dict[str, Any]) -> dict[str, Any]:

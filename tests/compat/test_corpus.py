@@ -65,20 +65,27 @@ def test_converted_layout_reads_back_the_same(rel):
 def test_refusals_name_feature_and_place():
     _, _, problems = load("config/config.yaml")
     text = "\n".join(problems)
-    for where, feature in (("routing.signals.fact_check", "fact_check signals"),
-                           ("routing.signals.keywords[0].method", "keyword method 'bm25'"),
-                           ("providers.models[1].api_format", "api_format 'anthropic'"),
-                           ("recipes", "recipes and entrypoints")):
+    for where, feature in (
+        ("routing.signals.fact_check", "fact_check signals"),
+        ("routing.signals.keywords[0].method", "keyword method 'bm25'"),
+        ("providers.models[1].api_format", "api_format 'anthropic'"),
+        ("recipes", "recipes and entrypoints"),
+    ):
         assert f"{where}: {feature} is not supported by fusion-router" in text
     _, _, problems = load("config/fragments/algorithm/selection/router-dc.yaml")
-    assert problems == [("routing.decisions[0].algorithm.type: algorithm 'router_dc' is not supported by fusion-router "
-                         "(a learned selection algorithm (dual-contrastive))")]
+    assert problems == [
+        (
+            "routing.decisions[0].algorithm.type: algorithm 'router_dc' is not supported by fusion-router "
+            "(a learned selection algorithm (dual-contrastive))"
+        )
+    ]
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "FUSION_ROUTER_MODELS_DIR": str(ROOT / "models")}
-    return subprocess.run([sys.executable, "-m", "router.cli", *args], cwd=ROOT, capture_output=True, text=True,
-                          timeout=120, env=env, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "router.cli", *args], cwd=ROOT, capture_output=True, text=True, timeout=120, env=env, check=False
+    )
 
 
 def test_check_config_says_which_format_and_summarises(tmp_path):
@@ -161,6 +168,9 @@ def test_migration_doc_matches_the_corpus_and_the_catalogue():
     fragments = [load(f)[0] is not None for f in FILES if f.startswith("config/fragments/")]
     assert f"| whole configs ({len(whole)}) | {sum(whole)} | {len(whole) - sum(whole)} | 0 |" in doc
     assert f"| overlays (e2e authz profiles, {len(overlays)}) | 0 | {len(overlays)} | 0 |" in doc
-    assert f"| fragments ({len(fragments)}, each inside a small skeleton) | {sum(fragments)} | {len(fragments) - sum(fragments)} | 0 |" in doc
+    assert (
+        f"| fragments ({len(fragments)}, each inside a small skeleton) | {sum(fragments)} | {len(fragments) - sum(fragments)} | 0 |"
+        in doc
+    )
     for name in [*UNSUPPORTED_SIGNAL_SECTIONS, *UNSUPPORTED_LEAF_TYPES, *UNSUPPORTED_PLUGINS, *UNSUPPORTED_ALGORITHMS]:
         assert f"`{name}`" in doc, f"docs/migration.md does not list {name}"

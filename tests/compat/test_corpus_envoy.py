@@ -24,21 +24,38 @@ def stack(tmp_path_factory):
     on the dev model (its own shapes, from config/config.yaml), still in the v0.3 layout."""
     tmp: Path = tmp_path_factory.mktemp("vsr")
     doc = copy.deepcopy(yaml.safe_load(SOURCE.read_text()))
-    doc["providers"]["defaults"]["reasoning_families"] = {"qwen3": {"type": "chat_template_kwargs", "parameter": "enable_thinking"}}
+    doc["providers"]["defaults"]["reasoning_families"] = {
+        "qwen3": {"type": "chat_template_kwargs", "parameter": "enable_thinking"}
+    }
     specs = []
     for model in doc["providers"]["models"]:
         port = free_port()
         ref = model["backend_refs"][0]
         ref["endpoint"] = f"127.0.0.1:{port}"
         model["reasoning_family"] = "qwen3"
-        specs.append({"name": f"{model['name']}_{ref['name']}", "port": port,
-                      "models": [model["external_model_ids"]["vllm"], "code-expert"]})
+        specs.append(
+            {
+                "name": f"{model['name']}_{ref['name']}",
+                "port": port,
+                "models": [model["external_model_ids"]["vllm"], "code-expert"],
+            }
+        )
     doc["routing"]["modelCards"][0]["loras"] = [{"name": "code-expert"}]
     doc["routing"]["decisions"][0]["modelRefs"][0] |= {"use_reasoning": True, "lora_name": "code-expert"}
     path = tmp / "vsr.yaml"
     path.write_text(yaml.safe_dump(doc, sort_keys=False))
-    s = Stack(path, listen_port=free_port(), grpc_port=free_port(), admin_port=free_port(), envoy_admin_port=free_port(),
-              internal_port=free_port(), sim_specs=specs, workdir=tmp, quiet=True, log_format="json")
+    s = Stack(
+        path,
+        listen_port=free_port(),
+        grpc_port=free_port(),
+        admin_port=free_port(),
+        envoy_admin_port=free_port(),
+        internal_port=free_port(),
+        sim_specs=specs,
+        workdir=tmp,
+        quiet=True,
+        log_format="json",
+    )
     s.sim_urls = {spec["name"]: f"http://127.0.0.1:{spec['port']}" for spec in specs}  # type: ignore[attr-defined]
     s.start()
     yield s

@@ -58,8 +58,9 @@ class FakeOpenAI:
         model = body.get("model", "")
         prompt = body["messages"][-1]["content"]
         if model == "fail":
-            return web.json_response({"error": {"message": "backend exploded", "type": "server_error",
-                                                "code": "boom", "param": None}}, status=500)
+            return web.json_response(
+                {"error": {"message": "backend exploded", "type": "server_error", "code": "boom", "param": None}}, status=500
+            )
         if model == "slow":
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._release.wait(), self.slow_seconds)
@@ -73,15 +74,22 @@ class FakeOpenAI:
         else:
             content = self.answers.get(prompt, "I don't know.")
         completion: dict[str, Any] = {
-            "id": "chatcmpl-fake", "object": "chat.completion", "created": int(time.time()), "model": model,
+            "id": "chatcmpl-fake",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": model,
             "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
             "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15},
         }
         if model == "looper":
             completion["usage"] = {"prompt_tokens": 100, "completion_tokens": 40, "total_tokens": 140}
-            completion["fusion"] = {"iterations": 4, "usage": {
-                "panel": {"prompt_tokens": 20, "completion_tokens": 20, "total_tokens": 40},
-                "analysis": {"prompt_tokens": 50, "completion_tokens": 10, "total_tokens": 60},
-                "synthesis": {"prompt_tokens": 30, "completion_tokens": 10, "total_tokens": 40}}}
+            completion["fusion"] = {
+                "iterations": 4,
+                "usage": {
+                    "panel": {"prompt_tokens": 20, "completion_tokens": 20, "total_tokens": 40},
+                    "analysis": {"prompt_tokens": 50, "completion_tokens": 10, "total_tokens": 60},
+                    "synthesis": {"prompt_tokens": 30, "completion_tokens": 10, "total_tokens": 40},
+                },
+            }
         headers = {"x-vsr-selected-model": model}
         return web.json_response(completion, headers=headers)

@@ -59,8 +59,7 @@ def test_small_eval_on_local_models(tmp_path: Path, capsys: pytest.CaptureFixtur
     args = ["--suite", str(suite), "--data", str(data), "--out", str(out), "--no-progress", "--bootstrap", "500"]
 
     assert eval_local(args) == 0
-    records = {(r["configuration"], r["item_id"]): r
-               for r in map(json.loads, (out / "results.jsonl").read_text().splitlines())}
+    records = {(r["configuration"], r["item_id"]): r for r in map(json.loads, (out / "results.jsonl").read_text().splitlines())}
     assert len(records) == 12
     assert all(r["status"] != "error" for r in records.values()), [r["error"] for r in records.values()]
     for (config, _), r in records.items():

@@ -19,12 +19,23 @@ from tests.integration.harness import start_stack
 pytestmark = pytest.mark.envoy
 
 CONFIG = {
-    "global": {"router": {"auto_model_names": ["vllm-sr/auto"]},
-               "integrations": {"looper": {"endpoint": "http://127.0.0.1:8802/v1/chat/completions",
-                                           "timeout_seconds": 30, "fusion": {"model_names": ["vllm-sr/fusion"]}}}},
+    "global": {
+        "router": {"auto_model_names": ["vllm-sr/auto"]},
+        "integrations": {
+            "looper": {
+                "endpoint": "http://127.0.0.1:8802/v1/chat/completions",
+                "timeout_seconds": 30,
+                "fusion": {"model_names": ["vllm-sr/fusion"]},
+            }
+        },
+    },
     "backends": [{"name": n, "endpoint": "http://127.0.0.1:1"} for n in ("b-a", "b-b", "b-judge", "b-fail")],
-    "models": [{"name": "m-a", "backend": "b-a"}, {"name": "m-b", "backend": "b-b"},
-               {"name": "m-judge", "backend": "b-judge"}, {"name": "m-fail", "backend": "b-fail"}],
+    "models": [
+        {"name": "m-a", "backend": "b-a"},
+        {"name": "m-b", "backend": "b-b"},
+        {"name": "m-judge", "backend": "b-judge"},
+        {"name": "m-fail", "backend": "b-fail"},
+    ],
     "default_model": "m-a",
     "routing": {"decisions": [{"name": "general", "priority": 0, "modelRefs": [{"model": "m-a"}]}]},
 }
@@ -35,8 +46,13 @@ ITEMS = [
     Item(id="echo-1", slice="echo", prompt="Say the word banana.", scorer="contains", answer="banana"),
     Item(id="echo-2", slice="echo", prompt="Say the word cherry.", scorer="contains", answer="cherry"),
     Item(id="sum", slice="math", prompt="What is 2 + 2? Reply with the number.", scorer="number", answer="4"),
-    Item(id="open", slice="open", prompt="Is the Moon made of cheese?", scorer="rubric", rubric=[
-        Criterion(id="p1", text="says no", weight=1), Criterion(id="n1", text="says yes", weight=-1)]),
+    Item(
+        id="open",
+        slice="open",
+        prompt="Is the Moon made of cheese?",
+        scorer="rubric",
+        rubric=[Criterion(id="p1", text="says no", weight=1), Criterion(id="n1", text="says yes", weight=-1)],
+    ),
 ]
 
 
@@ -48,12 +64,17 @@ def stack(tmp_path_factory):
 
 
 async def test_eval_through_envoy_and_the_router(stack, tmp_path: Path) -> None:
-    configs = configurations_from_flags(solo=["m-a", "m-b"], fusion=["m-a+m-b@m-judge"], self_fusion=["m-a@m-judge"],
-                                        model=[])
+    configs = configurations_from_flags(solo=["m-a", "m-b"], fusion=["m-a+m-b@m-judge"], self_fusion=["m-a@m-judge"], model=[])
     configs.append(EvalConfiguration(name="down", model="m-fail"))
     # the sim judge answers a rubric prompt with an echo, not a verdict: unscored, never zero
-    suite = EvalSuite(endpoint=f"{stack.url}/v1", concurrency=2, max_tokens=32, timeout_seconds=60,
-                      judge=JudgeSpec(model="m-judge", structured=False), configurations=configs)
+    suite = EvalSuite(
+        endpoint=f"{stack.url}/v1",
+        concurrency=2,
+        max_tokens=32,
+        timeout_seconds=60,
+        judge=JudgeSpec(model="m-judge", structured=False),
+        configurations=configs,
+    )
     store = ResultStore(tmp_path / "results.jsonl")
     outcome = await Runner(suite, ITEMS, store, progress=False).run()
     assert outcome.finished == 20 and not outcome.interrupted
@@ -71,8 +92,9 @@ async def test_eval_through_envoy_and_the_router(stack, tmp_path: Path) -> None:
         assert {"panel", "synthesis"} <= set(fused.stage_usage)
         assert fused.prompt_tokens > solo.prompt_tokens
 
-    assert all(records[("down", i.id)].status == "error" and (records[("down", i.id)].error or "").startswith("HTTP 5")
-               for i in ITEMS)
+    assert all(
+        records[("down", i.id)].status == "error" and (records[("down", i.id)].error or "").startswith("HTTP 5") for i in ITEMS
+    )
     judged = records[("m-a", "open")]
     assert judged.status == "unscored" and judged.judge is not None and judged.judge.error is not None
 

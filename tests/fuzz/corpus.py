@@ -50,8 +50,14 @@ class Case:
     meta: dict[str, Any] = field(default_factory=dict)
 
     def brief(self) -> dict[str, Any]:
-        return {"id": self.id, "category": self.category, "variant": self.variant, "expect": sorted(self.expect),
-                "bytes": len(self.request), "repro": self.repro}
+        return {
+            "id": self.id,
+            "category": self.category,
+            "variant": self.variant,
+            "expect": sorted(self.expect),
+            "bytes": len(self.request),
+            "repro": self.repro,
+        }
 
 
 # --------------------------------------------------------------------------- building blocks
@@ -65,7 +71,7 @@ def describe(value: Any, depth: int = 0) -> Any:
         return value if len(value) <= 160 else f"<{value[:60]!r}... {len(value)} chars>"
     if isinstance(value, list):
         items = [describe(v, depth + 1) for v in value[:6]]
-        return items + [f"<... {len(value) - 6} more items>"] if len(value) > 6 else items
+        return [*items, f"<... {len(value) - 6} more items>"] if len(value) > 6 else items
     if isinstance(value, dict):
         return {k: describe(v, depth + 1) for k, v in list(value.items())[:20]}
     return value
@@ -123,20 +129,37 @@ class Builder:
     def __init__(self, case_id: str, category: str, variant: str):
         self.id, self.category, self.variant = case_id, category, variant
 
-    def json_case(self, body: Any, expect: set[int] | frozenset[int], *, headers: list[tuple[str, str]] | None = None,
-                  path: str = CHAT, method: str = "POST", **kw: Any) -> Case:
+    def json_case(
+        self,
+        body: Any,
+        expect: set[int] | frozenset[int],
+        *,
+        headers: list[tuple[str, str]] | None = None,
+        path: str = CHAT,
+        method: str = "POST",
+        **kw: Any,
+    ) -> Case:
         data = json.dumps(body).encode() if not isinstance(body, bytes) else body
         hdrs = [*_JSON, *(headers or [])]
         shown = json.dumps(describe(body))[:1500] if not isinstance(body, bytes) else _show_bytes(body)
         hshow = "".join(f" -H '{k}: {v if len(v) < 80 else v[:40] + f'...({len(v)} chars)'}'" for k, v in (headers or []))
         stream = bool(body.get("stream")) if isinstance(body, dict) else False
-        return Case(self.id, self.category, self.variant, build(method, path, hdrs, data), method, frozenset(expect),
-                    stream=kw.pop("stream", stream), repro=f"{method} {path}{hshow} {shown}", **kw)
+        return Case(
+            self.id,
+            self.category,
+            self.variant,
+            build(method, path, hdrs, data),
+            method,
+            frozenset(expect),
+            stream=kw.pop("stream", stream),
+            repro=f"{method} {path}{hshow} {shown}",
+            **kw,
+        )
 
-    def raw_case(self, data: bytes, expect: set[int] | frozenset[int], method: str = "POST", repro: str | None = None,
-                 **kw: Any) -> Case:
-        return Case(self.id, self.category, self.variant, data, method, frozenset(expect),
-                    repro=repro or _show_bytes(data), **kw)
+    def raw_case(
+        self, data: bytes, expect: set[int] | frozenset[int], method: str = "POST", repro: str | None = None, **kw: Any
+    ) -> Case:
+        return Case(self.id, self.category, self.variant, data, method, frozenset(expect), repro=repro or _show_bytes(data), **kw)
 
 
 def _show_bytes(data: bytes) -> str:
@@ -194,27 +217,71 @@ def g_malformed(b: Builder, rng: random.Random, k: int, profile: Profile) -> Cas
 _ANY = {200, 400}
 # (field, value, expected): fields the router types must answer 400; fields it passes on may pass.
 _WRONG: tuple[tuple[str, Any, set[int]], ...] = (
-    ("model", 7, {400}), ("model", None, {400}), ("model", ["auto"], {400}), ("model", {"id": "auto"}, {400}),
-    ("model", "", {400}), ("model", True, {400}),
-    ("messages", None, {400}), ("messages", {"role": "user"}, {400}), ("messages", "hi", {400}), ("messages", [1], {400}),
-    ("messages", [None], {400}), ("messages", [[]], {400}), ("messages", [{}], {400}),
-    ("messages[0].role", 5, {400}), ("messages[0].role", "USER", {400}), ("messages[0].role", None, {400}),
-    ("messages[0].content", 5, {400}), ("messages[0].content", {"text": "hi"}, {400}), ("messages[0].content", [5], {400}),
-    ("messages[0].content", [{"type": "text", "text": 5}], {400}), ("messages[0].content", [{}], {400}),
-    ("messages[0].content", True, {400}), ("messages[0].name", 5, {400}), ("messages[0].tool_calls", "x", {400}),
-    ("messages[0].tool_calls", [{"function": "x"}], {400}), ("messages[0].tool_call_id", 5, {400}),
-    ("stream", "yes", {400}), ("stream", 1, {400}), ("stream", None, {200}), ("stream_options", "x", {400}),
-    ("stream_options", [], {400}), ("tools", "x", {400}), ("tools", [1], {400}), ("tools", {"type": "function"}, {400}),
-    ("tool_choice", 5, {400}), ("tool_choice", [], {400}),
-    ("max_tokens", -1, {400}), ("max_tokens", 0, {400}), ("max_tokens", 1.5, {400}), ("max_tokens", "lots", {400}),
-    ("max_tokens", [], {400}), ("max_tokens", 10**30, _ANY), ("max_completion_tokens", -5, {400}),
-    ("temperature", "hot", {400}), ("temperature", -1, {400}), ("temperature", 3, {400}), ("temperature", [], {400}),
-    ("top_p", 2, {400}), ("top_p", "x", {400}), ("n", 0, {400}), ("n", "x", {400}),
-    ("plugins", "fusion", {400}), ("plugins", {"id": "fusion"}, {400}), ("plugins", [1, "x", None], _ANY),
+    ("model", 7, {400}),
+    ("model", None, {400}),
+    ("model", ["auto"], {400}),
+    ("model", {"id": "auto"}, {400}),
+    ("model", "", {400}),
+    ("model", True, {400}),
+    ("messages", None, {400}),
+    ("messages", {"role": "user"}, {400}),
+    ("messages", "hi", {400}),
+    ("messages", [1], {400}),
+    ("messages", [None], {400}),
+    ("messages", [[]], {400}),
+    ("messages", [{}], {400}),
+    ("messages[0].role", 5, {400}),
+    ("messages[0].role", "USER", {400}),
+    ("messages[0].role", None, {400}),
+    ("messages[0].content", 5, {400}),
+    ("messages[0].content", {"text": "hi"}, {400}),
+    ("messages[0].content", [5], {400}),
+    ("messages[0].content", [{"type": "text", "text": 5}], {400}),
+    ("messages[0].content", [{}], {400}),
+    ("messages[0].content", True, {400}),
+    ("messages[0].name", 5, {400}),
+    ("messages[0].tool_calls", "x", {400}),
+    ("messages[0].tool_calls", [{"function": "x"}], {400}),
+    ("messages[0].tool_call_id", 5, {400}),
+    ("stream", "yes", {400}),
+    ("stream", 1, {400}),
+    ("stream", None, {200}),
+    ("stream_options", "x", {400}),
+    ("stream_options", [], {400}),
+    ("tools", "x", {400}),
+    ("tools", [1], {400}),
+    ("tools", {"type": "function"}, {400}),
+    ("tool_choice", 5, {400}),
+    ("tool_choice", [], {400}),
+    ("max_tokens", -1, {400}),
+    ("max_tokens", 0, {400}),
+    ("max_tokens", 1.5, {400}),
+    ("max_tokens", "lots", {400}),
+    ("max_tokens", [], {400}),
+    ("max_tokens", 10**30, _ANY),
+    ("max_completion_tokens", -5, {400}),
+    ("temperature", "hot", {400}),
+    ("temperature", -1, {400}),
+    ("temperature", 3, {400}),
+    ("temperature", [], {400}),
+    ("top_p", 2, {400}),
+    ("top_p", "x", {400}),
+    ("n", 0, {400}),
+    ("n", "x", {400}),
+    ("plugins", "fusion", {400}),
+    ("plugins", {"id": "fusion"}, {400}),
+    ("plugins", [1, "x", None], _ANY),
     # Not typed by the router: a backend would judge them; the gateway may pass them or refuse them.
-    ("user", 5, _ANY), ("seed", "x", _ANY), ("stop", 5, _ANY), ("response_format", "json", _ANY),
-    ("logit_bias", [], _ANY), ("presence_penalty", "x", _ANY), ("metadata", 5, _ANY), ("parallel_tool_calls", "x", _ANY),
-    ("logprobs", "x", _ANY), ("frequency_penalty", {}, _ANY),
+    ("user", 5, _ANY),
+    ("seed", "x", _ANY),
+    ("stop", 5, _ANY),
+    ("response_format", "json", _ANY),
+    ("logit_bias", [], _ANY),
+    ("presence_penalty", "x", _ANY),
+    ("metadata", 5, _ANY),
+    ("parallel_tool_calls", "x", _ANY),
+    ("logprobs", "x", _ANY),
+    ("frequency_penalty", {}, _ANY),
 )
 
 
@@ -239,8 +306,17 @@ def g_wrong_types(b: Builder, rng: random.Random, k: int, profile: Profile) -> C
 _DEPTHS_CI = (64, 254, 255, 256, 600, 1023, 1024, 1025, 20000)
 _DEPTHS_FULL = (*_DEPTHS_CI, 300, 511, 512, 513, 900, 4096, 100000)
 # Where the deep value goes; 400 is right where the router types the field, either is right elsewhere.
-_NEST_PLACES = ("metadata", "messages[0].extra", "tools[0].function.parameters", "response_format", "tool_choice",
-                "plugins[0].reasoning", "stream_options.extra", "messages[0].content[1]", "user")
+_NEST_PLACES = (
+    "metadata",
+    "messages[0].extra",
+    "tools[0].function.parameters",
+    "response_format",
+    "tool_choice",
+    "plugins[0].reasoning",
+    "stream_options.extra",
+    "messages[0].content[1]",
+    "user",
+)
 
 
 def g_deep_nesting(b: Builder, rng: random.Random, k: int, profile: Profile) -> Case:
@@ -277,8 +353,9 @@ def g_deep_nesting(b: Builder, rng: random.Random, k: int, profile: Profile) -> 
     b.variant = f"{place}@depth{depth}/{kind}/{entry}"
     shown = json.dumps(describe(body)).replace(json.dumps(marker), f'"<{kind} nested {depth} deep>"')
     expect = {400} if place == "messages[0].content[1]" else {200, 400}
-    return b.raw_case(build("POST", CHAT, _JSON, text.encode()), expect, repro=f"POST {CHAT} {shown}",
-                      stream=bool(body.get("stream")))
+    return b.raw_case(
+        build("POST", CHAT, _JSON, text.encode()), expect, repro=f"POST {CHAT} {shown}", stream=bool(body.get("stream"))
+    )
 
 
 # --------------------------------------------------------------------------- huge bodies and strings
@@ -289,8 +366,12 @@ _SIZES_FULL = (*_SIZES_CI, 4 * 1024 * 1024, MAX_BODY - 64 * 1024)
 
 def g_huge_body(b: Builder, rng: random.Random, k: int, profile: Profile) -> Case:
     sizes = _SIZES_CI if profile == "ci" else _SIZES_FULL
-    variants = [*(f"prompt_{s // 1024}k" for s in sizes), "over_limit_content_length", "over_limit_chunked",
-                "content_length_shorter_than_body"]
+    variants = [
+        *(f"prompt_{s // 1024}k" for s in sizes),
+        "over_limit_content_length",
+        "over_limit_chunked",
+        "content_length_shorter_than_body",
+    ]
     variant = variants[k % len(variants)]
     b.variant = variant
     timeout = 120.0
@@ -304,11 +385,18 @@ def g_huge_body(b: Builder, rng: random.Random, k: int, profile: Profile) -> Cas
         return b.json_case(body, {200, 413}, timeout_s=timeout)
     if variant == "over_limit_content_length":
         data = json.dumps(chat([user("x" * (MAX_BODY + 1))])).encode()
-        return b.raw_case(build("POST", CHAT, _JSON, data), {413}, repro=f"POST {CHAT} content-length {len(data)} (> max_body_bytes {MAX_BODY})", timeout_s=timeout)
+        return b.raw_case(
+            build("POST", CHAT, _JSON, data),
+            {413},
+            repro=f"POST {CHAT} content-length {len(data)} (> max_body_bytes {MAX_BODY})",
+            timeout_s=timeout,
+        )
     if variant == "over_limit_chunked":
         data = json.dumps(chat([user("x" * (MAX_BODY + 64 * 1024))])).encode()
         raw = build("POST", CHAT, [*_JSON, ("transfer-encoding", "chunked")], chunked(data), content_length=False)
-        return b.raw_case(raw, {413}, repro=f"POST {CHAT} transfer-encoding: chunked, {len(data)} bytes (> max_body_bytes)", timeout_s=timeout)
+        return b.raw_case(
+            raw, {413}, repro=f"POST {CHAT} transfer-encoding: chunked, {len(data)} bytes (> max_body_bytes)", timeout_s=timeout
+        )
     # content-length 20 with a longer body: the rest reads as a second (garbage) request on the connection
     raw = build("POST", CHAT, [*_JSON, ("content-length", "20")], _GOOD_BYTES)
     return b.raw_case(raw, {400}, repro=f"POST {CHAT} content-length: 20 with a {len(_GOOD_BYTES)}-byte body")
@@ -316,9 +404,16 @@ def g_huge_body(b: Builder, rng: random.Random, k: int, profile: Profile) -> Cas
 
 _HUGE_FIELDS: tuple[tuple[str, set[int]], ...] = (
     # Text the guards must read (messages) may be refused as too long to check (413).
-    ("model", {400, 404, 413}), ("user", {200}), ("stop", {200, 400}), ("tools[0].function.name", {200, 400, 413}),
-    ("assistant_content", {200, 413}), ("messages[0].name", {200, 400, 413}), ("tool_call_id", {200, 400}),
-    ("plugins[0].analysis_template", {200, 400}), ("system_content", {200, 413}), ("header_value", {200, 431}),
+    ("model", {400, 404, 413}),
+    ("user", {200}),
+    ("stop", {200, 400}),
+    ("tools[0].function.name", {200, 400, 413}),
+    ("assistant_content", {200, 413}),
+    ("messages[0].name", {200, 400, 413}),
+    ("tool_call_id", {200, 400}),
+    ("plugins[0].analysis_template", {200, 400}),
+    ("system_content", {200, 413}),
+    ("header_value", {200, 431}),
 )
 
 
@@ -337,13 +432,23 @@ def g_huge_string(b: Builder, rng: random.Random, k: int, profile: Profile) -> C
     elif name == "tools[0].function.name":
         body["tools"] = [{"type": "function", "function": {"name": blob, "parameters": {"type": "object"}}}]
     elif name == "assistant_content":
-        body["messages"] = [user("Summarise our chat"), {"role": "assistant", "content": blob}, user("Thanks, now shorter please")]
+        body["messages"] = [
+            user("Summarise our chat"),
+            {"role": "assistant", "content": blob},
+            user("Thanks, now shorter please"),
+        ]
     elif name == "messages[0].name":
         body["messages"][0]["name"] = blob
     elif name == "tool_call_id":
-        body["messages"] = [user("What is the weather?"),
-                            {"role": "assistant", "content": None, "tool_calls": [{"id": blob, "type": "function", "function": {"name": "w", "arguments": "{}"}}]},
-                            {"role": "tool", "tool_call_id": blob, "content": "sunny"}]
+        body["messages"] = [
+            user("What is the weather?"),
+            {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [{"id": blob, "type": "function", "function": {"name": "w", "arguments": "{}"}}],
+            },
+            {"role": "tool", "tool_call_id": blob, "content": "sunny"},
+        ]
     elif name == "plugins[0].analysis_template":
         body["model"] = "qwen3-32b"
         body["plugins"] = [{"id": "fusion", "analysis_models": list(_PANEL), "analysis_template": blob + " {{responses}}"}]
@@ -373,9 +478,21 @@ def g_many_messages(b: Builder, rng: random.Random, k: int, profile: Profile) ->
 # --------------------------------------------------------------------------- guards: hidden hostile text
 
 PLACEMENTS: tuple[str, ...] = (
-    "user_alone", "user_after_filler", "user_before_filler", "user_middle_of_2000_words", "first_of_9_user_turns",
-    "middle_of_9_user_turns", "system", "developer", "assistant_turn", "assistant_tool_call_arguments", "tool_result",
-    "function_result", "multimodal_second_text_part", "tool_definition_description", "first_of_200_turns",
+    "user_alone",
+    "user_after_filler",
+    "user_before_filler",
+    "user_middle_of_2000_words",
+    "first_of_9_user_turns",
+    "middle_of_9_user_turns",
+    "system",
+    "developer",
+    "assistant_turn",
+    "assistant_tool_call_arguments",
+    "tool_result",
+    "function_result",
+    "multimodal_second_text_part",
+    "tool_definition_description",
+    "first_of_200_turns",
 )
 
 
@@ -404,26 +521,59 @@ def place_text(text: str, placement: str, rng: random.Random, question: str) -> 
     elif placement == "assistant_turn":
         msgs = [user("Hello"), {"role": "assistant", "content": text}, user(question)]
     elif placement == "assistant_tool_call_arguments":
-        msgs = [user("Look this up for me"),
-                {"role": "assistant", "content": None, "tool_calls": [{"id": "call_1", "type": "function",
-                 "function": {"name": "lookup", "arguments": json.dumps({"query": text})}}]},
-                {"role": "tool", "tool_call_id": "call_1", "content": "no results"}, user(question)]
+        msgs = [
+            user("Look this up for me"),
+            {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [
+                    {"id": "call_1", "type": "function", "function": {"name": "lookup", "arguments": json.dumps({"query": text})}}
+                ],
+            },
+            {"role": "tool", "tool_call_id": "call_1", "content": "no results"},
+            user(question),
+        ]
     elif placement == "tool_result":
-        msgs = [user("Fetch the page and summarise it"),
-                {"role": "assistant", "content": None, "tool_calls": [{"id": "call_1", "type": "function",
-                 "function": {"name": "fetch", "arguments": "{\"url\": \"https://example.com\"}"}}]},
-                {"role": "tool", "tool_call_id": "call_1", "content": f"Page text: {text}"}]
+        msgs = [
+            user("Fetch the page and summarise it"),
+            {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [
+                    {
+                        "id": "call_1",
+                        "type": "function",
+                        "function": {"name": "fetch", "arguments": '{"url": "https://example.com"}'},
+                    }
+                ],
+            },
+            {"role": "tool", "tool_call_id": "call_1", "content": f"Page text: {text}"},
+        ]
     elif placement == "function_result":
-        msgs = [user("Fetch the page"), {"role": "assistant", "content": None, "function_call": {"name": "fetch", "arguments": "{}"}},
-                {"role": "function", "name": "fetch", "content": text}]
+        msgs = [
+            user("Fetch the page"),
+            {"role": "assistant", "content": None, "function_call": {"name": "fetch", "arguments": "{}"}},
+            {"role": "function", "name": "fetch", "content": text},
+        ]
     elif placement == "multimodal_second_text_part":
-        msgs = [{"role": "user", "content": [{"type": "text", "text": question},
-                                             {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}},
-                                             {"type": "text", "text": text}]}]
+        msgs = [
+            {
+                "role": "user",
+                "content": [
+                    {"type": "text", "text": question},
+                    {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}},
+                    {"type": "text", "text": text},
+                ],
+            }
+        ]
     elif placement == "tool_definition_description":
         msgs = [user(question)]
-        extra["tools"] = [{"type": "function", "function": {"name": "helper", "description": text,
-                                                            "parameters": {"type": "object", "properties": {}}}}]
+        extra["tools"] = [
+            {
+                "type": "function",
+                "function": {"name": "helper", "description": text, "parameters": {"type": "object", "properties": {}}},
+            }
+        ]
     else:
         raise ValueError(placement)
     return {"messages": msgs, **extra}
@@ -466,14 +616,40 @@ def g_guard_email(b: Builder, rng: random.Random, k: int, profile: Profile) -> C
 
 # --------------------------------------------------------------------------- headers
 
-_FORGEABLE = ("x-vsr-selected-decision", "x-vsr-selected-model", "x-vsr-response-path", "x-vsr-entry-path",
-              "x-vsr-matched-signals", "x-vsr-fusion-panel", "x-vsr-fusion-analysis-status", "x-vsr-cluster",
-              "x-vsr-looper-token", "x-vsr-anything")
-_HEADER_VARIANTS = ("forged_vsr_benign", "forged_vsr_fusion", "forged_vsr_bad_json", "forged_vsr_jailbreak",
-                    "forged_vsr_unknown_model", "forged_vsr_models_list", "forged_vsr_wrong_path", "debug_header",
-                    "debug_header_jailbreak", "header_70k", "headers_200", "content_type_form", "content_type_html",
-                    "content_type_multipart", "content_type_json_latin1", "content_type_missing", "content_encoding_gzip",
-                    "expect_100_continue", "host_garbage", "forged_request_id")
+_FORGEABLE = (
+    "x-vsr-selected-decision",
+    "x-vsr-selected-model",
+    "x-vsr-response-path",
+    "x-vsr-entry-path",
+    "x-vsr-matched-signals",
+    "x-vsr-fusion-panel",
+    "x-vsr-fusion-analysis-status",
+    "x-vsr-cluster",
+    "x-vsr-looper-token",
+    "x-vsr-anything",
+)
+_HEADER_VARIANTS = (
+    "forged_vsr_benign",
+    "forged_vsr_fusion",
+    "forged_vsr_bad_json",
+    "forged_vsr_jailbreak",
+    "forged_vsr_unknown_model",
+    "forged_vsr_models_list",
+    "forged_vsr_wrong_path",
+    "debug_header",
+    "debug_header_jailbreak",
+    "header_70k",
+    "headers_200",
+    "content_type_form",
+    "content_type_html",
+    "content_type_multipart",
+    "content_type_json_latin1",
+    "content_type_missing",
+    "content_encoding_gzip",
+    "expect_100_continue",
+    "host_garbage",
+    "forged_request_id",
+)
 
 
 def g_headers(b: Builder, rng: random.Random, k: int, profile: Profile) -> Case:
@@ -500,8 +676,13 @@ def g_headers(b: Builder, rng: random.Random, k: int, profile: Profile) -> Case:
         elif v == "forged_vsr_unknown_model":
             body, expect = chat([user("hi")], "auto", stream, model="gpt-9000"), {404}
         elif v == "forged_vsr_models_list":
-            return b.raw_case(build("GET", "/v1/models", headers, None), {200}, method="GET", forged=forged,
-                              repro="GET /v1/models " + " ".join(f"-H '{h}: {x}'" for h, x in headers))
+            return b.raw_case(
+                build("GET", "/v1/models", headers, None),
+                {200},
+                method="GET",
+                forged=forged,
+                repro="GET /v1/models " + " ".join(f"-H '{h}: {x}'" for h, x in headers),
+            )
         elif v == "forged_vsr_wrong_path":
             path, expect = "/v1/embeddings", {404}
         return b.json_case(body, expect, headers=headers, path=path, method=method, forged=forged)
@@ -514,20 +695,29 @@ def g_headers(b: Builder, rng: random.Random, k: int, profile: Profile) -> Case:
     if v == "headers_200":
         return b.json_case(good, {431}, headers=[(f"x-h-{i}", "v") for i in range(200)])
     if v.startswith("content_type_"):
-        ctype = {"form": "application/x-www-form-urlencoded", "html": "text/html", "multipart": "multipart/form-data; boundary=x",
-                 "json_latin1": "application/json; charset=latin-1", "missing": None}[v.removeprefix("content_type_")]
+        ctype = {
+            "form": "application/x-www-form-urlencoded",
+            "html": "text/html",
+            "multipart": "multipart/form-data; boundary=x",
+            "json_latin1": "application/json; charset=latin-1",
+            "missing": None,
+        }[v.removeprefix("content_type_")]
         expect = {415} if v in ("content_type_form", "content_type_html", "content_type_multipart") else {200, 415}
         data = json.dumps(good).encode()
         hdrs = [("content-type", ctype)] if ctype else []
-        return b.raw_case(build("POST", CHAT, hdrs, data), expect, repro=f"POST {CHAT} content-type: {ctype} {json.dumps(describe(good))}")
+        return b.raw_case(
+            build("POST", CHAT, hdrs, data), expect, repro=f"POST {CHAT} content-type: {ctype} {json.dumps(describe(good))}"
+        )
     if v == "content_encoding_gzip":
         return b.json_case(good, {400, 415}, headers=[("content-encoding", "gzip")])
     if v == "expect_100_continue":
         return b.json_case(good, {200}, headers=[("expect", "100-continue")])
     if v == "host_garbage":
         data = json.dumps(good).encode()
-        raw = (f"POST {CHAT} HTTP/1.1\r\nhost: {'h' * 3000}.example\r\nconnection: close\r\ncontent-type: application/json\r\n"
-               f"content-length: {len(data)}\r\n\r\n").encode() + data
+        raw = (
+            f"POST {CHAT} HTTP/1.1\r\nhost: {'h' * 3000}.example\r\nconnection: close\r\ncontent-type: application/json\r\n"
+            f"content-length: {len(data)}\r\n\r\n"
+        ).encode() + data
         return b.raw_case(raw, {200, 400})
     # forged x-request-id: Envoy may keep it; it is the client's own value, so only the shape matters.
     return b.json_case(good, {200}, headers=[("x-request-id", "'; DROP TABLE requests; --")])
@@ -536,19 +726,37 @@ def g_headers(b: Builder, rng: random.Random, k: int, profile: Profile) -> Case:
 # --------------------------------------------------------------------------- methods and paths
 
 _METHOD_PATHS: tuple[tuple[str, str, bool, set[int]], ...] = (
-    ("GET", CHAT, False, {405}), ("PUT", CHAT, True, {405}), ("DELETE", CHAT, False, {405}), ("PATCH", CHAT, True, {405}),
-    ("OPTIONS", CHAT, False, {405}), ("HEAD", CHAT, False, {405}), ("FOO", CHAT, True, {400, 405, 501}),
-    ("POST", "/v1/embeddings", True, {404}), ("POST", "/v1/completions", True, {404}), ("POST", "/", True, {404}),
-    ("GET", "/", False, {404}), ("POST", "/v1", True, {404}), ("POST", CHAT + "/extra", True, {404}),
-    ("POST", "/V1/CHAT/COMPLETIONS", True, {404}), ("POST", "/v1/chat%2Fcompletions", True, {404}),
-    ("POST", CHAT + "/../../../etc/passwd", True, {400, 404}), ("POST", "/" + CHAT, True, {200, 404}),
-    ("POST", "/v1/models/../chat/completions", True, {200, 404, 405}), ("POST", CHAT + "?stream=true&x=%00", True, {200}),
-    ("POST", "/v1/" + "a" * 4096, True, {404, 414}), ("POST", "/v1/" + "a" * 70 * 1024, True, {404, 414, 431}),
-    ("POST", "http://evil.example" + CHAT, True, {200, 400, 404}), ("OPTIONS", "*", False, {400, 404, 405}),
-    ("GET", "/v1/models", False, {200}), ("POST", "/v1/models", True, {405}),
-    ("GET", "/v1/models/" + "m" * 10000, False, {404}), ("GET", "/v1/models/auto", False, {200}),
-    ("GET", "/v1/models/%2e%2e%2f%2e%2e%2fetc", False, {404}), ("GET", "/healthz", False, {404}),
-    ("GET", "/_sim/requests", False, {404}), ("GET", "/metrics", False, {404}),
+    ("GET", CHAT, False, {405}),
+    ("PUT", CHAT, True, {405}),
+    ("DELETE", CHAT, False, {405}),
+    ("PATCH", CHAT, True, {405}),
+    ("OPTIONS", CHAT, False, {405}),
+    ("HEAD", CHAT, False, {405}),
+    ("FOO", CHAT, True, {400, 405, 501}),
+    ("POST", "/v1/embeddings", True, {404}),
+    ("POST", "/v1/completions", True, {404}),
+    ("POST", "/", True, {404}),
+    ("GET", "/", False, {404}),
+    ("POST", "/v1", True, {404}),
+    ("POST", CHAT + "/extra", True, {404}),
+    ("POST", "/V1/CHAT/COMPLETIONS", True, {404}),
+    ("POST", "/v1/chat%2Fcompletions", True, {404}),
+    ("POST", CHAT + "/../../../etc/passwd", True, {400, 404}),
+    ("POST", "/" + CHAT, True, {200, 404}),
+    ("POST", "/v1/models/../chat/completions", True, {200, 404, 405}),
+    ("POST", CHAT + "?stream=true&x=%00", True, {200}),
+    ("POST", "/v1/" + "a" * 4096, True, {404, 414}),
+    ("POST", "/v1/" + "a" * 70 * 1024, True, {404, 414, 431}),
+    ("POST", "http://evil.example" + CHAT, True, {200, 400, 404}),
+    ("OPTIONS", "*", False, {400, 404, 405}),
+    ("GET", "/v1/models", False, {200}),
+    ("POST", "/v1/models", True, {405}),
+    ("GET", "/v1/models/" + "m" * 10000, False, {404}),
+    ("GET", "/v1/models/auto", False, {200}),
+    ("GET", "/v1/models/%2e%2e%2f%2e%2e%2fetc", False, {404}),
+    ("GET", "/healthz", False, {404}),
+    ("GET", "/_sim/requests", False, {404}),
+    ("GET", "/metrics", False, {404}),
 )
 
 
@@ -557,7 +765,9 @@ def g_methods_paths(b: Builder, rng: random.Random, k: int, profile: Profile) ->
     b.variant = f"{method} {path[:48]}"
     body = json.dumps(chat([user(rng.choice(T.BENIGN))])).encode() if has_body else None
     raw = build(method, path, _JSON if has_body else [], body)
-    shown = f"{method} {path if len(path) < 120 else path[:60] + f'...({len(path)} chars)'}" + (" <benign chat body>" if has_body else "")
+    shown = f"{method} {path if len(path) < 120 else path[:60] + f'...({len(path)} chars)'}" + (
+        " <benign chat body>" if has_body else ""
+    )
     return b.raw_case(raw, expect, method=method, repro=shown)
 
 
@@ -567,30 +777,75 @@ _BODY = json.dumps(_GOOD).encode()
 _MALFORMED_HTTP: tuple[tuple[str, bytes, set[int]], ...] = (
     ("garbage_request_line", b"HELLO THERE\r\n\r\n", {400}),
     ("bad_version", b"POST /v1/chat/completions HTTP/9.9\r\nhost: x\r\n\r\n", {400, 426, 505}),
-    ("two_content_lengths", b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
-     b"content-length: 5\r\ncontent-length: %d\r\n\r\n" % len(_BODY) + _BODY, {400}),
+    (
+        "two_content_lengths",
+        b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+        b"content-length: 5\r\ncontent-length: %d\r\n\r\n" % len(_BODY) + _BODY,
+        {400},
+    ),
     ("negative_content_length", b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-length: -1\r\n\r\n" + _BODY, {400}),
     ("alpha_content_length", b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-length: abc\r\n\r\n" + _BODY, {400}),
-    ("te_gzip_chunked", b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ntransfer-encoding: gzip, chunked\r\n\r\n"
-     + chunked(_BODY), {400, 501}),
-    ("te_and_cl", b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
-     b"transfer-encoding: chunked\r\ncontent-length: 3\r\n\r\n" + chunked(_BODY), {200, 400}),
-    ("bad_chunk_size", b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
-     b"transfer-encoding: chunked\r\n\r\nzz\r\n" + _BODY + b"\r\n0\r\n\r\n", {400}),
-    ("space_in_header_name", b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\nbad header: 1\r\ncontent-length: %d\r\n\r\n"
-     % len(_BODY) + _BODY, {400}),
-    ("nul_in_header_value", b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\nx-a: a\x00b\r\ncontent-length: %d\r\n\r\n"
-     % len(_BODY) + _BODY, {400}),
-    ("bare_lf_lines", b"POST /v1/chat/completions HTTP/1.1\nhost: x\ncontent-type: application/json\ncontent-length: %d\n\n"
-     % len(_BODY) + _BODY, {200, 400}),
-    ("obsolete_line_folding", b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\nx-a: a\r\n  folded\r\ncontent-length: %d\r\n\r\n"
-     % len(_BODY) + _BODY, {200, 400}),
-    ("http10_no_length", b"POST /v1/chat/completions HTTP/1.0\r\ncontent-type: application/json\r\n\r\n" + _BODY, {200, 400, 411, 426}),
-    ("upgrade_h2c", (b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\nconnection: Upgrade, HTTP2-Settings\r\nupgrade: h2c\r\n"
-     b"http2-settings: AAMAAABkAAQAAP__\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n") % len(_BODY) + _BODY,
-     {200, 400}),
-    ("websocket_upgrade", (b"GET /v1/chat/completions HTTP/1.1\r\nhost: x\r\nconnection: Upgrade\r\nupgrade: websocket\r\n"
-     b"sec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\nsec-websocket-version: 13\r\n\r\n"), {400, 403, 404, 405}),
+    (
+        "te_gzip_chunked",
+        b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ntransfer-encoding: gzip, chunked\r\n\r\n" + chunked(_BODY),
+        {400, 501},
+    ),
+    (
+        "te_and_cl",
+        b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+        b"transfer-encoding: chunked\r\ncontent-length: 3\r\n\r\n" + chunked(_BODY),
+        {200, 400},
+    ),
+    (
+        "bad_chunk_size",
+        b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+        b"transfer-encoding: chunked\r\n\r\nzz\r\n" + _BODY + b"\r\n0\r\n\r\n",
+        {400},
+    ),
+    (
+        "space_in_header_name",
+        b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\nbad header: 1\r\ncontent-length: %d\r\n\r\n" % len(_BODY) + _BODY,
+        {400},
+    ),
+    (
+        "nul_in_header_value",
+        b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\nx-a: a\x00b\r\ncontent-length: %d\r\n\r\n" % len(_BODY) + _BODY,
+        {400},
+    ),
+    (
+        "bare_lf_lines",
+        b"POST /v1/chat/completions HTTP/1.1\nhost: x\ncontent-type: application/json\ncontent-length: %d\n\n" % len(_BODY)
+        + _BODY,
+        {200, 400},
+    ),
+    (
+        "obsolete_line_folding",
+        b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\nx-a: a\r\n  folded\r\ncontent-length: %d\r\n\r\n" % len(_BODY) + _BODY,
+        {200, 400},
+    ),
+    (
+        "http10_no_length",
+        b"POST /v1/chat/completions HTTP/1.0\r\ncontent-type: application/json\r\n\r\n" + _BODY,
+        {200, 400, 411, 426},
+    ),
+    (
+        "upgrade_h2c",
+        (
+            b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\nconnection: Upgrade, HTTP2-Settings\r\nupgrade: h2c\r\n"
+            b"http2-settings: AAMAAABkAAQAAP__\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n"
+        )
+        % len(_BODY)
+        + _BODY,
+        {200, 400},
+    ),
+    (
+        "websocket_upgrade",
+        (
+            b"GET /v1/chat/completions HTTP/1.1\r\nhost: x\r\nconnection: Upgrade\r\nupgrade: websocket\r\n"
+            b"sec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\nsec-websocket-version: 13\r\n\r\n"
+        ),
+        {400, 403, 404, 405},
+    ),
 )
 
 
@@ -603,10 +858,30 @@ def g_malformed_http(b: Builder, rng: random.Random, k: int, profile: Profile) -
 
 # --------------------------------------------------------------------------- tools and streaming
 
-_WEATHER_TOOL = {"type": "function", "function": {"name": "get_weather", "description": "Current weather for a city",
-                 "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}
-_TOOL_VARIANTS = ("auto", "required", "none", "named", "named_missing", "empty_tools", "many_tools", "huge_schema",
-                  "tool_loop", "fusion_tools", "stream_usage", "stream_fusion_usage", "parallel_tool_calls", "n_3")
+_WEATHER_TOOL = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "Current weather for a city",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+    },
+}
+_TOOL_VARIANTS = (
+    "auto",
+    "required",
+    "none",
+    "named",
+    "named_missing",
+    "empty_tools",
+    "many_tools",
+    "huge_schema",
+    "tool_loop",
+    "fusion_tools",
+    "stream_usage",
+    "stream_fusion_usage",
+    "parallel_tool_calls",
+    "n_3",
+)
 
 
 def g_tools_streaming(b: Builder, rng: random.Random, k: int, profile: Profile) -> Case:
@@ -618,7 +893,9 @@ def g_tools_streaming(b: Builder, rng: random.Random, k: int, profile: Profile) 
     if v in ("auto", "required", "none"):
         body = chat([ask], "auto", stream, tools=[_WEATHER_TOOL], tool_choice=v)
     elif v == "named":
-        body = chat([ask], "auto", stream, tools=[_WEATHER_TOOL], tool_choice={"type": "function", "function": {"name": "get_weather"}})
+        body = chat(
+            [ask], "auto", stream, tools=[_WEATHER_TOOL], tool_choice={"type": "function", "function": {"name": "get_weather"}}
+        )
     elif v == "named_missing":
         body = chat([ask], "auto", stream, tools=[_WEATHER_TOOL], tool_choice={"type": "function", "function": {"name": "nope"}})
         expect = {200, 400}
@@ -629,11 +906,33 @@ def g_tools_streaming(b: Builder, rng: random.Random, k: int, profile: Profile) 
         body = chat([ask], "auto", stream, tools=tools)
     elif v == "huge_schema":
         props = {f"p{i}": {"type": "string", "description": "d" * 200} for i in range(500)}
-        body = chat([ask], "auto", stream, tools=[{"type": "function", "function": {"name": "big", "parameters": {"type": "object", "properties": props}}}])
+        body = chat(
+            [ask],
+            "auto",
+            stream,
+            tools=[{"type": "function", "function": {"name": "big", "parameters": {"type": "object", "properties": props}}}],
+        )
     elif v == "tool_loop":
-        body = chat([ask, {"role": "assistant", "content": None, "tool_calls": [{"id": "call_1", "type": "function",
-                     "function": {"name": "get_weather", "arguments": "{\"city\": \"Paris\"}"}}]},
-                     {"role": "tool", "tool_call_id": "call_1", "content": "18 C and sunny"}], "auto", stream, tools=[_WEATHER_TOOL])
+        body = chat(
+            [
+                ask,
+                {
+                    "role": "assistant",
+                    "content": None,
+                    "tool_calls": [
+                        {
+                            "id": "call_1",
+                            "type": "function",
+                            "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'},
+                        }
+                    ],
+                },
+                {"role": "tool", "tool_call_id": "call_1", "content": "18 C and sunny"},
+            ],
+            "auto",
+            stream,
+            tools=[_WEATHER_TOOL],
+        )
     elif v == "fusion_tools":
         body = chat([user(T.RESEARCH)], "fusion", stream, tools=[_WEATHER_TOOL])
     elif v == "stream_usage":
@@ -653,20 +952,43 @@ def g_tools_streaming(b: Builder, rng: random.Random, k: int, profile: Profile) 
 # --------------------------------------------------------------------------- Fusion plugin values
 
 _PLUGIN_BAD: tuple[tuple[str, Any, set[int]], ...] = (
-    ("panel_timeout_seconds", 1e-9, {400}), ("panel_timeout_seconds", 0, {400}), ("panel_timeout_seconds", -1, {400}),
-    ("panel_timeout_seconds", "fast", {400}), ("panel_timeout_seconds", 1e308, {200, 400}),
-    ("judge_timeout_seconds", 1e-9, {400}), ("synthesis_timeout_seconds", 1e-9, {400}),
-    ("analysis_models", [], {400}), ("analysis_models", ["nope"], {400}), ("analysis_models", ["auto"], {400}),
-    ("analysis_models", ["vllm-sr/fusion"], {400}), ("analysis_models", ["qwen3-8b"] * 9, {400}),
-    ("analysis_models", [5], {400}), ("analysis_models", "qwen3-8b", {400}), ("analysis_models", ["qwen3-8b"] * 8, {200, 400}),
-    ("max_concurrent", 0, {400}), ("max_concurrent", -5, {400}), ("max_concurrent", 10**12, {200, 400}),
-    ("min_successful_responses", 99, {400, 502}), ("min_successful_responses", 0, {400}),
-    ("max_completion_tokens", 0, {400}), ("max_completion_tokens", 10**12, {200, 400}),
-    ("temperature", 5, {400}), ("on_error", "explode", {400}), ("analysis_template", "", {200, 400}),
-    ("analysis_template", "{{original}}" * 5000, {200, 400, 413}), ("synthesis_template", "no placeholders at all", {200, 400}),
-    ("foo", 1, {400}), ("enabled", "maybe", {400}), ("model", "vllm-sr/fusion", {400}), ("model", "auto", {400}),
-    ("model", 12, {400}), ("trace", {"body": "x"}, {400}), ("trace", "yes", {400}), ("id", "fusion ", {200, 400}),
-    ("include_analysis", [], {400}), ("judge_prompt_version", {"v": 1}, {400}),
+    ("panel_timeout_seconds", 1e-9, {400}),
+    ("panel_timeout_seconds", 0, {400}),
+    ("panel_timeout_seconds", -1, {400}),
+    ("panel_timeout_seconds", "fast", {400}),
+    ("panel_timeout_seconds", 1e308, {200, 400}),
+    ("judge_timeout_seconds", 1e-9, {400}),
+    ("synthesis_timeout_seconds", 1e-9, {400}),
+    ("analysis_models", [], {400}),
+    ("analysis_models", ["nope"], {400}),
+    ("analysis_models", ["auto"], {400}),
+    ("analysis_models", ["vllm-sr/fusion"], {400}),
+    ("analysis_models", ["qwen3-8b"] * 9, {400}),
+    ("analysis_models", [5], {400}),
+    ("analysis_models", "qwen3-8b", {400}),
+    ("analysis_models", ["qwen3-8b"] * 8, {200, 400}),
+    ("max_concurrent", 0, {400}),
+    ("max_concurrent", -5, {400}),
+    ("max_concurrent", 10**12, {200, 400}),
+    ("min_successful_responses", 99, {400, 502}),
+    ("min_successful_responses", 0, {400}),
+    ("max_completion_tokens", 0, {400}),
+    ("max_completion_tokens", 10**12, {200, 400}),
+    ("temperature", 5, {400}),
+    ("on_error", "explode", {400}),
+    ("analysis_template", "", {200, 400}),
+    ("analysis_template", "{{original}}" * 5000, {200, 400, 413}),
+    ("synthesis_template", "no placeholders at all", {200, 400}),
+    ("foo", 1, {400}),
+    ("enabled", "maybe", {400}),
+    ("model", "vllm-sr/fusion", {400}),
+    ("model", "auto", {400}),
+    ("model", 12, {400}),
+    ("trace", {"body": "x"}, {400}),
+    ("trace", "yes", {400}),
+    ("id", "fusion ", {200, 400}),
+    ("include_analysis", [], {400}),
+    ("judge_prompt_version", {"v": 1}, {400}),
 )
 
 
@@ -743,7 +1065,7 @@ def schedule(count: int, categories: list[str] | None = None) -> list[tuple[str,
 
 def generate(seed: int, count: int, profile: Profile = "ci", categories: list[str] | None = None) -> list[Case]:
     cases = []
-    for i, (name, k) in enumerate(schedule(count, categories)):
+    for _i, (name, k) in enumerate(schedule(count, categories)):
         gen = CATEGORIES[name][0]
         rng = random.Random(f"{seed}:{name}:{k}")
         cases.append(gen(Builder(f"{name}-{k:04d}", name, ""), rng, k, profile))

@@ -17,9 +17,9 @@ INVARIANTS: dict[str, str] = {
     "status": "the HTTP status is one this input may get (per case, from the contract)",
     "no_500": "never a 500 (an unexpected router error, or Envoy's reply when the router failed)",
     "no_response": "some HTTP response comes back (no reset, no hang past the case timeout)",
-    "error_shape": "every non-2xx body is JSON {\"error\": {\"message\", \"type\", \"code\"}} with content-type application/json",
+    "error_shape": 'every non-2xx body is JSON {"error": {"message", "type", "code"}} with content-type application/json',
     "ok_shape": "a 200 is a chat.completion (JSON) or an SSE stream that ends with [DONE] or an error event "
-                "(an error event only where the case also allows an error status)",
+    "(an error event only where the case also allows an error status)",
     "jailbreak_forwarded": "a jailbreak phrase never reaches a model (simulated backends' request logs)",
     "card_forwarded": "a Luhn-valid card number never reaches a model",
     "email_forwarded": "an email address never reaches a model unmasked (the default policy masks contact details)",
@@ -150,8 +150,10 @@ def ok_shape_problem(reply: Reply, error_event_ok: bool = True) -> str | None:
         doc = json.loads(reply.body)
     except (ValueError, UnicodeDecodeError):
         return f"200 body is neither JSON nor SSE (content-type {ctype or 'none'})"
-    if not isinstance(doc, dict) or doc.get("object") not in ("chat.completion", "list", "model") or (
-        doc.get("object") == "chat.completion" and not isinstance(doc.get("choices"), list)
+    if (
+        not isinstance(doc, dict)
+        or doc.get("object") not in ("chat.completion", "list", "model")
+        or (doc.get("object") == "chat.completion" and not isinstance(doc.get("choices"), list))
     ):
         return "200 body is not a chat.completion"
     return None

@@ -171,13 +171,25 @@ class Target:
         self.starts += 1
         tmp = Path(tempfile.mkdtemp(prefix=f"start{self.starts}-", dir=self.workroot))
         if self.use_sims:
-            self.stack = start_stack(tmp, copy.deepcopy(self.config), copy.deepcopy(self.sims), body_mode=self.body_mode, env=self.env)
+            self.stack = start_stack(
+                tmp, copy.deepcopy(self.config), copy.deepcopy(self.sims), body_mode=self.body_mode, env=self.env
+            )
         else:
             path = tmp / "router.yaml"
             path.write_text(yaml.safe_dump(self.config, sort_keys=False))
-            self.stack = Stack(path, listen_port=free_port(), grpc_port=free_port(), admin_port=free_port(),
-                               envoy_admin_port=free_port(), internal_port=free_port(), workdir=tmp, quiet=True,
-                               log_format="json", body_mode=self.body_mode, env=self.env).start()
+            self.stack = Stack(
+                path,
+                listen_port=free_port(),
+                grpc_port=free_port(),
+                admin_port=free_port(),
+                envoy_admin_port=free_port(),
+                internal_port=free_port(),
+                workdir=tmp,
+                quiet=True,
+                log_format="json",
+                body_mode=self.body_mode,
+                env=self.env,
+            ).start()
         (self.warmup or default_warmup)(self)
         self.watchdog = Watchdog(self.router.pid, self.rss_kill_mb)
         self.baseline_mb = self.watchdog.total()
@@ -276,10 +288,16 @@ class CaseResult:
     retried: bool = False  # shed (429/503) once, asked again when the router was idle
 
     def as_dict(self) -> dict[str, Any]:
-        return {**self.case.brief(), "status": self.status, "elapsed_s": round(self.elapsed_s, 3),
-                "busy_after_s": round(self.busy_after_s, 2), "rss_peak_mb": round(self.rss_peak_mb, 1),
-                "rss_after_mb": round(self.rss_after_mb, 1), "retried": self.retried,
-                "violations": [v.invariant for v in self.violations]}
+        return {
+            **self.case.brief(),
+            "status": self.status,
+            "elapsed_s": round(self.elapsed_s, 3),
+            "busy_after_s": round(self.busy_after_s, 2),
+            "rss_peak_mb": round(self.rss_peak_mb, 1),
+            "rss_after_mb": round(self.rss_after_mb, 1),
+            "retried": self.retried,
+            "violations": [v.invariant for v in self.violations],
+        }
 
 
 @dataclass
@@ -309,16 +327,33 @@ class Report:
         per_cat = Counter(r.case.category for r in self.results)
         bad_cat = Counter(r.case.category for r in self.results if r.violations)
         return {
-            "seed": self.seed, "profile": self.profile, "body_mode": self.body_mode, "started": self.started,
-            "cases": len(self.results), "cases_with_violations": sum(1 for r in self.results if r.violations),
+            "seed": self.seed,
+            "profile": self.profile,
+            "body_mode": self.body_mode,
+            "started": self.started,
+            "cases": len(self.results),
+            "cases_with_violations": sum(1 for r in self.results if r.violations),
             "retried_after_shedding": sum(1 for r in self.results if r.retried),
             "loadavg": loadavg(),
-            "violations": len(self.violations), "restarts": self.restarts, "wall_s": round(self.wall_s, 1),
-            "rss": {"baseline_mb": round(self.baseline_mb, 1), "allowed_growth_mb": self.rss_growth_mb,
-                    "max_peak_mb": round(max((r.rss_peak_mb for r in self.results), default=0.0), 1)},
+            "violations": len(self.violations),
+            "restarts": self.restarts,
+            "wall_s": round(self.wall_s, 1),
+            "rss": {
+                "baseline_mb": round(self.baseline_mb, 1),
+                "allowed_growth_mb": self.rss_growth_mb,
+                "max_peak_mb": round(max((r.rss_peak_mb for r in self.results), default=0.0), 1),
+            },
             "per_category": {c: {"cases": n, "failing": bad_cat.get(c, 0)} for c, n in per_cat.items()},
-            "groups": [{"category": c, "invariant": i, "count": len(vs), "cases": [v.case_id for v in vs][:50],
-                        "example": vs[0].as_dict()} for (c, i), vs in self.by_group().items()],
+            "groups": [
+                {
+                    "category": c,
+                    "invariant": i,
+                    "count": len(vs),
+                    "cases": [v.case_id for v in vs][:50],
+                    "example": vs[0].as_dict(),
+                }
+                for (c, i), vs in self.by_group().items()
+            ],
             "violation_list": [v.as_dict() for v in self.violations],
             "results": [r.as_dict() for r in self.results],
             "extra": [v.as_dict() for v in self.extra],
@@ -353,9 +388,12 @@ def run_case(target: Target, case: Case, rss_growth_mb: float, secrets: tuple[st
     # Blame the case whose own work pushed RSS past the bound (an earlier case may have left it high;
     # run_cases restarts the stack when that happens, so the next case starts from the baseline again).
     if peak > target.baseline_mb + rss_growth_mb and peak - before > 32:
-        bad("rss_bound", f"router RSS peaked at {peak:.0f} MB during the case (baseline {target.baseline_mb:.0f} MB, "
+        bad(
+            "rss_bound",
+            f"router RSS peaked at {peak:.0f} MB during the case (baseline {target.baseline_mb:.0f} MB, "
             f"{before:.0f} MB before it, allowed +{rss_growth_mb:.0f} MB)"
-            + (f"; SIGKILLed by the harness at {killed:.0f} MB" if killed else ""))
+            + (f"; SIGKILLed by the harness at {killed:.0f} MB" if killed else ""),
+        )
     if died is not None:
         if died.startswith("router"):
             bad("router_alive", died + (f" (SIGKILL by the harness's RSS guard at {killed:.0f} MB)" if killed else ""))
@@ -367,12 +405,19 @@ def run_case(target: Target, case: Case, rss_growth_mb: float, secrets: tuple[st
         after = target.normal()
         if after.status != 200:
             bad("serves_after", f"a normal request then got {after.status} {after.body[:120]!r} {after.error or ''}")
-    return CaseResult(case, reply.status, reply.elapsed_s, peak, violations, busy_s,
-                      target.watchdog.total() if died is None else 0.0, retried)
+    return CaseResult(
+        case, reply.status, reply.elapsed_s, peak, violations, busy_s, target.watchdog.total() if died is None else 0.0, retried
+    )
 
 
-def run_cases(target: Target, cases: Iterable[Case], report: Report, rss_growth_mb: float,
-              progress: Callable[[CaseResult], None] | None = None, secrets: tuple[str, ...] = ()) -> None:
+def run_cases(
+    target: Target,
+    cases: Iterable[Case],
+    report: Report,
+    rss_growth_mb: float,
+    progress: Callable[[CaseResult], None] | None = None,
+    secrets: tuple[str, ...] = (),
+) -> None:
     for case in cases:
         result = run_case(target, case, rss_growth_mb, secrets)
         report.results.append(result)
@@ -400,7 +445,11 @@ def down_checks(target: Target) -> list[Violation]:
         body = reply.body[:300].decode("utf-8", "replace")
         variant = f"{proc_name} stopped, benign request"
         if reply.status not in expect:
-            out.append(Violation(what, what, variant, "status", f"got {reply.status}, expected one of {sorted(expect)}", reply.status, body))
+            out.append(
+                Violation(
+                    what, what, variant, "status", f"got {reply.status}, expected one of {sorted(expect)}", reply.status, body
+                )
+            )
         if reply.status == 500:
             out.append(Violation(what, what, variant, "no_500", "HTTP 500", reply.status, body))
         if reply.status == 0:
@@ -423,5 +472,4 @@ def default_sims(log_size: int = 5000) -> dict[str, dict[str, Any]]:
 
 
 def new_report(seed: int, profile: str, body_mode: str, rss_growth_mb: float) -> Report:
-    return Report(seed, profile, body_mode, dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
-                  rss_growth_mb=rss_growth_mb)
+    return Report(seed, profile, body_mode, dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"), rss_growth_mb=rss_growth_mb)

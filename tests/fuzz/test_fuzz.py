@@ -81,11 +81,17 @@ def _controls() -> list[Case]:
     """Each phrase alone as the only user message: the guards must refuse it (else the corpus is wrong)."""
     out = []
     for i, phrase in enumerate(T.JAILBREAKS):
-        out.append(Builder(f"control-jailbreak-{i}", "control", "jailbreak alone").json_case(
-            chat([user(phrase)]), {403}, leaks=(("jailbreak", phrase),)))
+        out.append(
+            Builder(f"control-jailbreak-{i}", "control", "jailbreak alone").json_case(
+                chat([user(phrase)]), {403}, leaks=(("jailbreak", phrase),)
+            )
+        )
     for i, card in enumerate(T.CARDS):
-        out.append(Builder(f"control-card-{i}", "control", "card alone").json_case(
-            chat([user(f"Charge my card {card} for the hotel")]), {422}, leaks=(("card", card),)))
+        out.append(
+            Builder(f"control-card-{i}", "control", "card alone").json_case(
+                chat([user(f"Charge my card {card} for the hotel")]), {422}, leaks=(("card", card),)
+            )
+        )
     return out
 
 

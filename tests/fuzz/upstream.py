@@ -31,8 +31,13 @@ KEY_ENV = "FUZZ_UPSTREAM_API_KEY"
 _KEY = web.AppKey("configured_key", str)
 STAGES = ("panel", "judge", "synthesis")
 
-_ANALYSIS = {"consensus": ["the answers agree"], "contradictions": [], "partial_coverage": [],
-             "unique_insights": [], "blind_spots": ["no sources"]}
+_ANALYSIS = {
+    "consensus": ["the answers agree"],
+    "contradictions": [],
+    "partial_coverage": [],
+    "unique_insights": [],
+    "blind_spots": ["no sources"],
+}
 
 
 @dataclass(frozen=True)
@@ -149,8 +154,15 @@ class Upstream:
             except ValueError:
                 body = None
             stage = stage_of(body)
-            self.calls.append({"backend": backend, "stage": stage, "authorization": request.headers.get("authorization"),
-                               "body": body, "time": time.time()})
+            self.calls.append(
+                {
+                    "backend": backend,
+                    "stage": stage,
+                    "authorization": request.headers.get("authorization"),
+                    "body": body,
+                    "time": time.time(),
+                }
+            )
             stream = isinstance(body, dict) and body.get("stream") is True
             model = body.get("model", "m") if isinstance(body, dict) else "m"
             mode = self.mode if stage == self.stage else "normal"
@@ -164,16 +176,26 @@ class Upstream:
 
 
 def _completion(model: str, content: Any, **over: Any) -> dict[str, Any]:
-    doc = {"id": f"chatcmpl-{uuid.uuid4().hex[:12]}", "object": "chat.completion", "created": int(time.time()), "model": model,
-           "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
-           "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15}}
+    doc = {
+        "id": f"chatcmpl-{uuid.uuid4().hex[:12]}",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": model,
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15},
+    }
     doc.update(over)
     return doc
 
 
 def _chunk(model: str, delta: Any, finish: str | None = None) -> bytes:
-    doc = {"id": "chatcmpl-s", "object": "chat.completion.chunk", "created": int(time.time()), "model": model,
-           "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+    doc = {
+        "id": "chatcmpl-s",
+        "object": "chat.completion.chunk",
+        "created": int(time.time()),
+        "model": model,
+        "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+    }
     return b"data: " + json.dumps(doc).encode() + b"\n\n"
 
 
@@ -181,9 +203,16 @@ async def _answer(request: web.Request, mode: str, stream: bool, model: str, con
     if mode == "http_401_echoes_key":
         # Some servers repeat the key in the message; use the configured one even when none was sent.
         key = auth.removeprefix("Bearer ").strip() or request.app[_KEY]
-        return web.json_response({"error": {"message": f"Incorrect API key provided: {key}. You can find your API key at "
-                                            "https://example.invalid/keys.", "type": "invalid_request_error", "code": "invalid_api_key"}},
-                                 status=401)
+        return web.json_response(
+            {
+                "error": {
+                    "message": f"Incorrect API key provided: {key}. You can find your API key at https://example.invalid/keys.",
+                    "type": "invalid_request_error",
+                    "code": "invalid_api_key",
+                }
+            },
+            status=401,
+        )
     if mode == "http_500_text":
         return web.Response(status=500, text="Internal Server Error", content_type="text/plain")
     if mode == "html_200":
@@ -246,9 +275,13 @@ async def _answer(request: web.Request, mode: str, stream: bool, model: str, con
     elif mode == "choices_strings":
         await resp.write(b'data: {"choices": ["x"]}\n\n')
     elif mode == "usage_string":
-        await resp.write(b'data: {"choices": [], "usage": {"prompt_tokens": "lots", "completion_tokens": 1, "total_tokens": 1}}\n\n')
+        await resp.write(
+            b'data: {"choices": [], "usage": {"prompt_tokens": "lots", "completion_tokens": 1, "total_tokens": 1}}\n\n'
+        )
     elif mode == "deep_json_300":
-        await resp.write(b'data: {"choices": [{"index": 0, "delta": {"content": "a", "x": ' + b"[" * 300 + b"1" + b"]" * 300 + b"}}]}\n\n")
+        await resp.write(
+            b'data: {"choices": [{"index": 0, "delta": {"content": "a", "x": ' + b"[" * 300 + b"1" + b"]" * 300 + b"}}]}\n\n"
+        )
     elif mode == "html_200" or mode == "empty_200":
         pass
     elif mode == "truncated_json":
@@ -279,7 +312,9 @@ def cases(every_combination: bool = False) -> list[tuple[str, Misbehaviour, str,
     out = []
     n = 0
     for i, (stage, mb) in enumerate((s, m) for s in STAGES for m in MISBEHAVIOURS):
-        entries: tuple[tuple[str, bool], ...] = (("fusion", False), ("plugin", True)) if i % 2 == 0 else (("plugin", False), ("fusion", True))
+        entries: tuple[tuple[str, bool], ...] = (
+            (("fusion", False), ("plugin", True)) if i % 2 == 0 else (("plugin", False), ("fusion", True))
+        )
         if every_combination:
             entries = (("fusion", False), ("fusion", True), ("plugin", False), ("plugin", True))
         for entry, stream in entries:
@@ -287,8 +322,10 @@ def cases(every_combination: bool = False) -> list[tuple[str, Misbehaviour, str,
             b = Builder(f"upstream-{n:04d}", "upstream", f"{stage}/{mb.name}@{entry}{'/stream' if stream else ''}")
             expect = set(mb.expect) | ({200} if stream else set())
             case = b.json_case(body, expect, timeout_s=60.0)
-            case.repro = (f"Fusion {entry} request (stream={str(stream).lower()}) while the backend answers the {stage} call "
-                          f"with: {mb.note}. Request: {json.dumps(describe(body))}")
+            case.repro = (
+                f"Fusion {entry} request (stream={str(stream).lower()}) while the backend answers the {stage} call "
+                f"with: {mb.note}. Request: {json.dumps(describe(body))}"
+            )
             out.append((stage, mb, entry, stream, case))
             n += 1
     return out
@@ -302,16 +339,30 @@ def upstream_config(up: Upstream) -> dict[str, Any]:
     return cfg
 
 
-def run(workroot: Path, rss_kill_mb: float = 3072.0, rss_growth_mb: float = 512.0, verbose: bool = False,
-        progress: Callable[[CaseResult], None] | None = None, every_combination: bool = False) -> list[CaseResult]:
+def run(
+    workroot: Path,
+    rss_kill_mb: float = 3072.0,
+    rss_growth_mb: float = 512.0,
+    verbose: bool = False,
+    progress: Callable[[CaseResult], None] | None = None,
+    every_combination: bool = False,
+) -> list[CaseResult]:
     """Every case through a stack whose backends all point at the misbehaving upstream."""
     names = [b["name"] for b in load_default_config()["backends"]]
     key = "sk-fuzz-" + secrets.token_hex(12)
     up = Upstream(names, key).start()
     results: list[CaseResult] = []
-    target = Target(workroot, upstream_config(up), {}, rss_kill_mb=rss_kill_mb, env={KEY_ENV: key}, use_sims=False,
-                    clear_fn=up.calls.clear, received_fn=lambda: list(up.calls),
-                    after_case_fn=lambda: up.set("judge", "normal"))
+    target = Target(
+        workroot,
+        upstream_config(up),
+        {},
+        rss_kill_mb=rss_kill_mb,
+        env={KEY_ENV: key},
+        use_sims=False,
+        clear_fn=up.calls.clear,
+        received_fn=lambda: list(up.calls),
+        after_case_fn=lambda: up.set("judge", "normal"),
+    )
     try:
         target.start()
         for stage, mb, _entry, _stream, case in cases(every_combination):
@@ -320,10 +371,18 @@ def run(workroot: Path, rss_kill_mb: float = 3072.0, rss_growth_mb: float = 512.
             calls = target.last_received
             keyless = [c for c in calls if c["authorization"] != f"Bearer {key}"]
             if keyless:
-                result.violations.append(Violation(case.id, case.category, case.variant, "api_key_sent",
-                                                   f"{len(keyless)} of {len(calls)} backend calls had no (or a wrong) API key: "
-                                                   + ", ".join(sorted({f"{c['backend']}/{c['stage']}" for c in keyless})),
-                                                   result.status, ""))
+                result.violations.append(
+                    Violation(
+                        case.id,
+                        case.category,
+                        case.variant,
+                        "api_key_sent",
+                        f"{len(keyless)} of {len(calls)} backend calls had no (or a wrong) API key: "
+                        + ", ".join(sorted({f"{c['backend']}/{c['stage']}" for c in keyless})),
+                        result.status,
+                        "",
+                    )
+                )
             results.append(result)
             if progress is not None:
                 progress(result)

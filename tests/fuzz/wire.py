@@ -33,8 +33,15 @@ class Reply:
         return json.loads(self.body)
 
 
-def build(method: str, path: str, headers: list[tuple[str, str]], body: bytes | None, *,
-          host: str = "127.0.0.1", content_length: bool = True) -> bytes:
+def build(
+    method: str,
+    path: str,
+    headers: list[tuple[str, str]],
+    body: bytes | None,
+    *,
+    host: str = "127.0.0.1",
+    content_length: bool = True,
+) -> bytes:
     """A raw HTTP/1.1 request; ``content_length=False`` leaves framing to the given headers."""
     lines = [f"{method} {path} HTTP/1.1", f"host: {host}", "connection: close"]
     names = {k.lower() for k, _ in headers}
@@ -88,8 +95,11 @@ def send(port: int, data: bytes, *, method: str = "POST", timeout: float = 60.0,
 
 def post_json(port: int, payload: Any, *, headers: list[tuple[str, str]] | None = None, timeout: float = 60.0) -> Reply:
     body = json.dumps(payload).encode()
-    return send(port, build("POST", "/v1/chat/completions", [("content-type", "application/json"), *(headers or [])], body),
-                timeout=timeout)
+    return send(
+        port,
+        build("POST", "/v1/chat/completions", [("content-type", "application/json"), *(headers or [])], body),
+        timeout=timeout,
+    )
 
 
 def sse_events(body: bytes) -> list[bytes]:

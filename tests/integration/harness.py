@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import copy
+import http.client
+import json
 from pathlib import Path
 from typing import Any
 
-import http.client
-import json
 import openai
 import yaml
 
@@ -30,8 +30,19 @@ def start_stack(tmp: Path, config: dict[str, Any], sims: dict[str, dict[str, Any
     config, specs = with_sim_ports(config, sims or {})
     path = tmp / "router.yaml"
     path.write_text(yaml.safe_dump(config, sort_keys=False))
-    stack = Stack(path, listen_port=free_port(), grpc_port=free_port(), admin_port=free_port(),
-                  envoy_admin_port=free_port(), internal_port=free_port(), sim_specs=specs, workdir=tmp, quiet=True, log_format="json", **kw)
+    stack = Stack(
+        path,
+        listen_port=free_port(),
+        grpc_port=free_port(),
+        admin_port=free_port(),
+        envoy_admin_port=free_port(),
+        internal_port=free_port(),
+        sim_specs=specs,
+        workdir=tmp,
+        quiet=True,
+        log_format="json",
+        **kw,
+    )
     stack.sim_urls = {s["name"]: f"http://127.0.0.1:{s['port']}" for s in specs}  # type: ignore[attr-defined]
     return stack.start()
 
@@ -40,8 +51,9 @@ def client(stack: Stack, **kw: Any) -> openai.OpenAI:
     return openai.OpenAI(base_url=f"{stack.url}/v1", api_key="test-key", max_retries=0, timeout=60, **kw)
 
 
-def raw(url: str, method: str, path: str, body: bytes | None = None, headers: dict[str, str] | None = None
-        ) -> tuple[int, dict[str, str], bytes]:
+def raw(
+    url: str, method: str, path: str, body: bytes | None = None, headers: dict[str, str] | None = None
+) -> tuple[int, dict[str, str], bytes]:
     """A plain HTTP/1.1 call, for inputs the openai client would refuse to send."""
     host, port = url.removeprefix("http://").split(":")
     conn = http.client.HTTPConnection(host, int(port), timeout=60)

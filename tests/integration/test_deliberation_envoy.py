@@ -36,27 +36,52 @@ BACKENDS = list(SIMS)
 
 def config() -> dict[str, Any]:
     models = [{"name": b.removeprefix("b-"), "backend": b} for b in BACKENDS]
-    fusion = {"model": "judge", "analysis_models": ["right", "right2", "wrong"],
-              "grounding": {"enabled": True, "policy": "filter", "min_score": 0.5, "on_error": "fail"}}
+    fusion = {
+        "model": "judge",
+        "analysis_models": ["right", "right2", "wrong"],
+        "grounding": {"enabled": True, "policy": "filter", "min_score": 0.5, "on_error": "fail"},
+    }
     return {
-        "global": {"router": {"auto_model_names": ["vllm-sr/auto"]},
-                   "classifiers": {"models_dir": str(MODELS)},
-                   "integrations": {"looper": {"endpoint": "http://127.0.0.1:8802/v1/chat/completions", "timeout_seconds": 30}}},
+        "global": {
+            "router": {"auto_model_names": ["vllm-sr/auto"]},
+            "classifiers": {"models_dir": str(MODELS)},
+            "integrations": {"looper": {"endpoint": "http://127.0.0.1:8802/v1/chat/completions", "timeout_seconds": 30}},
+        },
         "backends": [{"name": b, "endpoint": "http://127.0.0.1:1"} for b in BACKENDS],
         "models": models,
         "default_model": "judge",
         "routing": {
             "signals": {"keywords": [{"name": k, "keywords": [k]} for k in ("weather", "capital", "debate")]},
             "decisions": [
-                {"name": "grounded", "priority": 30, "rules": {"type": "keyword", "name": "weather"},
-                 "modelRefs": [{"model": "right"}], "algorithm": {"type": "fusion", "fusion": fusion}},
-                {"name": "vote", "priority": 20, "rules": {"type": "keyword", "name": "capital"},
-                 "modelRefs": [{"model": "a1"}, {"model": "a2"}, {"model": "a3"}],
-                 "algorithm": {"type": "self_consistency", "self_consistency": {"temperature": 0.7}}},
-                {"name": "argue", "priority": 10, "rules": {"type": "keyword", "name": "debate"},
-                 "modelRefs": [{"model": "d1"}, {"model": "d2"}],
-                 "algorithm": {"type": "debate", "debate": {"max_rounds": 2, "synthesis_model": "judge", "convergence_threshold": 0.999,
-                                                             "include_intermediate_responses": True}}},
+                {
+                    "name": "grounded",
+                    "priority": 30,
+                    "rules": {"type": "keyword", "name": "weather"},
+                    "modelRefs": [{"model": "right"}],
+                    "algorithm": {"type": "fusion", "fusion": fusion},
+                },
+                {
+                    "name": "vote",
+                    "priority": 20,
+                    "rules": {"type": "keyword", "name": "capital"},
+                    "modelRefs": [{"model": "a1"}, {"model": "a2"}, {"model": "a3"}],
+                    "algorithm": {"type": "self_consistency", "self_consistency": {"temperature": 0.7}},
+                },
+                {
+                    "name": "argue",
+                    "priority": 10,
+                    "rules": {"type": "keyword", "name": "debate"},
+                    "modelRefs": [{"model": "d1"}, {"model": "d2"}],
+                    "algorithm": {
+                        "type": "debate",
+                        "debate": {
+                            "max_rounds": 2,
+                            "synthesis_model": "judge",
+                            "convergence_threshold": 0.999,
+                            "include_intermediate_responses": True,
+                        },
+                    },
+                },
             ],
         },
     }
@@ -91,7 +116,11 @@ def events(data: bytes) -> list[Any]:
 
 TOOL_TURNS = [
     {"role": "user", "content": "What is the weather in Oslo?"},
-    {"role": "assistant", "content": None, "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "weather", "arguments": "{}"}}]},
+    {
+        "role": "assistant",
+        "content": None,
+        "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "weather", "arguments": "{}"}}],
+    },
     {"role": "tool", "tool_call_id": "c1", "content": "Oslo: 4 degrees Celsius, light rain."},
 ]
 
@@ -114,8 +143,11 @@ def test_grounded_fusion_leaves_out_the_member_that_contradicts_the_tool_result(
 @pytest.mark.parametrize("stream", [False, True])
 @pytest.mark.parametrize("entry", ["auto", "slug", "plugin"])
 def test_self_consistency_returns_the_majority_answer_on_every_entry_path(stack, entry, stream):
-    body: dict[str, Any] = {"messages": [{"role": "user", "content": "what is the capital of Australia?"}], "stream": stream,
-                            "model": {"auto": "vllm-sr/auto", "slug": "vllm-sr/self-consistency", "plugin": "judge"}[entry]}
+    body: dict[str, Any] = {
+        "messages": [{"role": "user", "content": "what is the capital of Australia?"}],
+        "stream": stream,
+        "model": {"auto": "vllm-sr/auto", "slug": "vllm-sr/self-consistency", "plugin": "judge"}[entry],
+    }
     if entry == "plugin":
         body["plugins"] = [{"id": "self_consistency", "models": ["a1", "a2", "a3"]}]
     status, headers, data = post(stack, body)
@@ -140,11 +172,15 @@ def test_self_consistency_returns_the_majority_answer_on_every_entry_path(stack,
 @pytest.mark.parametrize("stream", [False, True])
 @pytest.mark.parametrize("entry", ["auto", "slug", "plugin"])
 def test_debate_revises_then_synthesizes_on_every_entry_path(stack, entry, stream):
-    body: dict[str, Any] = {"messages": [{"role": "user", "content": "debate: is tea better than coffee?"}], "stream": stream,
-                            "model": {"auto": "vllm-sr/auto", "slug": "vllm-sr/debate", "plugin": "judge"}[entry]}
+    body: dict[str, Any] = {
+        "messages": [{"role": "user", "content": "debate: is tea better than coffee?"}],
+        "stream": stream,
+        "model": {"auto": "vllm-sr/auto", "slug": "vllm-sr/debate", "plugin": "judge"}[entry],
+    }
     if entry == "plugin":
-        body["plugins"] = [{"id": "debate", "models": ["d1", "d2"], "synthesis_model": "judge", "max_rounds": 1,
-                            "convergence_threshold": 0.999}]
+        body["plugins"] = [
+            {"id": "debate", "models": ["d1", "d2"], "synthesis_model": "judge", "max_rounds": 1, "convergence_threshold": 0.999}
+        ]
     status, headers, data = post(stack, body)
     assert status == 200, data[:400]
     if stream:
@@ -169,9 +205,13 @@ def test_debate_revises_then_synthesizes_on_every_entry_path(stack, entry, strea
 
 
 def test_debate_stops_early_once_the_answers_converge(stack):
-    body = {"model": "judge", "messages": [{"role": "user", "content": "debate: tabs or spaces?"}],
-            "plugins": [{"id": "debate", "models": ["d1", "d2"], "synthesis_model": "judge", "max_rounds": 3,
-                         "convergence_threshold": 0.9}]}
+    body = {
+        "model": "judge",
+        "messages": [{"role": "user", "content": "debate: tabs or spaces?"}],
+        "plugins": [
+            {"id": "debate", "models": ["d1", "d2"], "synthesis_model": "judge", "max_rounds": 3, "convergence_threshold": 0.9}
+        ],
+    }
     status, _, data = post(stack, body)
     assert status == 200, data[:400]
     trace = json.loads(data)["debate"]

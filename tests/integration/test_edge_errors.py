@@ -50,8 +50,19 @@ def start(tmp: Path, config: dict[str, Any], body_mode: str = "FULL_DUPLEX_STREA
     dead["endpoint"] = f"http://127.0.0.1:{free_port()}"
     path = tmp / "router.yaml"
     path.write_text(yaml.safe_dump(config, sort_keys=False))
-    stack = Stack(path, listen_port=free_port(), grpc_port=free_port(), admin_port=free_port(), envoy_admin_port=free_port(),
-                  internal_port=free_port(), sim_specs=specs, workdir=tmp, quiet=True, log_format="json", body_mode=body_mode)
+    stack = Stack(
+        path,
+        listen_port=free_port(),
+        grpc_port=free_port(),
+        admin_port=free_port(),
+        envoy_admin_port=free_port(),
+        internal_port=free_port(),
+        sim_specs=specs,
+        workdir=tmp,
+        quiet=True,
+        log_format="json",
+        body_mode=body_mode,
+    )
     return stack.start()
 
 
@@ -149,13 +160,16 @@ def test_body_over_envoys_buffer_is_a_json_413_and_the_routers_413_is_untouched(
 # ------------------------------------------------------------------------------------------ router's own answers
 
 
-@pytest.mark.parametrize(("method", "path", "body", "status", "code"), [
-    ("GET", "/v2/unknown", None, 404, "unsupported_path"),
-    ("GET", CHAT, None, 405, "method_not_allowed"),
-    ("POST", CHAT, b"{not json", 400, "invalid_json"),
-    ("POST", CHAT, chat_body(model="gpt-17"), 404, "model_not_found"),
-    ("GET", "/v1/models/nope", None, 404, "model_not_found"),
-])
+@pytest.mark.parametrize(
+    ("method", "path", "body", "status", "code"),
+    [
+        ("GET", "/v2/unknown", None, 404, "unsupported_path"),
+        ("GET", CHAT, None, 405, "method_not_allowed"),
+        ("POST", CHAT, b"{not json", 400, "invalid_json"),
+        ("POST", CHAT, chat_body(model="gpt-17"), 404, "model_not_found"),
+        ("GET", "/v1/models/nope", None, 404, "model_not_found"),
+    ],
+)
 def test_routers_errors_pass_untouched(stack, method, path, body, status, code):
     status_, headers, raw_body = raw(stack.url, method, path, body)
     err = router_error(status_, headers, raw_body, status, code)
@@ -204,17 +218,28 @@ def test_backend_down_through_the_openai_client(stack):
 def test_slow_backend_is_a_json_504(stack, tmp_path):
     """The generated route has no upstream timeout (long generations); a second Envoy from the same
     generator, with a 300 ms route timeout, in front of the same router. The backend waits 5 s."""
-    cfg = build_envoy_config(load_config(stack.config_path), EnvoyPorts(
-        listen_host="127.0.0.1", listen_port=free_port(), admin_port=free_port(), router_port=stack.grpc_port,
-        internal_port=None))
+    cfg = build_envoy_config(
+        load_config(stack.config_path),
+        EnvoyPorts(
+            listen_host="127.0.0.1",
+            listen_port=free_port(),
+            admin_port=free_port(),
+            router_port=stack.grpc_port,
+            internal_port=None,
+        ),
+    )
     listener = cfg["static_resources"]["listeners"][0]
     hcm = listener["filter_chains"][0]["filters"][0]["typed_config"]
     hcm["route_config"]["virtual_hosts"][0]["routes"][0]["route"]["timeout"] = "0.3s"
     path = tmp_path / "envoy-timeout.yaml"
     path.write_text(yaml.safe_dump(cfg))
     admin = cfg["admin"]["address"]["socket_address"]["port_value"]
-    proc = subprocess.Popen([envoy_binary(), "-c", str(path), "--base-id", str(admin), "--log-level", "error"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    proc = subprocess.Popen(
+        [envoy_binary(), "-c", str(path), "--base-id", str(admin), "--log-level", "error"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     try:
         wait_http_ok(f"http://127.0.0.1:{admin}/ready", proc)
         url = f"http://127.0.0.1:{listener['address']['socket_address']['port_value']}"
@@ -267,6 +292,13 @@ def test_every_mapper_but_the_first_leaves_router_replies_alone():
     assert "'x-vsr-response-path' in response.headers && !('x-vsr-response-path' in request.headers)" in json.dumps(first)
     assert all("body_format_override" in m for m in rest)
     codes = [m["body_format_override"]["json_format"]["error"]["code"] for m in rest]
-    assert {"router_unavailable", "upstream_unavailable", "upstream_timeout", "request_too_large",
-            "request_header_fields_too_large", "bad_request", "not_implemented"} <= set(codes)
+    assert {
+        "router_unavailable",
+        "upstream_unavailable",
+        "upstream_timeout",
+        "request_too_large",
+        "request_header_fields_too_large",
+        "bad_request",
+        "not_implemented",
+    } <= set(codes)
     assert copy.deepcopy(local_reply_config()) == local_reply_config()  # pure data

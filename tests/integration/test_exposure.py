@@ -59,9 +59,15 @@ def exposure_config(**router: Any) -> dict[str, Any]:
     cfg = yaml.safe_load((Path(__file__).parent / "fusion.yaml").read_text())
     cfg["global"]["router"].update(router)
     cfg["routing"]["signals"]["keywords"].append({"name": "forbidden", "keywords": ["forbiddenword"]})
-    cfg["routing"]["decisions"].insert(0, {
-        "name": "blocked", "priority": 1000, "rules": {"type": "keyword", "name": "forbidden"},
-        "plugins": [{"type": "block", "configuration": {"status": 403, "code": "blocked_test"}}]})
+    cfg["routing"]["decisions"].insert(
+        0,
+        {
+            "name": "blocked",
+            "priority": 1000,
+            "rules": {"type": "keyword", "name": "forbidden"},
+            "plugins": [{"type": "block", "configuration": {"status": 403, "code": "blocked_test"}}],
+        },
+    )
     return cfg
 
 
@@ -124,7 +130,8 @@ def test_client_vsr_headers_are_never_echoed(plain, case):
 def test_debug_header_is_ignored_unless_allowed(plain, guarded):
     for stack, allowed in ((plain, False), (guarded, True)):
         resp = client(stack).chat.completions.with_raw_response.create(
-            model="auto", messages=[{"role": "user", "content": "please deliberate"}], extra_headers={"x-vsr-debug": "1"})
+            model="auto", messages=[{"role": "user", "content": "please deliberate"}], extra_headers={"x-vsr-debug": "1"}
+        )
         assert resp.headers["x-vsr-response-path"] == "fusion"
         if allowed:
             assert "keyword:deliberate" in resp.headers["x-vsr-matched-signals"].split(",")
@@ -139,7 +146,9 @@ def test_whole_flow_works_through_an_envoy_that_sends_the_secret(guarded):
     c = client(guarded)
     routed = c.chat.completions.with_raw_response.create(model="auto", messages=[{"role": "user", "content": "hello"}])
     assert routed.headers["x-vsr-response-path"] == "routed" and routed.headers["x-sim-backend"] == "b-fast"
-    fusion = c.chat.completions.with_raw_response.create(model="vllm-sr/fusion", messages=[{"role": "user", "content": "deliberate"}])
+    fusion = c.chat.completions.with_raw_response.create(
+        model="vllm-sr/fusion", messages=[{"role": "user", "content": "deliberate"}]
+    )
     assert fusion.headers["x-vsr-response-path"] == "fusion"
     assert fusion.parse().choices[0].message.content
     stream = c.chat.completions.create(model="auto", messages=[{"role": "user", "content": "please deliberate"}], stream=True)
@@ -164,7 +173,9 @@ def models_stream() -> Iterator[ep.ProcessingRequest]:
     yield _headers({":method": "GET", ":path": "/v1/models", ":authority": "x"}, eos=True)
 
 
-def process(stack, requests: Iterator[ep.ProcessingRequest], metadata: tuple[tuple[str, str], ...] = ()) -> list[ep.ProcessingResponse]:
+def process(
+    stack, requests: Iterator[ep.ProcessingRequest], metadata: tuple[tuple[str, str], ...] = ()
+) -> list[ep.ProcessingResponse]:
     with grpc.insecure_channel(f"127.0.0.1:{stack.grpc_port}") as channel:
         stub = ep_grpc.ExternalProcessorStub(channel)
         return list(stub.Process(requests, metadata=metadata, timeout=30))
@@ -176,8 +187,11 @@ def scrape(stack, name: str) -> float:
     return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith(name + " "))
 
 
-@pytest.mark.parametrize("metadata", [(), (("authorization", "Bearer wrong-secret-0123456789"),), (("authorization", SECRET),)],
-                         ids=["none", "wrong", "no-bearer-scheme"])
+@pytest.mark.parametrize(
+    "metadata",
+    [(), (("authorization", "Bearer wrong-secret-0123456789"),), (("authorization", SECRET),)],
+    ids=["none", "wrong", "no-bearer-scheme"],
+)
 def test_process_without_the_secret_is_refused_before_anything_runs(guarded, metadata):
     clear_sim_requests(guarded)
     before = scrape(guarded, "fusion_router_unauthenticated_streams_total")
@@ -196,14 +210,25 @@ def test_process_with_the_secret_is_served(guarded):
 
 
 def test_an_envoy_without_the_secret_gets_router_unavailable(guarded, tmp_path):
-    cfg = build_envoy_config(load_config(guarded.config_path), EnvoyPorts(
-        listen_host="127.0.0.1", listen_port=free_port(), admin_port=free_port(), router_port=guarded.grpc_port,
-        internal_port=None))
+    cfg = build_envoy_config(
+        load_config(guarded.config_path),
+        EnvoyPorts(
+            listen_host="127.0.0.1",
+            listen_port=free_port(),
+            admin_port=free_port(),
+            router_port=guarded.grpc_port,
+            internal_port=None,
+        ),
+    )
     path = tmp_path / "envoy-no-secret.yaml"
     path.write_text(yaml.safe_dump(cfg))
     admin = cfg["admin"]["address"]["socket_address"]["port_value"]
-    proc = subprocess.Popen([envoy_binary(), "-c", str(path), "--base-id", str(admin), "--log-level", "error"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    proc = subprocess.Popen(
+        [envoy_binary(), "-c", str(path), "--base-id", str(admin), "--log-level", "error"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     try:
         _wait_ok(f"http://127.0.0.1:{admin}/ready", proc)
         url = f"http://127.0.0.1:{cfg['static_resources']['listeners'][0]['address']['socket_address']['port_value']}"
@@ -222,23 +247,41 @@ def test_generated_bootstrap_carries_the_secret_only_when_asked(tmp_path):
     plain = subprocess.run(base, capture_output=True, text=True, timeout=60, env=env, check=False)
     assert plain.returncode == 0 and SECRET not in plain.stdout
     assert "--ext-proc-secret-env" in plain.stderr  # says why the router would refuse this Envoy
-    asked = subprocess.run([*base, "--ext-proc-secret-env", SECRET_ENV], capture_output=True, text=True, timeout=60, env=env, check=False)
+    asked = subprocess.run(
+        [*base, "--ext-proc-secret-env", SECRET_ENV], capture_output=True, text=True, timeout=60, env=env, check=False
+    )
     assert asked.returncode == 0, asked.stderr
     doc = yaml.safe_load(asked.stdout)
     hcm = doc["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
     ext = next(f for f in hcm["http_filters"] if f["name"] == "envoy.filters.http.ext_proc")
     assert ext["typed_config"]["grpc_service"]["initial_metadata"] == [{"key": "authorization", "value": f"Bearer {SECRET}"}]
-    missing = subprocess.run([*base, "--ext-proc-secret-env", "NOT_SET_ANYWHERE"], capture_output=True, text=True,
-                             timeout=60, env=env, check=False)
+    missing = subprocess.run(
+        [*base, "--ext-proc-secret-env", "NOT_SET_ANYWHERE"], capture_output=True, text=True, timeout=60, env=env, check=False
+    )
     assert missing.returncode == 2 and "NOT_SET_ANYWHERE is not set" in missing.stderr
 
 
 def test_serve_refuses_to_start_without_its_secret(tmp_path):
     cfg_path = tmp_path / "r.yaml"
     cfg_path.write_text(yaml.safe_dump(exposure_config(ext_proc_secret_file=str(tmp_path / "missing"))))
-    result = subprocess.run([sys.executable, "-m", "router.cli", "serve", "--config", str(cfg_path),
-                             "--grpc-port", str(free_port()), "--admin-port", str(free_port())],
-                            capture_output=True, text=True, timeout=60, check=False)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "router.cli",
+            "serve",
+            "--config",
+            str(cfg_path),
+            "--grpc-port",
+            str(free_port()),
+            "--admin-port",
+            str(free_port()),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert result.returncode == 1
     assert f"cannot read the ext_proc secret file {tmp_path / 'missing'}" in result.stderr
 
@@ -276,9 +319,23 @@ def test_serve_binds_loopback_by_default(tmp_path):
     cfg_path = tmp_path / "r.yaml"
     cfg_path.write_text(yaml.safe_dump(exposure_config()))
     grpc_port, admin_port = free_port(), free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "router.cli", "serve", "--config", str(cfg_path),
-                             "--grpc-port", str(grpc_port), "--admin-port", str(admin_port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "router.cli",
+            "serve",
+            "--config",
+            str(cfg_path),
+            "--grpc-port",
+            str(grpc_port),
+            "--admin-port",
+            str(admin_port),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     try:
         _wait_ok(f"http://127.0.0.1:{admin_port}/readyz", proc)
         # 127.0.0.1 as /proc/net/tcp writes it, or as an IPv4-mapped IPv6 address (gRPC's socket).

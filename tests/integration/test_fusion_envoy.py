@@ -34,8 +34,11 @@ SIMS = {
 KEY = "sk-test-keyed-0123456789abcdef"
 WEATHER_TOOL = {
     "type": "function",
-    "function": {"name": "get_weather", "description": "weather for a city",
-                 "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}},
+    "function": {
+        "name": "get_weather",
+        "description": "weather for a city",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+    },
 }
 
 
@@ -49,7 +52,8 @@ def stack(tmp_path_factory):
 
 def ask(stack, prompt, model="vllm-sr/auto", **kw):
     return client(stack).chat.completions.with_raw_response.create(
-        model=model, messages=[{"role": "user", "content": prompt}], **kw)
+        model=model, messages=[{"role": "user", "content": prompt}], **kw
+    )
 
 
 def test_auto_enters_fusion_for_a_fusion_decision(stack):
@@ -100,15 +104,21 @@ def test_openrouter_slug_is_opt_in(stack):
 
 
 def test_request_plugin_overrides_judge_and_panel(stack):
-    resp = ask(stack, "deliberate please", extra_body={"plugins": [{"id": "fusion", "model": "m-fast", "analysis_models": ["m-slow"]}]})
+    resp = ask(
+        stack, "deliberate please", extra_body={"plugins": [{"id": "fusion", "model": "m-fast", "analysis_models": ["m-slow"]}]}
+    )
     trace = json.loads(resp.text)["fusion"]
     assert trace["decision"] == "fusion_main"
     assert trace["judge_model"] == "m-fast" and trace["analysis_models"] == ["m-slow"]
 
 
 def test_plugin_builds_fusion_direct_when_no_fusion_decision_matched(stack):
-    resp = ask(stack, "hello there", model="m-judge",
-               extra_body={"plugins": [{"id": "openrouter:fusion", "analysis_models": ["m-fast", "m-slow"]}]})
+    resp = ask(
+        stack,
+        "hello there",
+        model="m-judge",
+        extra_body={"plugins": [{"id": "openrouter:fusion", "analysis_models": ["m-fast", "m-slow"]}]},
+    )
     trace = json.loads(resp.text)["fusion"]
     assert trace["decision"] == "fusion_direct"
     assert trace["judge_model"] == "m-judge"  # the requested model judges
@@ -145,8 +155,9 @@ def test_on_error_skip_continues_with_partial_evidence(stack):
     resp = ask(stack, "skipfail question")
     trace = json.loads(resp.text)["fusion"]
     assert trace["answered_models"] == ["m-fast", "m-slow"]
-    assert trace["failed_models"] == [{"model": "m-fail", "stage": "panel", "reason": "http_503",
-                                       "error": trace["failed_models"][0]["error"]}]
+    assert trace["failed_models"] == [
+        {"model": "m-fail", "stage": "panel", "reason": "http_503", "error": trace["failed_models"][0]["error"]}
+    ]
     assert trace["iterations"] == 5  # 3 panel calls (one failed) + judge + synthesis
     assert resp.headers["x-vsr-fusion-failed-models"] == "m-fail=http_503"
 
@@ -234,8 +245,14 @@ def test_a_malformed_judge_answer_is_a_recorded_stage_failure(stack):
 
 @pytest.mark.parametrize("stream", [False, True])
 def test_a_malformed_synthesis_answer_is_a_502_with_trace(stack, stream):
-    got, _, data = raw(stack.url, "POST", "/v1/chat/completions", json.dumps({
-        "model": "auto", "stream": stream, "messages": [{"role": "user", "content": "garbagefinal question"}]}).encode())
+    got, _, data = raw(
+        stack.url,
+        "POST",
+        "/v1/chat/completions",
+        json.dumps(
+            {"model": "auto", "stream": stream, "messages": [{"role": "user", "content": "garbagefinal question"}]}
+        ).encode(),
+    )
     if stream:  # integer delta content mid-stream: an error event, then [DONE]
         assert got == 200
         events = [line[6:] for line in data.decode().splitlines() if line.startswith("data: ")]
@@ -292,7 +309,13 @@ def test_multi_turn_tool_history_reaches_the_panel_as_text(stack):
     clear_sim_requests(stack)
     messages = [
         {"role": "user", "content": "deliberate: weather in Paris?"},
-        {"role": "assistant", "content": None, "tool_calls": [{"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}}]},
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}}
+            ],
+        },
         {"role": "tool", "tool_call_id": "call_1", "content": "18C and sunny"},
     ]
     resp = client(stack).chat.completions.create(model="auto", messages=messages, tools=[WEATHER_TOOL])
@@ -305,8 +328,11 @@ def test_multi_turn_tool_history_reaches_the_panel_as_text(stack):
 def test_streaming_relays_synthesis_tokens_as_they_arrive(stack):
     started = time.monotonic()
     stream = client(stack).chat.completions.create(
-        model="vllm-sr/fusion", messages=[{"role": "user", "content": "deliberate: explain raft"}],
-        stream=True, stream_options={"include_usage": True})
+        model="vllm-sr/fusion",
+        messages=[{"role": "user", "content": "deliberate: explain raft"}],
+        stream=True,
+        stream_options={"include_usage": True},
+    )
     arrivals, chunks = [], []
     for chunk in stream:
         arrivals.append(time.monotonic() - started)
@@ -326,8 +352,8 @@ def test_streaming_relays_synthesis_tokens_as_they_arrive(stack):
 
 def test_streaming_tool_call_deltas(stack):
     stream = client(stack).chat.completions.create(
-        model="auto", messages=[{"role": "user", "content": "deliberate: weather in Oslo?"}],
-        tools=[WEATHER_TOOL], stream=True)
+        model="auto", messages=[{"role": "user", "content": "deliberate: weather in Oslo?"}], tools=[WEATHER_TOOL], stream=True
+    )
     chunks = list(stream)
     deltas = [tc for c in chunks if c.choices for tc in (c.choices[0].delta.tool_calls or [])]
     assert deltas and deltas[0].function.name == "get_weather"
@@ -337,8 +363,12 @@ def test_streaming_tool_call_deltas(stack):
 
 
 def test_streaming_errors_end_with_an_error_event(stack):
-    got, _, data = raw(stack.url, "POST", "/v1/chat/completions", json.dumps({
-        "model": "auto", "stream": True, "messages": [{"role": "user", "content": "judgedown now"}]}).encode())
+    got, _, data = raw(
+        stack.url,
+        "POST",
+        "/v1/chat/completions",
+        json.dumps({"model": "auto", "stream": True, "messages": [{"role": "user", "content": "judgedown now"}]}).encode(),
+    )
     assert got == 200
     events = [line[6:] for line in data.decode().splitlines() if line.startswith("data: ")]
     assert events[-1] == "[DONE]"
@@ -375,7 +405,8 @@ def test_buffered_mode_falls_back_to_one_immediate_sse_response(tmp_path):
     s = start_stack(tmp_path, cfg, SIMS, body_mode="BUFFERED")
     try:
         stream = client(s).chat.completions.create(
-            model="auto", messages=[{"role": "user", "content": "deliberate"}], stream=True)
+            model="auto", messages=[{"role": "user", "content": "deliberate"}], stream=True
+        )
         chunks = list(stream)
         assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices).startswith("[m-judge@b-judge]")
     finally:

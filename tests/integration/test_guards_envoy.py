@@ -43,24 +43,47 @@ JAILBREAK_PLACES = {
     "after_filler": [{"role": "user", "content": f"{FILLER}\n\n{JAILBREAK}"}],
     "before_filler": [{"role": "user", "content": f"{JAILBREAK}\n\n{FILLER}"}],
     "first_of_nine_turns": [{"role": "user", "content": JAILBREAK}]
-    + [m for i in range(8) for m in ({"role": "assistant", "content": f"Noted {i}."}, {"role": "user", "content": f"Tell me fact {i} about autumn."})],
+    + [
+        m
+        for i in range(8)
+        for m in ({"role": "assistant", "content": f"Noted {i}."}, {"role": "user", "content": f"Tell me fact {i} about autumn."})
+    ],
     "system_message": [{"role": "system", "content": JAILBREAK}, {"role": "user", "content": "Tell me about autumn."}],
     "developer_message": [{"role": "developer", "content": JAILBREAK}, {"role": "user", "content": "Tell me about autumn."}],
     "tool_result": [
         {"role": "user", "content": "What does the page say?"},
-        {"role": "assistant", "content": None, "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "fetch", "arguments": "{}"}}]},
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "fetch", "arguments": "{}"}}],
+        },
         {"role": "tool", "tool_call_id": "c1", "content": JAILBREAK},
     ],
-    "assistant_turn": [{"role": "user", "content": "Hello"}, {"role": "assistant", "content": JAILBREAK},
-                       {"role": "user", "content": "Write a birthday message for my sister."}],
+    "assistant_turn": [
+        {"role": "user", "content": "Hello"},
+        {"role": "assistant", "content": JAILBREAK},
+        {"role": "user", "content": "Write a birthday message for my sister."},
+    ],
     "assistant_tool_call_arguments": [
         {"role": "user", "content": "Look it up."},
-        {"role": "assistant", "content": None, "tool_calls": [{"id": "c1", "type": "function", "function": {
-            "name": "search", "arguments": '{"q": "' + JAILBREAK + '"}'}}]},
-        {"role": "tool", "tool_call_id": "c1", "content": "no results"}],
-    "multimodal_text_part": [{"role": "user", "content": [
-        {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}},
-        {"type": "text", "text": JAILBREAK}]}],
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {"id": "c1", "type": "function", "function": {"name": "search", "arguments": '{"q": "' + JAILBREAK + '"}'}}
+            ],
+        },
+        {"role": "tool", "tool_call_id": "c1", "content": "no results"},
+    ],
+    "multimodal_text_part": [
+        {
+            "role": "user",
+            "content": [
+                {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}},
+                {"type": "text", "text": JAILBREAK},
+            ],
+        }
+    ],
 }
 
 
@@ -75,24 +98,42 @@ def test_a_jailbreak_is_refused_wherever_it_hides(stack, place):
 
 
 def test_a_jailbreak_in_a_tool_definition_is_refused(stack):
-    tool = {"type": "function", "function": {"name": "lookup", "description": JAILBREAK,
-                                             "parameters": {"type": "object", "properties": {}}}}
+    tool = {
+        "type": "function",
+        "function": {"name": "lookup", "description": JAILBREAK, "parameters": {"type": "object", "properties": {}}},
+    }
     status, _, body = post(stack, [{"role": "user", "content": "Tell me about autumn."}], tools=[tool])
     assert status == 403 and body["error"]["code"] == "jailbreak_detected"
 
 
 CARD_PLACES = {
-    "system_message": [{"role": "system", "content": f"The customer's card is {CARD}."},
-                       {"role": "user", "content": "Summarise the account."}],
-    "assistant_turn": [{"role": "user", "content": "What card is on file?"},
-                       {"role": "assistant", "content": f"The card on file is {CARD}."},
-                       {"role": "user", "content": "Thanks, anything else?"}],
-    "tool_result": [{"role": "user", "content": "Look up the order."},
-                    {"role": "assistant", "content": None, "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "order", "arguments": "{}"}}]},
-                    {"role": "tool", "tool_call_id": "c1", "content": f'{{"card": "{CARD}"}}'}],
-    "tool_call_arguments": [{"role": "user", "content": "Pay the invoice."},
-                            {"role": "assistant", "content": None, "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "pay", "arguments": f'{{"card": "{CARD}"}}'}}]},
-                            {"role": "tool", "tool_call_id": "c1", "content": "paid"}],
+    "system_message": [
+        {"role": "system", "content": f"The customer's card is {CARD}."},
+        {"role": "user", "content": "Summarise the account."},
+    ],
+    "assistant_turn": [
+        {"role": "user", "content": "What card is on file?"},
+        {"role": "assistant", "content": f"The card on file is {CARD}."},
+        {"role": "user", "content": "Thanks, anything else?"},
+    ],
+    "tool_result": [
+        {"role": "user", "content": "Look up the order."},
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "order", "arguments": "{}"}}],
+        },
+        {"role": "tool", "tool_call_id": "c1", "content": f'{{"card": "{CARD}"}}'},
+    ],
+    "tool_call_arguments": [
+        {"role": "user", "content": "Pay the invoice."},
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "pay", "arguments": f'{{"card": "{CARD}"}}'}}],
+        },
+        {"role": "tool", "tool_call_id": "c1", "content": "paid"},
+    ],
     "after_filler": [{"role": "user", "content": f"{FILLER} My card is {CARD}."}],
 }
 
@@ -108,9 +149,17 @@ def test_a_card_number_never_leaves_the_gateway(stack, place):
 
 def test_contact_details_in_a_tool_definition_are_masked(stack):
     clear_sim_requests(stack)
-    tool = {"type": "function", "function": {"name": "escalate", "description": "Escalate to jane.doe@example.com",
-                                             "parameters": {"type": "object", "properties": {
-                                                 "note": {"type": "string", "description": "cc jane.doe@example.com"}}}}}
+    tool = {
+        "type": "function",
+        "function": {
+            "name": "escalate",
+            "description": "Escalate to jane.doe@example.com",
+            "parameters": {
+                "type": "object",
+                "properties": {"note": {"type": "string", "description": "cc jane.doe@example.com"}},
+            },
+        },
+    }
     status, _, body = post(stack, [{"role": "user", "content": "Tell me about autumn."}], tools=[tool])
     assert status == 200, body
     sent = forwarded_bodies(stack)
@@ -127,12 +176,15 @@ def test_a_compressed_body_is_refused_not_forwarded_as_garbage(stack):
 
 def test_contact_details_in_system_and_assistant_turns_are_masked(stack):
     clear_sim_requests(stack)
-    status, headers, body = post(stack, [
-        {"role": "system", "content": "Escalations go to jane.doe@example.com."},
-        {"role": "user", "content": "Who handles escalations?"},
-        {"role": "assistant", "content": "Write to jane.doe@example.com or call +1 415 555 0132."},
-        {"role": "user", "content": "Thanks, tell me about autumn."},
-    ])
+    status, _, body = post(
+        stack,
+        [
+            {"role": "system", "content": "Escalations go to jane.doe@example.com."},
+            {"role": "user", "content": "Who handles escalations?"},
+            {"role": "assistant", "content": "Write to jane.doe@example.com or call +1 415 555 0132."},
+            {"role": "user", "content": "Thanks, tell me about autumn."},
+        ],
+    )
     assert status == 200, body
     sent = forwarded_bodies(stack)
     assert sent and "jane.doe@example.com" not in sent and "555 0132" not in sent
@@ -168,11 +220,19 @@ def test_shed_requests_are_counted(starved_stack):
 
 
 BENIGN_SHORT = {
-    "one_word_tool_result": [{"role": "user", "content": "What is the weather?"},
-                             {"role": "assistant", "content": None, "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "w", "arguments": "{}"}}]},
-                             {"role": "tool", "tool_call_id": "c1", "content": "sunny"}],
+    "one_word_tool_result": [
+        {"role": "user", "content": "What is the weather?"},
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "w", "arguments": "{}"}}],
+        },
+        {"role": "tool", "tool_call_id": "c1", "content": "sunny"},
+    ],
     "one_word_message": [{"role": "user", "content": "sunny"}],
-    "many_short_turns": [m for i in range(300) for m in ({"role": "user", "content": f"Note {i}"}, {"role": "assistant", "content": "ok"})]
+    "many_short_turns": [
+        m for i in range(300) for m in ({"role": "user", "content": f"Note {i}"}, {"role": "assistant", "content": "ok"})
+    ]
     + [{"role": "user", "content": "Thanks, that's all."}],
 }
 

@@ -37,8 +37,17 @@ SIMS: dict[str, dict[str, Any]] = {
     "b-judge": {"mode": "judge_json", "latency_ms": 5, "tps": 400, "max_tokens": 24},
 }
 USAGE_KEYS = ("prompt_tokens", "completion_tokens", "total_tokens")
-LOOPER_HEADERS = ("algorithm", "decision", "models-used", "iterations", "latency-ms", "prompt-tokens", "completion-tokens",
-                  "total-tokens", "outcome")
+LOOPER_HEADERS = (
+    "algorithm",
+    "decision",
+    "models-used",
+    "iterations",
+    "latency-ms",
+    "prompt-tokens",
+    "completion-tokens",
+    "total-tokens",
+    "outcome",
+)
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +68,8 @@ def _fresh_logs(stack):
 
 def ask(stack, prompt: str, model: str = "vllm-sr/auto", **kw: Any) -> Any:
     return client(stack).chat.completions.with_raw_response.create(
-        model=model, messages=[{"role": "user", "content": prompt}], **kw)
+        model=model, messages=[{"role": "user", "content": prompt}], **kw
+    )
 
 
 def seen(stack) -> dict[str, list[dict[str, Any]]]:
@@ -96,8 +106,12 @@ def sse(data: bytes) -> tuple[list[str], list[Any]]:
 
 
 def stream_raw(stack, prompt: str, model: str = "vllm-sr/auto", **body: Any) -> tuple[int, dict[str, str], list[str], list[Any]]:
-    status, headers, data = raw(stack.url, "POST", "/v1/chat/completions", json.dumps({
-        "model": model, "stream": True, "messages": [{"role": "user", "content": prompt}], **body}).encode())
+    status, headers, data = raw(
+        stack.url,
+        "POST",
+        "/v1/chat/completions",
+        json.dumps({"model": model, "stream": True, "messages": [{"role": "user", "content": prompt}], **body}).encode(),
+    )
     comments, events = sse(data)
     return status, headers, comments, events
 
@@ -124,22 +138,36 @@ def wait_for(predicate, what: str, limit: float = 15.0) -> None:
 PLAIN = "what is the raft consensus protocol?"  # matches no looper decision
 ALGORITHMS: dict[str, dict[str, Any]] = {
     "fusion": {  # adaptive Fusion whose gate is confident: one call
-        "keyword": "gated", "decision": "adaptive", "outcome": "gated", "answerer": "m-sure",
+        "keyword": "gated",
+        "decision": "adaptive",
+        "outcome": "gated",
+        "answerer": "m-sure",
         "calls": {"b-sure": 1},
-        "plugin": ("m-judge", {"id": "fusion", "analysis_models": ["m-sure", "m-large"], "gate": {"model": "m-sure", "threshold": 0.9}}),
+        "plugin": (
+            "m-judge",
+            {"id": "fusion", "analysis_models": ["m-sure", "m-large"], "gate": {"model": "m-sure", "threshold": 0.9}},
+        ),
         "plugin_calls": {"b-sure": 1},
     },
     "confidence": {  # 0.3 -> 0.5 -> 0.95 against 0.9: the third tier answers
-        "keyword": "escalate", "decision": "cascade", "outcome": "accepted", "answerer": "m-large",
+        "keyword": "escalate",
+        "decision": "cascade",
+        "outcome": "accepted",
+        "answerer": "m-large",
         "calls": {"b-small": 1, "b-medium": 1, "b-large": 1},
         "plugin": ("m-small", {"id": "confidence", "models": ["m-small", "m-large"], "threshold": 0.9}),
         "plugin_calls": {"b-small": 1, "b-large": 1},
     },
     "remom": {  # rounds of 3 and 2 round-robin over small/medium, synthesis by large
-        "keyword": "rounds", "decision": "rounds", "outcome": "synthesized", "answerer": "m-large",
+        "keyword": "rounds",
+        "decision": "rounds",
+        "outcome": "synthesized",
+        "answerer": "m-large",
         "calls": {"b-small": 3, "b-medium": 2, "b-large": 1},
-        "plugin": ("m-small", {"id": "remom", "models": ["m-small", "m-medium"], "breadth_schedule": [2, 1],
-                               "synthesis_model": "m-large"}),
+        "plugin": (
+            "m-small",
+            {"id": "remom", "models": ["m-small", "m-medium"], "breadth_schedule": [2, 1], "synthesis_model": "m-large"},
+        ),
         "plugin_calls": {"b-small": 2, "b-medium": 1, "b-large": 1},
     },
 }
@@ -187,8 +215,12 @@ def test_every_algorithm_on_every_entry_path(stack, algorithm, entry):
 def test_every_algorithm_streams_on_every_entry_path(stack, algorithm, entry):
     model, prompt, extra, decision, entry_label, expected = _entry_request(algorithm, entry)
     resp = client(stack).chat.completions.with_raw_response.create(
-        model=model, messages=[{"role": "user", "content": prompt}], stream=True, stream_options={"include_usage": True},
-        extra_body=extra or None)
+        model=model,
+        messages=[{"role": "user", "content": prompt}],
+        stream=True,
+        stream_options={"include_usage": True},
+        extra_body=extra or None,
+    )
     assert resp.headers["x-vsr-response-path"] == algorithm and resp.headers["x-vsr-entry-path"] == entry_label
     chunks = list(resp.parse())
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
@@ -240,7 +272,10 @@ def test_confidence_trace_records_every_tier_with_real_scores(stack):
     assert trace["method"] == "hybrid" and trace["threshold"] == 0.9
     attempts = trace["attempts"]
     assert [(a["model"], a["tier"], a["accepted"], a["reason"]) for a in attempts] == [
-        ("m-small", 1, False, "below_threshold"), ("m-medium", 2, False, "below_threshold"), ("m-large", 3, True, "above_threshold")]
+        ("m-small", 1, False, "below_threshold"),
+        ("m-medium", 2, False, "below_threshold"),
+        ("m-large", 3, True, "above_threshold"),
+    ]
     for a, want in zip(attempts, (0.3, 0.5, 0.95)):
         assert a["confidence"] == pytest.approx(want, abs=1e-3) and a["tokens_scored"] > 0
     assert trace["accepted_model"] == "m-large" and resp.headers["x-vsr-selected-model"] == "m-large"
@@ -262,8 +297,9 @@ def test_a_tier_that_is_down_is_skipped_to_the_next(stack, stream):
     else:
         trace = json.loads(ask(stack, "tierdown please").text)["confidence"]
     assert [a["reason"] for a in trace["attempts"]] == ["failed:http_503", "above_threshold"]
-    assert trace["failed_models"] == [{"model": "m-down", "stage": "tier1", "reason": "http_503",
-                                       "error": trace["failed_models"][0]["error"]}]
+    assert trace["failed_models"] == [
+        {"model": "m-down", "stage": "tier1", "reason": "http_503", "error": trace["failed_models"][0]["error"]}
+    ]
     assert trace["accepted_model"] == "m-large" and trace["iterations"] == 2
     assert calls(seen(stack)) == {"b-down": 1, "b-large": 1}
 
@@ -299,7 +335,10 @@ def test_every_tier_down_is_a_502_with_the_trace(stack, stream):
         doc = info.value.response.json()
     assert doc["error"]["code"] == "all_tiers_failed" and doc["error"]["type"] == "upstream_error"
     trace = doc["confidence"]
-    assert [(a["model"], a["reason"]) for a in trace["attempts"]] == [("m-down", "failed:http_503"), ("m-down2", "failed:http_500")]
+    assert [(a["model"], a["reason"]) for a in trace["attempts"]] == [
+        ("m-down", "failed:http_503"),
+        ("m-down2", "failed:http_500"),
+    ]
     assert trace["outcome"] == "all_tiers_failed" and trace["iterations"] == 2
     assert calls(seen(stack)) == {"b-down": 1, "b-down2": 1}
 
@@ -472,8 +511,12 @@ def _leave_mid_stream(stack, prompt: str, backend: str, in_flight: int) -> None:
     """Stream ``prompt``, wait until ``backend`` holds ``in_flight`` calls, then drop the connection."""
     host, port = stack.url.removeprefix("http://").split(":")
     conn = http.client.HTTPConnection(host, int(port), timeout=30)
-    conn.request("POST", "/v1/chat/completions", headers={"content-type": "application/json"}, body=json.dumps(
-        {"model": "vllm-sr/auto", "stream": True, "messages": [{"role": "user", "content": prompt}]}))
+    conn.request(
+        "POST",
+        "/v1/chat/completions",
+        headers={"content-type": "application/json"},
+        body=json.dumps({"model": "vllm-sr/auto", "stream": True, "messages": [{"role": "user", "content": prompt}]}),
+    )
     resp = conn.getresponse()
     assert resp.status == 200
     assert resp.readline().startswith(b": ")  # the first progress comment: the run is under way
@@ -483,11 +526,15 @@ def _leave_mid_stream(stack, prompt: str, backend: str, in_flight: int) -> None:
     wait_for(lambda: all(r["cancelled"] for r in seen(stack)[backend]), f"{backend}'s calls to be cancelled")
 
 
-@pytest.mark.parametrize(("prompt", "in_flight", "never_asked"), [
-    ("gatehang: leave now", 1, ("b-large", "b-judge")),  # adaptive Fusion: the gate call; no panel after it
-    ("tierhang: leave now", 1, ("b-large",)),  # confidence: tier 1; tier 2 never asked
-    ("roundshang: leave now", 2, ("b-large",)),  # ReMoM: both round-1 calls; no synthesis
-], ids=["fusion-gate", "confidence", "remom"])
+@pytest.mark.parametrize(
+    ("prompt", "in_flight", "never_asked"),
+    [
+        ("gatehang: leave now", 1, ("b-large", "b-judge")),  # adaptive Fusion: the gate call; no panel after it
+        ("tierhang: leave now", 1, ("b-large",)),  # confidence: tier 1; tier 2 never asked
+        ("roundshang: leave now", 2, ("b-large",)),  # ReMoM: both round-1 calls; no synthesis
+    ],
+    ids=["fusion-gate", "confidence", "remom"],
+)
 def test_client_disconnect_cancels_the_in_flight_calls(stack, prompt, in_flight, never_asked):
     _leave_mid_stream(stack, prompt, "b-hang", in_flight)
     # A sync point through the same stack, then the logs: the abandoned run made no further call.

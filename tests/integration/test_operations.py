@@ -30,8 +30,24 @@ pytestmark = pytest.mark.envoy
 EXTPROC_SERVICE = "envoy.service.ext_proc.v3.ExternalProcessor"
 UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", re.IGNORECASE)
 # Every label name the router's metrics may carry (bounded vocabularies; `le` is the histogram bucket).
-LABEL_NAMES = {"entry", "decision", "model", "response_path", "code", "type", "name", "matched", "outcome",
-               "direction", "stage", "reason", "status", "le", "algorithm", "result"}
+LABEL_NAMES = {
+    "entry",
+    "decision",
+    "model",
+    "response_path",
+    "code",
+    "type",
+    "name",
+    "matched",
+    "outcome",
+    "direction",
+    "stage",
+    "reason",
+    "status",
+    "le",
+    "algorithm",
+    "result",
+}
 JUDGE_MAX_TOKENS = 40
 
 
@@ -40,28 +56,51 @@ def ops_config(drain_s: float = 15) -> dict[str, Any]:
     return {
         "global": {
             "router": {"auto_model_names": ["vllm-sr/auto", "auto"], "drain_timeout_seconds": drain_s},
-            "integrations": {"looper": {"endpoint": "http://127.0.0.1:8801/v1/chat/completions", "timeout_seconds": 30,
-                                        "fusion": {"model_names": ["vllm-sr/fusion"]}}},
+            "integrations": {
+                "looper": {
+                    "endpoint": "http://127.0.0.1:8801/v1/chat/completions",
+                    "timeout_seconds": 30,
+                    "fusion": {"model_names": ["vllm-sr/fusion"]},
+                }
+            },
             "observability": {"tracing": {"enabled": True, "exporter": "console", "service_name": "ops-test"}},
         },
         "backends": [{"name": n, "endpoint": "http://127.0.0.1:1"} for n in ("b-fast", "b-slow", "b-fail", "b-judge")],
-        "models": [{"name": "m-fast", "backend": "b-fast"}, {"name": "m-slow", "backend": "b-slow"},
-                   {"name": "m-fail", "backend": "b-fail"}, {"name": "m-judge", "backend": "b-judge"}],
+        "models": [
+            {"name": "m-fast", "backend": "b-fast"},
+            {"name": "m-slow", "backend": "b-slow"},
+            {"name": "m-fail", "backend": "b-fail"},
+            {"name": "m-judge", "backend": "b-judge"},
+        ],
         "default_model": "m-fast",
         "routing": {
-            "signals": {"keywords": [
-                {"name": "deliberate", "keywords": ["deliberate"]},
-                {"name": "slowfusion", "keywords": ["slowfusion"]},
-                {"name": "forbidden", "keywords": ["forbiddenword"]},
-                {"name": "reroute", "keywords": ["reroute"]},
-            ]},
+            "signals": {
+                "keywords": [
+                    {"name": "deliberate", "keywords": ["deliberate"]},
+                    {"name": "slowfusion", "keywords": ["slowfusion"]},
+                    {"name": "forbidden", "keywords": ["forbiddenword"]},
+                    {"name": "reroute", "keywords": ["reroute"]},
+                ]
+            },
             "decisions": [
-                {"name": "blocked_kw", "priority": 300, "rules": kw("forbidden"),
-                 "plugins": [{"type": "block", "configuration": {"status": 403, "code": "blocked_test"}}]},
-                {"name": "fusion_quick", "priority": 200, "rules": kw("deliberate"),
-                 "algorithm": {"type": "fusion", "fusion": {"model": "m-judge", "analysis_models": ["m-fast", "m-fail"]}}},
-                {"name": "fusion_slow", "priority": 200, "rules": kw("slowfusion"),
-                 "algorithm": {"type": "fusion", "fusion": {"model": "m-judge", "analysis_models": ["m-fast", "m-slow"]}}},
+                {
+                    "name": "blocked_kw",
+                    "priority": 300,
+                    "rules": kw("forbidden"),
+                    "plugins": [{"type": "block", "configuration": {"status": 403, "code": "blocked_test"}}],
+                },
+                {
+                    "name": "fusion_quick",
+                    "priority": 200,
+                    "rules": kw("deliberate"),
+                    "algorithm": {"type": "fusion", "fusion": {"model": "m-judge", "analysis_models": ["m-fast", "m-fail"]}},
+                },
+                {
+                    "name": "fusion_slow",
+                    "priority": 200,
+                    "rules": kw("slowfusion"),
+                    "algorithm": {"type": "fusion", "fusion": {"model": "m-judge", "analysis_models": ["m-fast", "m-slow"]}},
+                },
                 {"name": "reroute", "priority": 100, "rules": kw("reroute"), "modelRefs": [{"model": "m-fast"}]},
                 {"name": "general", "priority": 0, "modelRefs": [{"model": "m-fast"}]},
             ],
@@ -96,8 +135,12 @@ def admin(stack, path: str) -> tuple[int, bytes]:
 
 def samples(stack) -> list[tuple[str, dict[str, str], float]]:
     _, text = admin(stack, "/metrics")
-    return [(s.name, s.labels, s.value) for fam in text_string_to_metric_families(text.decode())
-            if fam.name.startswith("fusion_router") for s in fam.samples]
+    return [
+        (s.name, s.labels, s.value)
+        for fam in text_string_to_metric_families(text.decode())
+        if fam.name.startswith("fusion_router")
+        for s in fam.samples
+    ]
 
 
 def metric(stack, name: str, /, **labels: str) -> float:
@@ -120,7 +163,7 @@ class Delta:
         return metric(self.stack, name, **labels) - self.before[self._key(name, labels)]
 
 
-def M(name: str, /, **labels: str) -> tuple[str, dict[str, str]]:  # noqa: N802 - reads like a metric selector
+def M(name: str, /, **labels: str) -> tuple[str, dict[str, str]]:
     return name, labels
 
 
@@ -191,7 +234,8 @@ def spans(stack) -> list[dict[str, Any]]:
 def chat(stack, prompt: str, model: str = "vllm-sr/auto", request_id: str | None = None, **kw: Any):
     headers = {"x-request-id": request_id} if request_id else {}
     return client(stack).chat.completions.with_raw_response.create(
-        model=model, messages=[{"role": "user", "content": prompt}], extra_headers=headers, **kw)
+        model=model, messages=[{"role": "user", "content": prompt}], extra_headers=headers, **kw
+    )
 
 
 def marker() -> str:
@@ -209,13 +253,15 @@ def health_status(stack, service: str = "") -> int:
 
 
 def test_routed_request_metrics(stack):
-    d = Delta(stack,
-              M("fusion_router_requests_total", entry="auto", decision="general", model="m-fast", response_path="routed"),
-              M("fusion_router_signal_latency_ms_count", type="keyword", name="deliberate"),
-              M("fusion_router_signal_matches_total", type="keyword", name="deliberate", matched="false"),
-              M("fusion_router_signal_matches_total", type="keyword", name="reroute", matched="true"),
-              M("fusion_router_signals_and_decision_ms_count", entry="auto"),
-              M("fusion_router_decision_latency_ms_count", response_path="routed"))
+    d = Delta(
+        stack,
+        M("fusion_router_requests_total", entry="auto", decision="general", model="m-fast", response_path="routed"),
+        M("fusion_router_signal_latency_ms_count", type="keyword", name="deliberate"),
+        M("fusion_router_signal_matches_total", type="keyword", name="deliberate", matched="false"),
+        M("fusion_router_signal_matches_total", type="keyword", name="reroute", matched="true"),
+        M("fusion_router_signals_and_decision_ms_count", entry="auto"),
+        M("fusion_router_decision_latency_ms_count", response_path="routed"),
+    )
     resp = chat(stack, f"hello {marker()}")
     assert resp.headers["x-vsr-response-path"] == "routed" and resp.headers["x-sim-backend"] == "b-fast"
     assert d("fusion_router_requests_total", entry="auto", decision="general", model="m-fast", response_path="routed") == 1
@@ -229,20 +275,23 @@ def test_routed_request_metrics(stack):
 
 
 def test_fusion_request_metrics(stack):
-    d = Delta(stack,
-              M("fusion_router_requests_total", entry="auto", decision="fusion_quick", model="m-judge", response_path="fusion"),
-              *(M("fusion_router_fusion_stage_seconds_count", stage=s) for s in ("panel", "judge", "synthesis")),
-              M("fusion_router_fusion_panel_failures_total", model="m-fail", reason="http_503"),
-              M("fusion_router_fusion_analysis_total", status="ok"),
-              M("fusion_router_fusion_runs_total", decision="fusion_quick", outcome="ok"),
-              M("fusion_router_upstream_latency_seconds_count", model="m-fast", outcome="ok"),
-              M("fusion_router_upstream_latency_seconds_count", model="m-fail", outcome="error"),
-              M("fusion_router_upstream_latency_seconds_count", model="m-judge", outcome="ok"),
-              M("fusion_router_upstream_ttft_seconds_count", model="m-judge"),
-              M("fusion_router_tokens_total", model="m-fast", direction="in"),
-              M("fusion_router_tokens_total", model="m-judge", direction="out"))
+    d = Delta(
+        stack,
+        M("fusion_router_requests_total", entry="auto", decision="fusion_quick", model="m-judge", response_path="fusion"),
+        *(M("fusion_router_fusion_stage_seconds_count", stage=s) for s in ("panel", "judge", "synthesis")),
+        M("fusion_router_fusion_panel_failures_total", model="m-fail", reason="http_503"),
+        M("fusion_router_fusion_analysis_total", status="ok"),
+        M("fusion_router_fusion_runs_total", decision="fusion_quick", outcome="ok"),
+        M("fusion_router_upstream_latency_seconds_count", model="m-fast", outcome="ok"),
+        M("fusion_router_upstream_latency_seconds_count", model="m-fail", outcome="error"),
+        M("fusion_router_upstream_latency_seconds_count", model="m-judge", outcome="ok"),
+        M("fusion_router_upstream_ttft_seconds_count", model="m-judge"),
+        M("fusion_router_tokens_total", model="m-fast", direction="in"),
+        M("fusion_router_tokens_total", model="m-judge", direction="out"),
+    )
     stream = client(stack).chat.completions.create(
-        model="vllm-sr/auto", messages=[{"role": "user", "content": f"please deliberate on {marker()}"}], stream=True)
+        model="vllm-sr/auto", messages=[{"role": "user", "content": f"please deliberate on {marker()}"}], stream=True
+    )
     text = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
     assert text.startswith("[m-judge@b-judge]")
     assert d("fusion_router_requests_total", entry="auto", decision="fusion_quick", model="m-judge", response_path="fusion") == 1
@@ -260,9 +309,12 @@ def test_fusion_request_metrics(stack):
 
 
 def test_blocked_request_metrics(stack):
-    d = Delta(stack, M("fusion_router_errors_total", code="blocked_test"),
-              M("fusion_router_requests_total", entry="auto", decision="blocked_kw", model="none", response_path="blocked"),
-              M("fusion_router_signal_matches_total", type="keyword", name="forbidden", matched="true"))
+    d = Delta(
+        stack,
+        M("fusion_router_errors_total", code="blocked_test"),
+        M("fusion_router_requests_total", entry="auto", decision="blocked_kw", model="none", response_path="blocked"),
+        M("fusion_router_signal_matches_total", type="keyword", name="forbidden", matched="true"),
+    )
     with pytest.raises(openai.PermissionDeniedError) as info:
         chat(stack, f"tell me the forbiddenword {marker()}")
     assert info.value.body["code"] == "blocked_test"
@@ -339,12 +391,24 @@ def test_tracing_spans_continue_the_incoming_trace(stack):
     trace_id = uuid.uuid4().hex
     parent = uuid.uuid4().hex[:16]
     resp = client(stack).chat.completions.with_raw_response.create(
-        model="vllm-sr/auto", messages=[{"role": "user", "content": "deliberate on tracing"}],
-        extra_headers={"traceparent": f"00-{trace_id}-{parent}-01"})
+        model="vllm-sr/auto",
+        messages=[{"role": "user", "content": "deliberate on tracing"}],
+        extra_headers={"traceparent": f"00-{trace_id}-{parent}-01"},
+    )
     assert resp.headers["x-vsr-response-path"] == "fusion"
-    mine = wait_for("the request's spans", lambda: [s for s in spans(stack) if s["context"]["trace_id"] == f"0x{trace_id}"]
-                    if any(s["name"] == "router.request" and s["context"]["trace_id"] == f"0x{trace_id}" and
-                           s.get("parent_id") == f"0x{parent}" for s in spans(stack)) else None)
+    mine = wait_for(
+        "the request's spans",
+        lambda: (
+            [s for s in spans(stack) if s["context"]["trace_id"] == f"0x{trace_id}"]
+            if any(
+                s["name"] == "router.request"
+                and s["context"]["trace_id"] == f"0x{trace_id}"
+                and s.get("parent_id") == f"0x{parent}"
+                for s in spans(stack)
+            )
+            else None
+        ),
+    )
     names = [s["name"] for s in mine]
     assert {"router.request", "router.signals", "looper.call"} <= set(names)
     calls = [s for s in mine if s["name"] == "looper.call"]
@@ -370,7 +434,7 @@ def test_hot_reload_swaps_policy_while_in_flight_fusion_finishes_on_the_old_one(
     def slow_fusion() -> None:
         try:
             result["resp"] = chat(stack, "slowfusion: take your time")
-        except Exception as exc:  # noqa: BLE001 - reported by the main thread
+        except Exception as exc:
             result["error"] = exc
 
     inflight = threading.Thread(target=slow_fusion)
@@ -409,8 +473,10 @@ def test_sighup_reloads(stack):
     stack.procs["router"].send_signal(signal.SIGHUP)  # same file content: SIGHUP still reloads
     reloaded_to(stack, version + 1)
     assert d("fusion_router_config_reloads_total", outcome="ok") == 1
-    assert any(e["event"] == "config_reloaded" and e["reason"] == "sighup" and e["version"] == str(version + 1)
-               for e in log_events(stack))
+    assert any(
+        e["event"] == "config_reloaded" and e["reason"] == "sighup" and e["version"] == str(version + 1)
+        for e in log_events(stack)
+    )
 
 
 def test_broken_config_keeps_serving_and_reports_the_error(stack):
@@ -454,8 +520,13 @@ def test_sigterm_drains_a_streaming_fusion_request(tmp_path):
         result: dict[str, Any] = {}
 
         def stream() -> None:
-            body = json.dumps({"model": "vllm-sr/auto", "stream": True,
-                               "messages": [{"role": "user", "content": "slowfusion while we shut down"}]}).encode()
+            body = json.dumps(
+                {
+                    "model": "vllm-sr/auto",
+                    "stream": True,
+                    "messages": [{"role": "user", "content": "slowfusion while we shut down"}],
+                }
+            ).encode()
             result["status"], result["headers"], result["body"] = raw(s.url, "POST", "/v1/chat/completions", body)
             result["done_at"] = time.monotonic()
 
@@ -484,12 +555,18 @@ def test_sigterm_drains_a_streaming_fusion_request(tmp_path):
         content = "".join((c["choices"][0]["delta"].get("content") or "") for c in chunks if c.get("choices"))
         # The full synthesis answer: what the judge backend streamed for the request it got.
         synthesis = [r for r in sim_requests(s, "b-judge") if r["body"].get("stream")][-1]["body"]
-        expected = build_answer(synthesis, served_model=synthesis["model"], backend="b-judge",
-                                default_max_tokens=JUDGE_MAX_TOKENS, judge="valid").content
+        expected = build_answer(
+            synthesis, served_model=synthesis["model"], backend="b-judge", default_max_tokens=JUDGE_MAX_TOKENS, judge="valid"
+        ).content
         assert content == expected
         assert chunks[-1]["choices"][0]["finish_reason"] == "stop"
         assert result["done_at"] - sent < grace
         events = [e["event"] for e in log_events(s)]
-        assert events.index("router_draining") < events.index("looper_done") < events.index("router_drained") < events.index("router_stopped")
+        assert (
+            events.index("router_draining")
+            < events.index("looper_done")
+            < events.index("router_drained")
+            < events.index("router_stopped")
+        )
     finally:
         s.stop()

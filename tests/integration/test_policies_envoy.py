@@ -49,11 +49,15 @@ CONFIG: dict[str, Any] = {
         "redis": {"address": "127.0.0.1:1", "key_prefix": "frt:", "timeout_ms": 1000, "retry_interval_ms": 300},
         "sessions": {"store": "redis", "key_from": ["header", "first_turns"]},
         "tenants": {
-            "api_keys": [{"sha256": hashlib.sha256(ACME_KEY.encode()).hexdigest(), "tenant": "acme"},
-                         {"sha256": hashlib.sha256(METERED_KEY.encode()).hexdigest(), "tenant": "metered"}],
-            "policies": [{"name": "acme", "models": ["small", "medium", "judge"]},
-                         {"name": "beta", "models": ["large"], "loopers": []},
-                         {"name": "metered", "models": ["small", "medium"], "tokens_per_minute": 150}],
+            "api_keys": [
+                {"sha256": hashlib.sha256(ACME_KEY.encode()).hexdigest(), "tenant": "acme"},
+                {"sha256": hashlib.sha256(METERED_KEY.encode()).hexdigest(), "tenant": "metered"},
+            ],
+            "policies": [
+                {"name": "acme", "models": ["small", "medium", "judge"]},
+                {"name": "beta", "models": ["large"], "loopers": []},
+                {"name": "metered", "models": ["small", "medium"], "tokens_per_minute": 150},
+            ],
             "tokens_store": "redis",
         },
     },
@@ -63,12 +67,21 @@ CONFIG: dict[str, Any] = {
     "routing": {
         "signals": {"keywords": [{"name": "fuse", "keywords": ["fuse"]}], "tenants": [{"name": "beta"}]},
         "decisions": [
-            {"name": "fused", "priority": 50, "rules": {"type": "keyword", "name": "fuse"},
-             "modelRefs": [{"model": "small"}, {"model": "medium"}, {"model": "large"}],
-             "algorithm": {"type": "fusion", "fusion": {"model": "judge", "max_completion_tokens": 24}}},
+            {
+                "name": "fused",
+                "priority": 50,
+                "rules": {"type": "keyword", "name": "fuse"},
+                "modelRefs": [{"model": "small"}, {"model": "medium"}, {"model": "large"}],
+                "algorithm": {"type": "fusion", "fusion": {"model": "judge", "max_completion_tokens": 24}},
+            },
             {"name": "beta-lane", "priority": 20, "rules": {"type": "tenant", "name": "beta"}, "modelRefs": [{"model": "large"}]},
-            {"name": "chat", "priority": 10, "modelRefs": [{"model": "small"}, {"model": "medium"}],
-             "algorithm": {"type": "weighted"}, "session_affinity": True},
+            {
+                "name": "chat",
+                "priority": 10,
+                "modelRefs": [{"model": "small"}, {"model": "medium"}],
+                "algorithm": {"type": "weighted"},
+                "session_affinity": True,
+            },
         ],
     },
 }
@@ -91,14 +104,29 @@ def add_jwt_authn(envoy: dict[str, Any]) -> None:
     the token's `tenant` claim, the only way that header reaches the router."""
     hcm = envoy["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
     jwks = {"keys": [{"kty": "oct", "alg": "HS256", "k": b64url(JWT_SECRET)}]}
-    hcm["http_filters"].insert(1, {"name": "envoy.filters.http.jwt_authn", "typed_config": {
-        "@type": "type.googleapis.com/envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication",
-        "providers": {"idp": {"issuer": "test-idp", "local_jwks": {"inline_string": json.dumps(jwks)},
-                              "from_headers": [{"name": "x-id-token"}],
-                              "claim_to_headers": [{"header_name": "x-vsr-tenant", "claim_name": "tenant"}]}},
-        "rules": [{"match": {"prefix": "/"},
-                   "requires": {"requires_any": {"requirements": [{"provider_name": "idp"}, {"allow_missing": {}}]}}}],
-    }})
+    hcm["http_filters"].insert(
+        1,
+        {
+            "name": "envoy.filters.http.jwt_authn",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication",
+                "providers": {
+                    "idp": {
+                        "issuer": "test-idp",
+                        "local_jwks": {"inline_string": json.dumps(jwks)},
+                        "from_headers": [{"name": "x-id-token"}],
+                        "claim_to_headers": [{"header_name": "x-vsr-tenant", "claim_name": "tenant"}],
+                    }
+                },
+                "rules": [
+                    {
+                        "match": {"prefix": "/"},
+                        "requires": {"requires_any": {"requirements": [{"provider_name": "idp"}, {"allow_missing": {}}]}},
+                    }
+                ],
+            },
+        },
+    )
 
 
 @pytest.fixture(scope="module")
@@ -145,7 +173,8 @@ def worker_counts(stack) -> dict[int, int]:
 def chat(stack, text: str, session: str | None = None, **kw: Any) -> Any:
     headers = {"x-session-id": session} if session else {}
     return client(stack, default_headers=headers, **kw).chat.completions.with_raw_response.create(
-        model="vllm-sr/auto", messages=[{"role": "user", "content": text}])
+        model="vllm-sr/auto", messages=[{"role": "user", "content": text}]
+    )
 
 
 def scrape(stack) -> str:
@@ -213,9 +242,13 @@ def test_the_first_turns_hash_keys_a_conversation_without_a_session_id(stack):
 
 def test_a_huge_or_binary_session_header_is_a_400(stack):
     for value in ("x" * 300, "caf\xe9"):
-        status, _, body = raw(stack.url, "POST", "/v1/chat/completions",
-                              json.dumps({"model": "auto", "messages": [{"role": "user", "content": "hi"}]}).encode(),
-                              {"x-session-id": value})
+        status, _, body = raw(
+            stack.url,
+            "POST",
+            "/v1/chat/completions",
+            json.dumps({"model": "auto", "messages": [{"role": "user", "content": "hi"}]}).encode(),
+            {"x-session-id": value},
+        )
         err = json.loads(body)["error"]
         assert status == 400 and err["code"] == "invalid_session_id" and err["param"] == "x-session-id"
 
@@ -238,17 +271,21 @@ def test_a_tenant_is_refused_a_model_it_may_not_use(stack):
 def test_envoy_sets_the_tenant_header_and_a_clients_copy_is_stripped(stack):
     beta = {"x-id-token": id_token({"tenant": "beta"})}
     resp = client(stack, default_headers=beta).chat.completions.with_raw_response.create(
-        model="auto", messages=[{"role": "user", "content": "hello"}])
+        model="auto", messages=[{"role": "user", "content": "hello"}]
+    )
     assert resp.headers["x-vsr-selected-decision"] == "beta-lane" and resp.headers["x-vsr-selected-model"] == "large"
     with pytest.raises(Exception) as err:  # beta may use `large` only
         client(stack, default_headers=beta).chat.completions.create(model="small", messages=[{"role": "user", "content": "x"}])
     assert err.value.status_code == 403 and "`small`" in err.value.body["message"]
     with pytest.raises(Exception) as err:  # and no looper
-        client(stack, default_headers=beta).chat.completions.create(model="vllm-sr/fusion", messages=[{"role": "user", "content": "x"}])
+        client(stack, default_headers=beta).chat.completions.create(
+            model="vllm-sr/fusion", messages=[{"role": "user", "content": "x"}]
+        )
     assert err.value.status_code == 403 and err.value.body["code"] == "looper_not_allowed"
     # A client claiming to be beta: Envoy stripped the header before ext_proc, so it is nobody's request.
     forged = client(stack, default_headers={"x-vsr-tenant": "beta"}).chat.completions.with_raw_response.create(
-        model="auto", messages=[{"role": "user", "content": "hello"}])
+        model="auto", messages=[{"role": "user", "content": "hello"}]
+    )
     assert forged.headers["x-vsr-selected-decision"] == "chat" and forged.headers["x-vsr-selected-model"] in ("small", "medium")
 
 
@@ -265,8 +302,9 @@ def test_a_tenants_tokens_per_minute_are_shared_by_both_workers(stack):
     for i in range(40):
         before = worker_counts(stack)
         try:
-            metered.chat.completions.create(model="small", messages=[{"role": "user", "content": f"count me {i % 10}"}],
-                                            max_completion_tokens=30)
+            metered.chat.completions.create(
+                model="small", messages=[{"role": "user", "content": f"count me {i % 10}"}], max_completion_tokens=30
+            )
             status = 200
         except openai.APIStatusError as exc:
             status = exc.status_code
@@ -290,7 +328,8 @@ def test_a_tenants_tokens_per_minute_are_shared_by_both_workers(stack):
 def test_a_budget_cuts_a_fusion_panel_short_and_says_so(stack, budgets):
     clear_sim_requests(stack)
     resp = client(stack).chat.completions.with_raw_response.create(
-        model="auto", messages=[{"role": "user", "content": FUSE_PROMPT}])
+        model="auto", messages=[{"role": "user", "content": FUSE_PROMPT}]
+    )
     body = json.loads(resp.text)
     trace = body["fusion"]
     assert resp.headers["x-vsr-response-path"] == "fusion" and trace["outcome"] == "fused"
@@ -298,7 +337,12 @@ def test_a_budget_cuts_a_fusion_panel_short_and_says_so(stack, budgets):
     [cut] = trace["budget"]["cuts"]
     assert cut["stage"] == "panel" and cut["detail"].startswith("called 2 of 3 panel members (large not called")
     assert trace["analysis_models"] == ["small", "medium", "large"] and sorted(trace["answered_models"]) == ["medium", "small"]
-    assert (called(stack, "b-small"), called(stack, "b-medium"), called(stack, "b-large"), called(stack, "b-judge")) == (1, 1, 0, 2)
+    assert (called(stack, "b-small"), called(stack, "b-medium"), called(stack, "b-large"), called(stack, "b-judge")) == (
+        1,
+        1,
+        0,
+        2,
+    )
     assert body["usage"]["total_tokens"] <= budgets["cut"]
     assert resp.headers["x-vsr-looper-budget"] == f"spent={body['usage']['total_tokens']}; max={budgets['cut']}; exhausted"
 

@@ -49,7 +49,7 @@ class Processor(ep_grpc.ExternalProcessorServicer):
         self.first: dict[str, ep.ProcessingRequest] = {}
         self.client_got_first_chunk = asyncio.Event()
 
-    async def Process(self, request_iterator, context):  # noqa: N802 (gRPC name)
+    async def Process(self, request_iterator, context):
         first = await context.read()
         if first is grpc.aio.EOF or not first.HasField("request_headers"):
             return
@@ -73,35 +73,72 @@ class Processor(ep_grpc.ExternalProcessorServicer):
                 break
         set_cluster = core.HeaderValueOption(
             header=core.HeaderValue(key=ROUTE_HEADER, raw_value=b"upstream_b"),
-            append_action=core.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD)
-        await context.write(ep.ProcessingResponse(request_headers=ep.HeadersResponse(
-            response=ep.CommonResponse(header_mutation=ep.HeaderMutation(set_headers=[set_cluster]),
-                                       clear_route_cache=True))))
-        await context.write(ep.ProcessingResponse(request_body=ep.BodyResponse(
-            response=ep.CommonResponse(body_mutation=ep.BodyMutation(
-                streamed_response=ep.StreamedBodyResponse(body=NEW_BODY, end_of_stream=True))))))
+            append_action=core.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD,
+        )
+        await context.write(
+            ep.ProcessingResponse(
+                request_headers=ep.HeadersResponse(
+                    response=ep.CommonResponse(
+                        header_mutation=ep.HeaderMutation(set_headers=[set_cluster]), clear_route_cache=True
+                    )
+                )
+            )
+        )
+        await context.write(
+            ep.ProcessingResponse(
+                request_body=ep.BodyResponse(
+                    response=ep.CommonResponse(
+                        body_mutation=ep.BodyMutation(
+                            streamed_response=ep.StreamedBodyResponse(body=NEW_BODY, end_of_stream=True)
+                        )
+                    )
+                )
+            )
+        )
 
     async def _stream(self, context) -> None:
-        headers = core.HeaderMap(headers=[
-            core.HeaderValue(key=":status", raw_value=b"200"),
-            core.HeaderValue(key="content-type", raw_value=b"text/event-stream")])
-        await context.write(ep.ProcessingResponse(streamed_immediate_response=ep.StreamedImmediateResponse(
-            headers_response=ep.HttpHeaders(headers=headers))))
+        headers = core.HeaderMap(
+            headers=[
+                core.HeaderValue(key=":status", raw_value=b"200"),
+                core.HeaderValue(key="content-type", raw_value=b"text/event-stream"),
+            ]
+        )
+        await context.write(
+            ep.ProcessingResponse(
+                streamed_immediate_response=ep.StreamedImmediateResponse(headers_response=ep.HttpHeaders(headers=headers))
+            )
+        )
         for i, chunk in enumerate(SSE_CHUNKS):
             if i:  # the client must see chunk 1 before chunk 2 exists: proves real streaming
                 await asyncio.wait_for(self.client_got_first_chunk.wait(), 15)
-            await context.write(ep.ProcessingResponse(streamed_immediate_response=ep.StreamedImmediateResponse(
-                body_response=ep.StreamedBodyResponse(body=chunk, end_of_stream=i == len(SSE_CHUNKS) - 1))))
+            await context.write(
+                ep.ProcessingResponse(
+                    streamed_immediate_response=ep.StreamedImmediateResponse(
+                        body_response=ep.StreamedBodyResponse(body=chunk, end_of_stream=i == len(SSE_CHUNKS) - 1)
+                    )
+                )
+            )
 
 
 def _cluster(name: str, port: int, http2: bool = False) -> dict:
-    cluster = {"name": name, "type": "STATIC", "connect_timeout": "1s",
-               "load_assignment": {"cluster_name": name, "endpoints": [{"lb_endpoints": [{"endpoint": {
-                   "address": {"socket_address": {"address": "127.0.0.1", "port_value": port}}}}]}]}}
+    cluster = {
+        "name": name,
+        "type": "STATIC",
+        "connect_timeout": "1s",
+        "load_assignment": {
+            "cluster_name": name,
+            "endpoints": [
+                {"lb_endpoints": [{"endpoint": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": port}}}}]}
+            ],
+        },
+    }
     if http2:
-        cluster["typed_extension_protocol_options"] = {"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
-            "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
-            "explicit_http_config": {"http2_protocol_options": {}}}}
+        cluster["typed_extension_protocol_options"] = {
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                "explicit_http_config": {"http2_protocol_options": {}},
+            }
+        }
     return cluster
 
 
@@ -111,38 +148,58 @@ def _envoy_config(listen: int, admin: int, grpc_port: int, up_a: int, up_b: int)
         "grpc_service": {"envoy_grpc": {"cluster_name": "ext_proc"}},
         "message_timeout": "30s",
         "allow_mode_override": True,
-        "processing_mode": {"request_header_mode": "SEND", "response_header_mode": "SKIP",
-                            "request_body_mode": "FULL_DUPLEX_STREAMED", "request_trailer_mode": "SEND"},
+        "processing_mode": {
+            "request_header_mode": "SEND",
+            "response_header_mode": "SKIP",
+            "request_body_mode": "FULL_DUPLEX_STREAMED",
+            "request_trailer_mode": "SEND",
+        },
     }
     hcm = {
-        "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3"
-                 ".HttpConnectionManager",
+        "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
         "stat_prefix": "ingress",
-        "route_config": {"virtual_hosts": [{"name": "all", "domains": ["*"], "routes": [{
-            "match": {"prefix": "/"},
-            "route": {"cluster_header": ROUTE_HEADER, "timeout": "0s"}}]}]},
+        "route_config": {
+            "virtual_hosts": [
+                {
+                    "name": "all",
+                    "domains": ["*"],
+                    "routes": [{"match": {"prefix": "/"}, "route": {"cluster_header": ROUTE_HEADER, "timeout": "0s"}}],
+                }
+            ]
+        },
         "http_filters": [
             {"name": "envoy.filters.http.ext_proc", "typed_config": ext_proc},
-            {"name": "envoy.filters.http.router", "typed_config": {
-                "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}],
+            {
+                "name": "envoy.filters.http.router",
+                "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"},
+            },
+        ],
     }
     return {
         "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin}}},
         "static_resources": {
-            "listeners": [{"name": "main",
-                           "address": {"socket_address": {"address": "127.0.0.1", "port_value": listen}},
-                           "filter_chains": [{"filters": [{"name": "envoy.filters.network.http_connection_manager",
-                                                           "typed_config": hcm}]}]}],
-            "clusters": [_cluster("ext_proc", grpc_port, http2=True),
-                         _cluster("upstream_a", up_a), _cluster("upstream_b", up_b)],
+            "listeners": [
+                {
+                    "name": "main",
+                    "address": {"socket_address": {"address": "127.0.0.1", "port_value": listen}},
+                    "filter_chains": [
+                        {"filters": [{"name": "envoy.filters.network.http_connection_manager", "typed_config": hcm}]}
+                    ],
+                }
+            ],
+            "clusters": [_cluster("ext_proc", grpc_port, http2=True), _cluster("upstream_a", up_a), _cluster("upstream_b", up_b)],
         },
     }
 
 
 async def _upstream(request: web.Request) -> web.Response:
-    return web.json_response({"port": request.transport.get_extra_info("sockname")[1],
-                              "body": (await request.read()).decode(),
-                              "route_header": request.headers.get(ROUTE_HEADER)})
+    return web.json_response(
+        {
+            "port": request.transport.get_extra_info("sockname")[1],
+            "body": (await request.read()).decode(),
+            "route_header": request.headers.get(ROUTE_HEADER),
+        }
+    )
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
@@ -163,9 +220,12 @@ async def stack(tmp_path_factory):
         await web.TCPSite(runner, "127.0.0.1", port).start()
     cfg = tmp / "envoy.json"
     cfg.write_text(json.dumps(_envoy_config(listen, admin, grpc_port, up_a, up_b)))
-    log = open(tmp / "envoy.log", "wb")
-    proc = subprocess.Popen([ENVOY, "-c", str(cfg), "--base-id", str(random.randint(10_000, 2_000_000)),
-                             "--concurrency", "1", "--log-level", "warn"], stdout=log, stderr=subprocess.STDOUT)
+    log = open(tmp / "envoy.log", "wb")  # noqa: SIM115 - the log lives as long as Envoy
+    proc = subprocess.Popen(
+        [ENVOY, "-c", str(cfg), "--base-id", str(random.randint(10_000, 2_000_000)), "--concurrency", "1", "--log-level", "warn"],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     try:
         deadline = time.monotonic() + 30
         async with aiohttp.ClientSession() as s:
@@ -195,11 +255,16 @@ async def stack(tmp_path_factory):
 
 
 async def test_route_by_raw_value_header_with_streamed_body(stack):
-    async with aiohttp.ClientSession() as s:
-        async with s.post(stack["url"] + "/v1/chat/completions", data=b'{"model": "auto"}',
-                          headers={"x-test-case": "route", "content-type": "application/json"}) as r:
-            assert r.status == 200, await r.text()
-            got = await r.json()
+    async with (
+        aiohttp.ClientSession() as s,
+        s.post(
+            stack["url"] + "/v1/chat/completions",
+            data=b'{"model": "auto"}',
+            headers={"x-test-case": "route", "content-type": "application/json"},
+        ) as r,
+    ):
+        assert r.status == 200, await r.text()
+        got = await r.json()
     assert got == {"port": stack["up_b"], "body": NEW_BODY.decode(), "route_header": "upstream_b"}
     # (a) the first message carries protocol_config; header values arrive in raw_value only
     first = stack["processor"].first["route"]
@@ -213,14 +278,15 @@ async def test_route_by_raw_value_header_with_streamed_body(stack):
 async def test_streamed_immediate_response_reaches_client(stack):
     processor = stack["processor"]
     received = b""
-    async with aiohttp.ClientSession() as s:
-        async with s.post(stack["url"] + "/v1/chat/completions", data=b'{"stream": true}',
-                          headers={"x-test-case": "stream"}) as r:
-            assert r.status == 200
-            assert r.headers["content-type"] == "text/event-stream"
-            async for chunk in r.content.iter_any():
-                received += chunk
-                if received.startswith(SSE_CHUNKS[0]):
-                    processor.client_got_first_chunk.set()
+    async with (
+        aiohttp.ClientSession() as s,
+        s.post(stack["url"] + "/v1/chat/completions", data=b'{"stream": true}', headers={"x-test-case": "stream"}) as r,
+    ):
+        assert r.status == 200
+        assert r.headers["content-type"] == "text/event-stream"
+        async for chunk in r.content.iter_any():
+            received += chunk
+            if received.startswith(SSE_CHUNKS[0]):
+                processor.client_got_first_chunk.set()
     assert received == b"".join(SSE_CHUNKS)
     assert processor.first["stream"].protocol_config.request_body_mode == pm.ProcessingMode.FULL_DUPLEX_STREAMED

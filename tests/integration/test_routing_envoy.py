@@ -19,8 +19,10 @@ CHAT = "Tell me something nice about autumn"
 @pytest.fixture(scope="module", params=["FULL_DUPLEX_STREAMED", "BUFFERED"])
 def stack(request, tmp_path_factory, default_config):
     cfg = dict(default_config)
-    cfg["global"] = {**cfg["global"], "router": {**cfg["global"]["router"], "max_body_bytes": 256 * 1024,
-                                                   "allow_debug_header": True}}
+    cfg["global"] = {
+        **cfg["global"],
+        "router": {**cfg["global"]["router"], "max_body_bytes": 256 * 1024, "allow_debug_header": True},
+    }
     s = start_stack(tmp_path_factory.mktemp("routing"), cfg, {"vllm-large": {"mode": "judge_json"}}, body_mode=request.param)
     yield s
     s.stop()
@@ -89,8 +91,9 @@ def test_concrete_model_passes_through_and_served_id_alias_works(stack):
 
 def test_client_internal_headers_are_stripped(stack):
     clear_sim_requests(stack)
-    resp = _chat(stack, CHAT, extra_headers={"x-vsr-cluster": "vllm-large", "x-vsr-looper-token": "forged",
-                                              "x-vsr-selected-model": "evil"})
+    resp = _chat(
+        stack, CHAT, extra_headers={"x-vsr-cluster": "vllm-large", "x-vsr-looper-token": "forged", "x-vsr-selected-model": "evil"}
+    )
     assert resp.headers["x-sim-backend"] == "vllm-small"  # the forged routing header had no effect
     assert resp.headers["x-vsr-entry-path"] == "auto"  # the forged looper marker did not skip classification
     [seen] = sim_requests(stack, "vllm-small")
@@ -128,10 +131,20 @@ GOOD = {"model": "auto", "messages": [{"role": "user", "content": "hi"}]}
         (json.dumps({**GOOD, "stream": "yes"}).encode(), 400, "invalid_request", "stream"),
         (json.dumps({**GOOD, "temperature": "hot"}).encode(), 400, "invalid_request", "temperature"),
         (json.dumps({"model": 7, "messages": GOOD["messages"]}).encode(), 400, "invalid_request", "model"),
-        (json.dumps({"model": "auto", "messages": [{"role": "wizard", "content": "x"}]}).encode(), 400, "invalid_request", "messages[0].role"),
+        (
+            json.dumps({"model": "auto", "messages": [{"role": "wizard", "content": "x"}]}).encode(),
+            400,
+            "invalid_request",
+            "messages[0].role",
+        ),
         (b'{"model": "auto", "messages": [{"role": "user", "content": "\xff\xfe"}]}', 400, "invalid_encoding", None),
         (b"", 400, "empty_body", None),
-        (json.dumps({"model": "auto", "messages": [{"role": "user", "content": "x" * 300_000}]}).encode(), 413, "request_too_large", None),
+        (
+            json.dumps({"model": "auto", "messages": [{"role": "user", "content": "x" * 300_000}]}).encode(),
+            413,
+            "request_too_large",
+            None,
+        ),
     ],
 )
 def test_bad_input_gets_an_openai_error_and_nothing_breaks(stack, body, status, code, param):
@@ -190,8 +203,9 @@ def test_secrets_are_refused_with_422(stack):
 
 def test_contact_details_are_masked_before_forwarding(stack):
     clear_sim_requests(stack)
-    resp = _chat(stack, "Please email jane.doe@example.com and call +1 415 555 0132 about the invoice",
-                 extra_headers={"x-vsr-debug": "1"})
+    resp = _chat(
+        stack, "Please email jane.doe@example.com and call +1 415 555 0132 about the invoice", extra_headers={"x-vsr-debug": "1"}
+    )
     assert "pii:pii_contact" in resp.headers["x-vsr-matched-signals"]
     assert resp.headers["x-vsr-selected-decision"] == "general"  # the mask applied, routing went on
     [seen] = sim_requests(stack, "vllm-small")
@@ -217,9 +231,18 @@ def test_hard_research_question_reaches_fusion(stack):
 
 
 def test_multimodal_content_uses_the_text_parts(stack):
-    resp = client(stack).chat.completions.with_raw_response.create(model="auto", messages=[{"role": "user", "content": [
-        {"type": "text", "text": "Write a Python function that parses JSON"},
-        {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}}]}])
+    resp = client(stack).chat.completions.with_raw_response.create(
+        model="auto",
+        messages=[
+            {
+                "role": "user",
+                "content": [
+                    {"type": "text", "text": "Write a Python function that parses JSON"},
+                    {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}},
+                ],
+            }
+        ],
+    )
     assert resp.headers["x-vsr-selected-decision"] == "coding"
 
 
@@ -233,8 +256,14 @@ def test_a_long_document_within_the_guards_budget_is_checked_whole_and_routed(st
 def test_a_prompt_longer_than_a_guard_can_read_is_refused_not_waved_through(stack):
     # ~28,000 tokens, above the jailbreak/PII budget of 8,192: refused with 413, never forwarded half-checked.
     clear_sim_requests(stack)
-    status, _, body = raw(stack.url, "POST", "/v1/chat/completions", json.dumps(
-        {"model": "vllm-sr/auto", "messages": [{"role": "user", "content": "Tell me about autumn leaves. " * 4000}]}).encode())
+    status, _, body = raw(
+        stack.url,
+        "POST",
+        "/v1/chat/completions",
+        json.dumps(
+            {"model": "vllm-sr/auto", "messages": [{"role": "user", "content": "Tell me about autumn leaves. " * 4000}]}
+        ).encode(),
+    )
     err = json.loads(body)["error"]
     assert status == 413 and err["code"] == "too_long_to_check"
     assert "8192 tokens" in err["message"]

@@ -42,10 +42,32 @@ def test_up_reports_a_killed_router_and_stops_the_rest(tmp_path):
     logs = tmp_path / "logs"
     port = free_port()
     up = subprocess.Popen(
-        [sys.executable, "-m", "router.cli", "up", "--simulate", "--config", str(config), "--port", str(port),
-         "--grpc-port", str(free_port()), "--admin-port", str(free_port()), "--envoy-admin-port", str(free_port()),
-         "--internal-port", str(free_port()), "--log-dir", str(logs)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+        [
+            sys.executable,
+            "-m",
+            "router.cli",
+            "up",
+            "--simulate",
+            "--config",
+            str(config),
+            "--port",
+            str(port),
+            "--grpc-port",
+            str(free_port()),
+            "--admin-port",
+            str(free_port()),
+            "--envoy-admin-port",
+            str(free_port()),
+            "--internal-port",
+            str(free_port()),
+            "--log-dir",
+            str(logs),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     lines: queue.Queue = queue.Queue()
     reader = threading.Thread(target=_lines, args=(up.stdout, lines), daemon=True)
     reader.start()
@@ -67,7 +89,7 @@ def test_up_reports_a_killed_router_and_stops_the_rest(tmp_path):
         os.kill(pids["router"], signal.SIGKILL)  # what the kernel's OOM killer does
         assert up.wait(60) == 1
         err = up.stderr.read() if up.stderr else ""
-        assert (f"fusion-router up: the router (pid {pids['router']}) was killed by signal 9 SIGKILL" in err), err
+        assert f"fusion-router up: the router (pid {pids['router']}) was killed by signal 9 SIGKILL" in err, err
         assert f"its log is {logs / 'router.log'}" in err
         assert (logs / "router.log").exists()
         reader.join(10)  # stdout closed when up exited
@@ -90,5 +112,8 @@ def test_exit_report_wording(tmp_path):
             p.wait(30)
         assert stack.dead() == ["router", "envoy"]
     assert quiet.exit_report("router") == (
-        f"the router (pid {quiet.procs['router'].pid}) exited with code 3; its log is {tmp_path / 'router.log'}")
-    assert loud.exit_report("envoy") == f"Envoy (pid {loud.procs['envoy'].pid}) was killed by signal 15 SIGTERM; its output is above"
+        f"the router (pid {quiet.procs['router'].pid}) exited with code 3; its log is {tmp_path / 'router.log'}"
+    )
+    assert (
+        loud.exit_report("envoy") == f"Envoy (pid {loud.procs['envoy'].pid}) was killed by signal 15 SIGTERM; its output is above"
+    )

@@ -34,8 +34,10 @@ def test_two_workers_share_the_load_and_the_metrics(tmp_path):
         resp = c.chat.completions.with_raw_response.create(model="auto", messages=[{"role": "user", "content": "deliberate"}])
         assert resp.headers["x-vsr-response-path"] == "fusion"  # sub-calls authenticated on any worker
         text = scrape(stack)
-        routed = sum(float(m) for m in re.findall(
-            r'fusion_router_requests_total\{[^}]*entry="auto"[^}]*response_path="routed"[^}]*\} (\S+)', text))
+        routed = sum(
+            float(m)
+            for m in re.findall(r'fusion_router_requests_total\{[^}]*entry="auto"[^}]*response_path="routed"[^}]*\} (\S+)', text)
+        )
         assert routed == 40  # summed over both workers, whichever one answered the scrape
         # Envoy spread the streams over both workers' ports (LEAST_REQUEST over the router cluster).
         with urllib.request.urlopen(f"http://127.0.0.1:{stack.envoy_admin_port}/clusters", timeout=5) as r:

@@ -87,9 +87,13 @@ def _start_proxy(upstream: str, workdir: Path, name: str) -> tuple[subprocess.Po
     port = free_port()
     ready = workdir / f"proxy-{name}.ready"
     log = (workdir / f"proxy-{name}.log").open("ab")
-    proc = subprocess.Popen([sys.executable, "-m", "tests.llm.recorder", "--upstream", upstream, "--port", str(port),
-                             "--ready-file", str(ready)], stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tests.llm.recorder", "--upstream", upstream, "--port", str(port), "--ready-file", str(ready)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        cwd=ROOT,
+        start_new_session=True,
+    )
     log.close()
     deadline = time.monotonic() + 30
     while not ready.exists():
@@ -106,10 +110,15 @@ def _with_deliberation_models(config: dict[str, Any]) -> None:
     config.setdefault("global", {}).setdefault("classifiers", {})["models_dir"] = str(ROOT / "models")
     signals = config.setdefault("routing", {}).setdefault("signals", {})
     signals.setdefault("keywords", []).append({"name": "lane_never", "operator": "any", "keywords": ["zzz-lane-never-zzz"]})
-    config["routing"].setdefault("decisions", []).append({
-        "name": "lane_grounded", "priority": 1, "rules": {"type": "keyword", "name": "lane_never"},
-        "modelRefs": [{"model": m["name"]} for m in config["models"]],
-        "algorithm": {"type": "fusion", "fusion": {"grounding": {"enabled": True, "on_error": "fail"}}}})
+    config["routing"].setdefault("decisions", []).append(
+        {
+            "name": "lane_grounded",
+            "priority": 1,
+            "rules": {"type": "keyword", "name": "lane_never"},
+            "modelRefs": [{"model": m["name"]} for m in config["models"]],
+            "algorithm": {"type": "fusion", "fusion": {"grounding": {"enabled": True, "on_error": "fail"}}},
+        }
+    )
 
 
 def start_lane(workdir: Path, install: LlmInstall) -> Lane:
@@ -139,9 +148,18 @@ def start_lane(workdir: Path, install: LlmInstall) -> Lane:
         _with_deliberation_models(routed)
         path = workdir / "router.yaml"
         path.write_text(yaml.safe_dump(routed, sort_keys=False))
-        stack = Stack(path, listen_port=free_port(), grpc_port=free_port(), admin_port=free_port(),
-                      envoy_admin_port=free_port(), internal_port=free_port(), sim_specs=[], workdir=workdir,
-                      quiet=True, log_format="json")
+        stack = Stack(
+            path,
+            listen_port=free_port(),
+            grpc_port=free_port(),
+            admin_port=free_port(),
+            envoy_admin_port=free_port(),
+            internal_port=free_port(),
+            sim_specs=[],
+            workdir=workdir,
+            quiet=True,
+            log_format="json",
+        )
         stack.start()
     except BaseException:
         for proc in procs:

@@ -66,9 +66,13 @@ class Recorder:
         except ValueError:
             body = None
         record: dict[str, Any] = {
-            "method": request.method, "path": request.path_qs, "body": body,
+            "method": request.method,
+            "path": request.path_qs,
+            "body": body,
             "headers": {k.lower(): v for k, v in request.headers.items() if k.lower().startswith("x-")},
-            "status": None, "usage": None, "completed": False,
+            "status": None,
+            "usage": None,
+            "completed": False,
         }
         if request.path.startswith("/v1/"):
             self.records.append(record)

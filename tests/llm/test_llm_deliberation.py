@@ -26,11 +26,20 @@ def chat_calls(lane: Lane, model: str) -> int:
 
 
 def test_grounded_fusion_scores_each_real_answer(lane: Lane) -> None:
-    plugin = {"id": "fusion", "analysis_models": [SMOL, CODER], "model": CODER, "max_completion_tokens": SHORT,
-              "grounding": {"enabled": True, "reference": "panel", "policy": "weight", "on_error": "fail"}}
+    plugin = {
+        "id": "fusion",
+        "analysis_models": [SMOL, CODER],
+        "model": CODER,
+        "max_completion_tokens": SHORT,
+        "grounding": {"enabled": True, "reference": "panel", "policy": "weight", "on_error": "fail"},
+    }
     resp = lane.client().chat.completions.with_raw_response.create(
-        model=CODER, messages=[{"role": "user", "content": "In one sentence: what is the capital of France?"}],
-        temperature=0, max_tokens=SHORT, extra_body={"plugins": [plugin]})
+        model=CODER,
+        messages=[{"role": "user", "content": "In one sentence: what is the capital of France?"}],
+        temperature=0,
+        max_tokens=SHORT,
+        extra_body={"plugins": [plugin]},
+    )
     trace = json.loads(resp.text)["fusion"]
     g = trace["grounding"]
     print("grounding:", [(a["model"], a["score"], len(a["contradicted_claims"])) for a in g["answers"]])
@@ -43,8 +52,11 @@ def test_grounded_fusion_scores_each_real_answer(lane: Lane) -> None:
 def test_self_consistency_clusters_real_samples(lane: Lane) -> None:
     plugin = {"id": "self_consistency", "models": [SMOL], "samples": 3, "temperature": 0.9, "max_completion_tokens": SHORT}
     resp = lane.client().chat.completions.with_raw_response.create(
-        model=SMOL, messages=[{"role": "user", "content": "Name a primary color."}], max_tokens=SHORT,
-        extra_body={"plugins": [plugin]})
+        model=SMOL,
+        messages=[{"role": "user", "content": "Name a primary color."}],
+        max_tokens=SHORT,
+        extra_body={"plugins": [plugin]},
+    )
     doc = json.loads(resp.text)
     trace = doc["self_consistency"]
     print("self_consistency:", trace["confidence"], [c["size"] for c in trace["clusters"]])
@@ -57,11 +69,22 @@ def test_self_consistency_clusters_real_samples(lane: Lane) -> None:
 
 
 def test_debate_revises_and_streams_the_synthesis(lane: Lane) -> None:
-    plugin = {"id": "debate", "models": [SMOL, CODER], "synthesis_model": CODER, "max_rounds": 1,
-              "convergence_threshold": 0.999, "max_completion_tokens": SHORT, "include_intermediate_responses": True}
+    plugin = {
+        "id": "debate",
+        "models": [SMOL, CODER],
+        "synthesis_model": CODER,
+        "max_rounds": 1,
+        "convergence_threshold": 0.999,
+        "max_completion_tokens": SHORT,
+        "include_intermediate_responses": True,
+    }
     stream = lane.client().chat.completions.create(
-        model=CODER, messages=[{"role": "user", "content": "Is 17 a prime number? Answer briefly."}], max_tokens=SHORT,
-        stream=True, extra_body={"plugins": [plugin]})
+        model=CODER,
+        messages=[{"role": "user", "content": "Is 17 a prime number? Answer briefly."}],
+        max_tokens=SHORT,
+        stream=True,
+        extra_body={"plugins": [plugin]},
+    )
     chunks = list(stream)
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     trace = next((c.model_extra or {}).get("debate") for c in chunks if (c.model_extra or {}).get("debate"))

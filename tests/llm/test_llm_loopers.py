@@ -54,11 +54,22 @@ def probability(value: Any) -> bool:
 def test_confidence_escalation_scores_real_logprobs(lane: Lane) -> None:
     # threshold 1.0: no real answer is that sure, so both tiers are asked and scored; the run returns the
     # last answer (`exhausted`). The acceptance rule is checked against the scores either way.
-    plugin = {"id": "confidence", "models": [SMOL, CODER], "threshold": 1.0, "confidence_method": "hybrid",
-              "max_completion_tokens": SHORT, "escalation_order": "declared"}
+    plugin = {
+        "id": "confidence",
+        "models": [SMOL, CODER],
+        "threshold": 1.0,
+        "confidence_method": "hybrid",
+        "max_completion_tokens": SHORT,
+        "escalation_order": "declared",
+    }
     resp = lane.client().chat.completions.with_raw_response.create(
-        model=SMOL, messages=[{"role": "user", "content": "Name one color of the sky."}], temperature=0, seed=7,
-        max_tokens=SHORT, extra_body={"plugins": [plugin]})
+        model=SMOL,
+        messages=[{"role": "user", "content": "Name one color of the sky."}],
+        temperature=0,
+        seed=7,
+        max_tokens=SHORT,
+        extra_body={"plugins": [plugin]},
+    )
     body = json.loads(resp.text)
     trace = body["confidence"]
     assert resp.headers["x-vsr-response-path"] == "confidence" and trace["decision"] == "confidence_direct"
@@ -99,9 +110,14 @@ def _gate_plugin(threshold: float) -> dict[str, Any]:
 def test_a_confident_gate_answers_alone_on_real_logprobs(lane: Lane) -> None:
     # threshold 0.01: any real answer clears it; one call, sent whole to a streaming client.
     stream = lane.client().chat.completions.create(
-        model="vllm-sr/auto", messages=[{"role": "user", "content": "Compare tea and coffee in one sentence."}],
-        temperature=0, seed=7, stream=True, stream_options={"include_usage": True},
-        extra_body={"plugins": [_gate_plugin(0.01)]})
+        model="vllm-sr/auto",
+        messages=[{"role": "user", "content": "Compare tea and coffee in one sentence."}],
+        temperature=0,
+        seed=7,
+        stream=True,
+        stream_options={"include_usage": True},
+        extra_body={"plugins": [_gate_plugin(0.01)]},
+    )
     chunks = list(stream)
     finish = [c for c in chunks if c.choices and c.choices[0].finish_reason]
     assert len(finish) == 1
@@ -122,8 +138,12 @@ def test_a_confident_gate_answers_alone_on_real_logprobs(lane: Lane) -> None:
 def test_an_unsure_gate_runs_the_panel_and_reuses_its_answer_on_real_models(lane: Lane) -> None:
     # threshold 1.0: no real answer clears it; the panel runs and the gate's answer is smollm2's panel answer.
     resp = lane.client().chat.completions.with_raw_response.create(
-        model="vllm-sr/auto", messages=[{"role": "user", "content": "Compare tea and coffee in one sentence."}],
-        temperature=0, seed=7, extra_body={"plugins": [_gate_plugin(1.0)]})
+        model="vllm-sr/auto",
+        messages=[{"role": "user", "content": "Compare tea and coffee in one sentence."}],
+        temperature=0,
+        seed=7,
+        extra_body={"plugins": [_gate_plugin(1.0)]},
+    )
     body = json.loads(resp.text)
     trace = body["fusion"]
     gate = trace["gate"]
@@ -143,11 +163,23 @@ def test_an_unsure_gate_runs_the_panel_and_reuses_its_answer_on_real_models(lane
 
 
 def test_remom_rounds_and_a_live_synthesis_on_real_models(lane: Lane) -> None:
-    plugin = {"id": "remom", "models": [SMOL, CODER], "breadth_schedule": [2, 1], "synthesis_model": SMOL,
-              "max_completion_tokens": SHORT, "include_intermediate_responses": True}
+    plugin = {
+        "id": "remom",
+        "models": [SMOL, CODER],
+        "breadth_schedule": [2, 1],
+        "synthesis_model": SMOL,
+        "max_completion_tokens": SHORT,
+        "include_intermediate_responses": True,
+    }
     stream = lane.client().chat.completions.create(
-        model=SMOL, messages=[{"role": "user", "content": "Name two planets."}], temperature=0, seed=7,
-        stream=True, stream_options={"include_usage": True}, extra_body={"plugins": [plugin]})
+        model=SMOL,
+        messages=[{"role": "user", "content": "Name two planets."}],
+        temperature=0,
+        seed=7,
+        stream=True,
+        stream_options={"include_usage": True},
+        extra_body={"plugins": [plugin]},
+    )
     chunks = list(stream)
     finish = [c for c in chunks if c.choices and c.choices[0].finish_reason]
     assert len(finish) == 1

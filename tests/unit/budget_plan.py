@@ -25,8 +25,15 @@ def fusion_plan(config: Config, decision: str, raw: dict[str, Any], limit: int) 
     d = next(d for d in config.routing.decisions if d.name == decision)
     spec = ALGORITHMS["fusion"]
     merged = merge(spec.settings, spec.defaults, d.algorithm_settings)
-    ctx = ResolveContext(lookup=policy, candidates=[r.model for r in d.modelRefs], weights={}, default_timeout=10.0,
-                         trace_body=True, trace_headers=True, facts=policy.facts)
+    ctx = ResolveContext(
+        lookup=policy,
+        candidates=[r.model for r in d.modelRefs],
+        weights={},
+        default_timeout=10.0,
+        trace_body=True,
+        trace_headers=True,
+        facts=policy.facts,
+    )
     params = spec.resolve(merged, ctx)
     run = LooperRun(ChatCompletionRequest.model_validate(raw), raw, params, d.name, "plan", None, policy.facts)  # type: ignore[arg-type]
     run.budget.limit = limit

@@ -112,16 +112,23 @@ def test_unknown_key_inside_a_nested_rule_hides_discriminator_tags(tmp_path, bas
 @pytest.mark.parametrize(
     ("name", "mutate", "expected"),
     [
-        ("deep_research", lambda d: d["algorithm"]["fusion"].__setitem__("modle", "x"),
-         ".algorithm.fusion.modle: unknown key"),
-        ("coding", lambda d: d["plugins"][0]["configuration"].__setitem__("mod", "x"),
-         ".plugins[0].configuration.mod: unknown key"),
-        ("deep_research", lambda d: d["algorithm"]["fusion"].__setitem__("temperature", "hot"),
-         ".algorithm.fusion.temperature: Input should be a valid number"),
-        ("coding", lambda d: d["plugins"][0]["configuration"].__setitem__("mode", "append"),
-         ".plugins[0].configuration.mode: Input should be 'insert' or 'replace'"),
-        ("general", lambda d: d.__setitem__("algorithm", {"type": "static", "fusion": {}}),
-         ".algorithm.fusion: unknown key"),
+        ("deep_research", lambda d: d["algorithm"]["fusion"].__setitem__("modle", "x"), ".algorithm.fusion.modle: unknown key"),
+        (
+            "coding",
+            lambda d: d["plugins"][0]["configuration"].__setitem__("mod", "x"),
+            ".plugins[0].configuration.mod: unknown key",
+        ),
+        (
+            "deep_research",
+            lambda d: d["algorithm"]["fusion"].__setitem__("temperature", "hot"),
+            ".algorithm.fusion.temperature: Input should be a valid number",
+        ),
+        (
+            "coding",
+            lambda d: d["plugins"][0]["configuration"].__setitem__("mode", "append"),
+            ".plugins[0].configuration.mode: Input should be 'insert' or 'replace'",
+        ),
+        ("general", lambda d: d.__setitem__("algorithm", {"type": "static", "fusion": {}}), ".algorithm.fusion: unknown key"),
     ],
     ids=["algorithm.fusion", "plugins", "fusion-type", "plugin-enum", "static-extra"],
 )
@@ -188,16 +195,26 @@ def test_not_with_two_conditions(tmp_path, base):
         "conditions": [{"type": "keyword", "name": "code_keywords"}, {"type": "keyword", "name": "math_keywords"}],
     }
     _, err = problems_of(tmp_path, data)
-    assert any(p.startswith(f"{at(data, 'coding')}.rules: ") and "NOT takes exactly one condition" in p
-               for p in err.problems), err.problems
+    assert any(p.startswith(f"{at(data, 'coding')}.rules: ") and "NOT takes exactly one condition" in p for p in err.problems), (
+        err.problems
+    )
 
 
 def test_not_with_one_condition_is_fine():
-    cfg = parse_config(minimal(routing={
-        "signals": {"keywords": [{"name": "k", "keywords": ["x"]}]},
-        "decisions": [{"name": "d", "rules": {"operator": "NOT", "conditions": [{"type": "keyword", "name": "k"}]},
-                       "modelRefs": [{"model": "m1"}]}],
-    }))
+    cfg = parse_config(
+        minimal(
+            routing={
+                "signals": {"keywords": [{"name": "k", "keywords": ["x"]}]},
+                "decisions": [
+                    {
+                        "name": "d",
+                        "rules": {"operator": "NOT", "conditions": [{"type": "keyword", "name": "k"}]},
+                        "modelRefs": [{"model": "m1"}],
+                    }
+                ],
+            }
+        )
+    )
     assert cfg.routing.decisions[0].rules.operator == "NOT"
 
 
@@ -209,10 +226,12 @@ def test_keyword_operator_aliases_normalise(alias, normal):
 
 
 def test_invalid_regex_keyword_is_a_config_error(tmp_path):
-    data = minimal(routing={
-        "signals": {"keywords": [{"name": "k", "method": "regex", "keywords": ["ok", "(unclosed"]}]},
-        "decisions": [{"name": "d", "rules": {"type": "keyword", "name": "k"}, "modelRefs": [{"model": "m1"}]}],
-    })
+    data = minimal(
+        routing={
+            "signals": {"keywords": [{"name": "k", "method": "regex", "keywords": ["ok", "(unclosed"]}]},
+            "decisions": [{"name": "d", "rules": {"type": "keyword", "name": "k"}, "modelRefs": [{"model": "m1"}]}],
+        }
+    )
     _, err = problems_of(tmp_path, data)
     assert any(p.startswith("routing.signals.keywords[0].keywords[1]") for p in err.problems), err.problems
 
@@ -272,8 +291,12 @@ def test_rule_leaf_type_must_match_the_section(tmp_path, base):
 
 @pytest.mark.parametrize(
     ("where", "what"),
-    [(("backends",), "backend"), (("models",), "model"), (("routing", "decisions"), "decision"),
-     (("routing", "signals", "keywords"), "signal")],
+    [
+        (("backends",), "backend"),
+        (("models",), "model"),
+        (("routing", "decisions"), "decision"),
+        (("routing", "signals", "keywords"), "signal"),
+    ],
     ids=["backend", "model", "decision", "signal"],
 )
 def test_duplicate_names(tmp_path, base, where, what):
@@ -323,7 +346,8 @@ def test_fusion_slug_as_panel_model(tmp_path, base):
     _, err = problems_of(tmp_path, data)
     (problem,) = err.problems
     assert problem.startswith(
-        f"{at(data, 'deep_research')}.algorithm.fusion.analysis_models[1]: unknown panel model 'vllm-sr/fusion'")
+        f"{at(data, 'deep_research')}.algorithm.fusion.analysis_models[1]: unknown panel model 'vllm-sr/fusion'"
+    )
     assert "looper slug and can never be a panel model" in problem
 
 
@@ -360,10 +384,14 @@ def test_routing_decision_without_models(tmp_path, base):
 
 
 def test_block_decision_needs_no_models():
-    cfg = parse_config(minimal(routing={
-        "signals": {"keywords": [{"name": "bad", "keywords": ["evil"]}]},
-        "decisions": [{"name": "guard", "rules": {"type": "keyword", "name": "bad"}, "plugins": [{"type": "block"}]}],
-    }))
+    cfg = parse_config(
+        minimal(
+            routing={
+                "signals": {"keywords": [{"name": "bad", "keywords": ["evil"]}]},
+                "decisions": [{"name": "guard", "rules": {"type": "keyword", "name": "bad"}, "plugins": [{"type": "block"}]}],
+            }
+        )
+    )
     assert cfg.routing.decisions[0].plugin_block is not None
 
 
@@ -415,7 +443,10 @@ def test_non_utf8_file(tmp_path):
 def _check(*files: Path) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "router.cli", "check-config", *map(str, files)],
-        cwd=ROOT, capture_output=True, text=True, timeout=60,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
 
 
@@ -441,9 +472,17 @@ def test_check_config_names_a_missing_model_directory(tmp_path, base):
     path = write(tmp_path, data, "nomodels.yaml")
     res = _check(path)
     assert res.returncode == 2
-    assert f"{path}: routing.signals.jailbreak[0].model: model directory {tmp_path / 'nowhere' / 'jailbreak'} is missing" in res.stderr
-    skipped = subprocess.run([sys.executable, "-m", "router.cli", "check-config", "--skip-model-check", str(path)],
-                             cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert (
+        f"{path}: routing.signals.jailbreak[0].model: model directory {tmp_path / 'nowhere' / 'jailbreak'} is missing"
+        in res.stderr
+    )
+    skipped = subprocess.run(
+        [sys.executable, "-m", "router.cli", "check-config", "--skip-model-check", str(path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert skipped.returncode == 0, skipped.stderr
 
 
@@ -451,5 +490,7 @@ def test_guard_signals_cannot_skip_on_error(tmp_path, base):
     data = copy.deepcopy(base)
     data["routing"]["signals"]["jailbreak"][0]["on_error"] = "skip"
     _, err = problems_of(tmp_path, data)
-    assert any(p.startswith("routing.signals.jailbreak[0].on_error: 'prompt_injection' is read by the guard 'block_jailbreak'")
-               for p in err.problems), err.problems
+    assert any(
+        p.startswith("routing.signals.jailbreak[0].on_error: 'prompt_injection' is read by the guard 'block_jailbreak'")
+        for p in err.problems
+    ), err.problems

@@ -37,7 +37,7 @@ def test_schema_sections_and_rule_leaves_come_from_the_table():
     for t in SIGNAL_TYPES:
         assert typing.get_args(Signals.model_fields[t.section].annotation) == (t.spec,)
     assert typing.get_args(RuleLeaf.model_fields["type"].annotation) == LEAF_TYPES == tuple(t.leaf for t in SIGNAL_TYPES)
-    assert SIGNAL_SECTIONS == {t.leaf: t.section for t in SIGNAL_TYPES}
+    assert {t.leaf: t.section for t in SIGNAL_TYPES} == SIGNAL_SECTIONS
     assert runtime.ML_SECTIONS == ML_SECTIONS == tuple(t.section for t in SIGNAL_TYPES if t.model_backed)
 
 
@@ -55,19 +55,30 @@ def test_every_signal_implementation_is_in_the_table():
     for info in pkgutil.iter_modules(router.signals.__path__):
         module = importlib.import_module(f"router.signals.{info.name}")
         for _, cls in inspect.getmembers(module, inspect.isclass):
-            if issubclass(cls, Signal) and cls.__module__ == module.__name__ and not inspect.isabstract(cls) \
-                    and "type" in cls.__dict__:
+            if (
+                issubclass(cls, Signal)
+                and cls.__module__ == module.__name__
+                and not inspect.isabstract(cls)
+                and "type" in cls.__dict__
+            ):
                 found.add(f"{cls.__module__}:{cls.__name__}")
     assert found == {t.implementation for t in SIGNAL_TYPES}
 
 
 def test_runtime_leaves_are_the_ones_the_loader_accepts():
-    cfg = parse_config({
-        "backends": [{"name": "b", "endpoint": "http://127.0.0.1:1"}], "models": [{"name": "m", "backend": "b"}],
-        "routing": {"signals": {"keywords": [{"name": "k", "keywords": ["x"]}],
-                                "complexity": [{"name": "c", "hard": ["a"], "easy": ["b"], "threshold": 0.1}],
-                                "domains": [{"name": "d", "categories": [{"name": "law", "mmlu_categories": ["law"]}]}]}},
-    })
+    cfg = parse_config(
+        {
+            "backends": [{"name": "b", "endpoint": "http://127.0.0.1:1"}],
+            "models": [{"name": "m", "backend": "b"}],
+            "routing": {
+                "signals": {
+                    "keywords": [{"name": "k", "keywords": ["x"]}],
+                    "complexity": [{"name": "c", "hard": ["a"], "easy": ["b"], "threshold": 0.1}],
+                    "domains": [{"name": "d", "categories": [{"name": "law", "mmlu_categories": ["law"]}]}],
+                }
+            },
+        }
+    )
 
     class FakeRuntime:
         pass

@@ -41,4 +41,4 @@ def test_loopers_doc_is_generated_from_the_registry():
     from router.looper.docs import BEGIN, markdown
 
     text = (ROOT / "docs" / "loopers.md").read_text()
-    assert text[text.index(BEGIN):] == markdown(), "regenerate: fusion-router loopers (the part after the marker)"
+    assert text[text.index(BEGIN) :] == markdown(), "regenerate: fusion-router loopers (the part after the marker)"

@@ -13,21 +13,32 @@ import pytest
 from tests.eval.fake_endpoint import FakeOpenAI
 
 ROOT = Path(__file__).resolve().parents[2]
-ITEMS = [{"id": f"q{n}", "slice": "math", "prompt": f"What is {n} + {n}?", "scorer": "number", "answer": str(2 * n)}
-         for n in range(4)]
+ITEMS = [
+    {"id": f"q{n}", "slice": "math", "prompt": f"What is {n} + {n}?", "scorer": "number", "answer": str(2 * n)} for n in range(4)
+]
 
 
 async def _cli(*args: str) -> asyncio.subprocess.Process:
-    return await asyncio.create_subprocess_exec(sys.executable, "-m", "router.cli", "eval", *args, cwd=ROOT,
-                                                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    return await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "router.cli",
+        "eval",
+        *args,
+        cwd=ROOT,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
 
 
 def _files(tmp_path: Path, url: str) -> tuple[Path, Path]:
     data = tmp_path / "items.jsonl"
     data.write_text("".join(json.dumps(i) + "\n" for i in ITEMS))
     suite = tmp_path / "suite.yaml"
-    suite.write_text(f"endpoint: {url}\nconcurrency: 8\nconfigurations:\n"
-                     "  - {name: oracle, model: oracle, solo: true}\n  - {name: slow, model: slow}\n")
+    suite.write_text(
+        f"endpoint: {url}\nconcurrency: 8\nconfigurations:\n"
+        "  - {name: oracle, model: oracle, solo: true}\n  - {name: slow, model: slow}\n"
+    )
     return data, suite
 
 
@@ -87,8 +98,20 @@ async def test_unreachable_endpoint_is_recorded_per_item_and_the_run_finishes(tm
 
     data, _ = _files(tmp_path, "unused")
     out = tmp_path / "out"
-    proc = await _cli("--solo", "m", "--data", str(data), "--endpoint", f"http://127.0.0.1:{free_port()}/v1",
-                      "--out", str(out), "--no-progress", "--no-chart", "--bootstrap", "100")
+    proc = await _cli(
+        "--solo",
+        "m",
+        "--data",
+        str(data),
+        "--endpoint",
+        f"http://127.0.0.1:{free_port()}/v1",
+        "--out",
+        str(out),
+        "--no-progress",
+        "--no-chart",
+        "--bootstrap",
+        "100",
+    )
     _, err = await asyncio.wait_for(proc.communicate(), 60)
     assert proc.returncode == 0, err.decode()
     records = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]

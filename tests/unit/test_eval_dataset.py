@@ -21,23 +21,30 @@ def _write(tmp_path: Path, lines: list[str]) -> Path:
     return path
 
 
-@pytest.mark.parametrize(("line", "message"), [
-    ('{"id": "b", "prompt": "x", "scorer": "number"', "items.jsonl:3: not valid JSON"),
-    ('["not", "an", "object"]', "items.jsonl:3: expected a JSON object, got list"),
-    ('{"id": "b", "prompt": "x", "scorer": "number"}', "items.jsonl:3: scorer 'number' needs an 'answer'"),
-    ('{"id": "b", "prompt": "x", "scorer": "number", "answer": "four"}', "items.jsonl:3: "),
-    ('{"id": "b", "prompt": "x", "scorer": "choice", "answer": "E", "choices": ["a", "b"]}',
-     "not one of the letters A, B"),
-    ('{"id": "b", "prompt": "x", "scorer": "rubric", "rubric": [{"id": "n1", "text": "bad", "weight": -1}]}',
-     "items.jsonl:3: scorer 'rubric' needs a rubric with at least one positive criterion"),
-    ('{"id": "b", "prompt": "x", "scorer": "rubric", '
-     '"rubric": [{"id": "p1", "text": "t", "weight": 1, "pattern": "(("}]}',
-     "pattern is not a valid regex"),
-    ('{"id": "b", "prompt": "x", "scorer": "fuzzy", "answer": "1"}', "items.jsonl:3: scorer:"),
-    ('{"id": "a1", "prompt": "x", "scorer": "number", "answer": "1"}',
-     "items.jsonl:3: duplicate item id 'a1' (first on line 1)"),
-    ('{"id": "b", "prompt": "x", "scorer": "number", "answer": "1", "colour": "red"}', "items.jsonl:3: colour"),
-])
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ('{"id": "b", "prompt": "x", "scorer": "number"', "items.jsonl:3: not valid JSON"),
+        ('["not", "an", "object"]', "items.jsonl:3: expected a JSON object, got list"),
+        ('{"id": "b", "prompt": "x", "scorer": "number"}', "items.jsonl:3: scorer 'number' needs an 'answer'"),
+        ('{"id": "b", "prompt": "x", "scorer": "number", "answer": "four"}', "items.jsonl:3: "),
+        ('{"id": "b", "prompt": "x", "scorer": "choice", "answer": "E", "choices": ["a", "b"]}', "not one of the letters A, B"),
+        (
+            '{"id": "b", "prompt": "x", "scorer": "rubric", "rubric": [{"id": "n1", "text": "bad", "weight": -1}]}',
+            "items.jsonl:3: scorer 'rubric' needs a rubric with at least one positive criterion",
+        ),
+        (
+            '{"id": "b", "prompt": "x", "scorer": "rubric", "rubric": [{"id": "p1", "text": "t", "weight": 1, "pattern": "(("}]}',
+            "pattern is not a valid regex",
+        ),
+        ('{"id": "b", "prompt": "x", "scorer": "fuzzy", "answer": "1"}', "items.jsonl:3: scorer:"),
+        (
+            '{"id": "a1", "prompt": "x", "scorer": "number", "answer": "1"}',
+            "items.jsonl:3: duplicate item id 'a1' (first on line 1)",
+        ),
+        ('{"id": "b", "prompt": "x", "scorer": "number", "answer": "1", "colour": "red"}', "items.jsonl:3: colour"),
+    ],
+)
 def test_malformed_line_names_file_and_line(tmp_path: Path, line: str, message: str) -> None:
     path = _write(tmp_path, [json.dumps(GOOD), "# a comment", line])
     with pytest.raises(DatasetError) as err:
@@ -90,8 +97,7 @@ def test_suite_file_errors_name_the_file_and_field(tmp_path: Path) -> None:
 
 
 def test_flags_build_solo_fusion_self_fusion_and_slug_configurations() -> None:
-    configs = configurations_from_flags(solo=["a"], fusion=["a+b@j"], self_fusion=["a@j"],
-                                        model=["remom=vllm-sr/remom"])
+    configs = configurations_from_flags(solo=["a"], fusion=["a+b@j"], self_fusion=["a@j"], model=["remom=vllm-sr/remom"])
     by_name = {c.name: c for c in configs}
     assert by_name["a"].solo and by_name["a"].extra_body == {}
     plugin = {"id": "fusion", "analysis_models": ["a", "b"], "model": "j"}

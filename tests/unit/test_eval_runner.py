@@ -18,14 +18,26 @@ from tests.eval.fake_endpoint import FakeOpenAI
 ITEMS = [
     Item(id="n1", slice="math", prompt="What is 2 + 2?", scorer="number", answer="4"),
     Item(id="n2", slice="math", prompt="What is 3 * 3?", scorer="number", answer="9"),
-    Item(id="c1", slice="mc", prompt="Capital of Italy? A. Paris B. Rome", scorer="choice", answer="B",
-         choices=["Paris", "Rome"]),
-    Item(id="o1", slice="open", prompt="Is the Moon made of cheese?", scorer="rubric", rubric=[
-        Criterion(id="p1", text="says no", weight=1, pattern=r"\bno\b"),
-        Criterion(id="n1", text="says yes", weight=-1, pattern=r"^\s*yes")]),
+    Item(
+        id="c1", slice="mc", prompt="Capital of Italy? A. Paris B. Rome", scorer="choice", answer="B", choices=["Paris", "Rome"]
+    ),
+    Item(
+        id="o1",
+        slice="open",
+        prompt="Is the Moon made of cheese?",
+        scorer="rubric",
+        rubric=[
+            Criterion(id="p1", text="says no", weight=1, pattern=r"\bno\b"),
+            Criterion(id="n1", text="says yes", weight=-1, pattern=r"^\s*yes"),
+        ],
+    ),
 ]
-ANSWERS = {"What is 2 + 2?": "The answer is 4.", "What is 3 * 3?": "9",
-           "Capital of Italy? A. Paris B. Rome": "B", "Is the Moon made of cheese?": "No, it is rock."}
+ANSWERS = {
+    "What is 2 + 2?": "The answer is 4.",
+    "What is 3 * 3?": "9",
+    "Capital of Italy? A. Paris B. Rome": "B",
+    "Is the Moon made of cheese?": "No, it is rock.",
+}
 
 
 @pytest.fixture
@@ -36,8 +48,13 @@ async def fake() -> AsyncIterator[FakeOpenAI]:
 
 
 def _suite(fake: FakeOpenAI, *configs: EvalConfiguration, judge: str | None = None) -> EvalSuite:
-    return EvalSuite(endpoint=fake.url, concurrency=3, timeout_seconds=10,
-                     judge=JudgeSpec(model=judge) if judge else None, configurations=list(configs))
+    return EvalSuite(
+        endpoint=fake.url,
+        concurrency=3,
+        timeout_seconds=10,
+        judge=JudgeSpec(model=judge) if judge else None,
+        configurations=list(configs),
+    )
 
 
 ORACLE = EvalConfiguration(name="oracle", model="oracle", solo=True)
@@ -59,7 +76,11 @@ async def test_scores_costs_and_failures_per_item(fake: FakeOpenAI, tmp_path: Pa
     records = got["records"]
     assert got["outcome"].finished == 16 and got["outcome"].errors == 4 and not got["outcome"].interrupted
     assert {k: r.score for k, r in records.items() if k[0] == "oracle"} == {
-        ("oracle", "n1"): 1.0, ("oracle", "n2"): 1.0, ("oracle", "c1"): 1.0, ("oracle", "o1"): 1.0}
+        ("oracle", "n1"): 1.0,
+        ("oracle", "n2"): 1.0,
+        ("oracle", "c1"): 1.0,
+        ("oracle", "o1"): 1.0,
+    }
     assert records[("oracle", "c1")].extracted == "B" and records[("oracle", "n1")].extracted == "4"
     assert all(r.score == 0.0 for k, r in records.items() if k[0] == "wrong")
     # the looper's cost comes from its trace: 4 calls, usage summed over them
@@ -125,8 +146,7 @@ async def test_interrupt_keeps_finished_records(tmp_path: Path) -> None:
     fake = await FakeOpenAI(ANSWERS, slow_seconds=30).start()
     try:
         path = tmp_path / "results.jsonl"
-        suite = EvalSuite(endpoint=fake.url, concurrency=8, configurations=[
-            ORACLE, EvalConfiguration(name="slow", model="slow")])
+        suite = EvalSuite(endpoint=fake.url, concurrency=8, configurations=[ORACLE, EvalConfiguration(name="slow", model="slow")])
         store = ResultStore(path)
         task = asyncio.create_task(Runner(suite, ITEMS, store, progress=False).run())
         # the oracle's four answers land; the slow ones are in flight when the run is cancelled

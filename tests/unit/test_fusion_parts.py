@@ -122,8 +122,7 @@ def test_garbage_is_not_valid_json(text):
     assert parsed.raw == text  # the judge's words are never dropped
 
 
-@pytest.mark.parametrize("text", ['{"summary": "they agree", "score": 3}', "{}", '{"consensus": 5}',
-                                  '{"contradictions": [5]}'])
+@pytest.mark.parametrize("text", ['{"summary": "they agree", "score": 3}', "{}", '{"consensus": 5}', '{"contradictions": [5]}'])
 def test_json_without_the_known_keys_is_a_schema_mismatch(text):
     parsed = parse_analysis(text)
     assert parsed.status == "judge_schema_mismatch" and parsed.analysis is None and parsed.raw == text
@@ -187,8 +186,16 @@ def test_merge_does_not_mutate_layers():
 
 
 def ctx(policy, candidates=(), timeout=42.0, fallback=None, trace_headers=True):
-    return ResolveContext(lookup=policy, candidates=list(candidates), weights={}, default_timeout=timeout, trace_body=True,
-                          trace_headers=trace_headers, facts=policy.facts, fallback_model=fallback)
+    return ResolveContext(
+        lookup=policy,
+        candidates=list(candidates),
+        weights={},
+        default_timeout=timeout,
+        trace_body=True,
+        trace_headers=trace_headers,
+        facts=policy.facts,
+        fallback_model=fallback,
+    )
 
 
 def test_resolve_defaults_from_model_refs(policy):
@@ -219,10 +226,21 @@ def test_resolve_judge_order(policy):
 
 
 def test_resolve_explicit_knobs(policy):
-    merged = merge(FusionSettings, DEFAULTS, FusionSettings(
-        analysis_models=["qwen3-8b", "qwen3-coder"], max_concurrent=1, min_successful_responses=1,
-        panel_timeout_seconds=3, judge_timeout_seconds=4, synthesis_timeout_seconds=5, on_error="fail",
-        cancel_stragglers=False, trace=TraceSettings(body=False)))
+    merged = merge(
+        FusionSettings,
+        DEFAULTS,
+        FusionSettings(
+            analysis_models=["qwen3-8b", "qwen3-coder"],
+            max_concurrent=1,
+            min_successful_responses=1,
+            panel_timeout_seconds=3,
+            judge_timeout_seconds=4,
+            synthesis_timeout_seconds=5,
+            on_error="fail",
+            cancel_stragglers=False,
+            trace=TraceSettings(body=False),
+        ),
+    )
     p = resolve(merged, ctx(policy, timeout=99.0, trace_headers=False))
     assert p.max_concurrent == 1
     assert p.min_successful == 1
@@ -233,15 +251,18 @@ def test_resolve_explicit_knobs(policy):
 
 
 def test_a_quorum_above_the_panel_size_is_refused(policy):
-    merged = merge(FusionSettings, DEFAULTS, FusionSettings(analysis_models=["qwen3-8b", "qwen3-coder"], min_successful_responses=99))
+    merged = merge(
+        FusionSettings, DEFAULTS, FusionSettings(analysis_models=["qwen3-8b", "qwen3-coder"], min_successful_responses=99)
+    )
     with pytest.raises(OpenAIError) as info:
         resolve(merged, ctx(policy))
     assert info.value.status == 400 and info.value.param == "min_successful_responses" and "only 2" in info.value.message
 
 
 def test_round_timeout_seconds_is_the_panel_budget(policy):
-    merged = merge(FusionSettings, DEFAULTS, FusionSettings(analysis_models=["qwen3-8b"], round_timeout_seconds=7,
-                                                            panel_timeout_seconds=3))
+    merged = merge(
+        FusionSettings, DEFAULTS, FusionSettings(analysis_models=["qwen3-8b"], round_timeout_seconds=7, panel_timeout_seconds=3)
+    )
     assert resolve(merged, ctx(policy)).panel_timeout == 7
 
 
@@ -270,8 +291,18 @@ def test_parse_plugin_disabled(policy):
 
 
 def test_parse_plugin_keeps_only_the_fields_set(policy):
-    o = parse_plugins([{"id": "openrouter:fusion", "analysis_models": ["qwen3-8b", "qwen3-coder"], "temperature": 0.4,
-                        "max_tool_calls": 2, "preset": "x"}], policy)
+    o = parse_plugins(
+        [
+            {
+                "id": "openrouter:fusion",
+                "analysis_models": ["qwen3-8b", "qwen3-coder"],
+                "temperature": 0.4,
+                "max_tool_calls": 2,
+                "preset": "x",
+            }
+        ],
+        policy,
+    )
     assert o.algorithm == "fusion" and o.candidates == ["qwen3-8b", "qwen3-coder"]
     s = o.settings
     assert isinstance(s, FusionSettings)
@@ -330,19 +361,31 @@ def test_parse_plugin_rejects_aliases_and_unknown_models(policy, plugin, param):
 CONVERSATION = [
     {"role": "system", "content": "You are helpful."},
     {"role": "developer", "content": "Prefer metric units."},
-    {"role": "user", "content": [
-        {"type": "text", "text": "What is in this picture"},
-        {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}},
-        {"type": "text", "text": "and what is the weather there?"},
-    ]},
-    {"role": "assistant", "content": None, "tool_calls": [
-        {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}},
-        {"id": "call_2", "type": "function", "function": {"name": "get_time", "arguments": "{}"}},
-    ]},
+    {
+        "role": "user",
+        "content": [
+            {"type": "text", "text": "What is in this picture"},
+            {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}},
+            {"type": "text", "text": "and what is the weather there?"},
+        ],
+    },
+    {
+        "role": "assistant",
+        "content": None,
+        "tool_calls": [
+            {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}},
+            {"id": "call_2", "type": "function", "function": {"name": "get_time", "arguments": "{}"}},
+        ],
+    },
     {"role": "tool", "tool_call_id": "call_1", "content": "18C, sunny"},
     {"role": "tool", "tool_call_id": "call_2", "content": [{"type": "text", "text": "14:00"}]},
-    {"role": "assistant", "content": "Checking once more.", "tool_calls": [
-        {"id": "call_3", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Lyon"}'}}]},
+    {
+        "role": "assistant",
+        "content": "Checking once more.",
+        "tool_calls": [
+            {"id": "call_3", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Lyon"}'}}
+        ],
+    },
     {"role": "function", "name": "get_weather", "content": "20C"},
     {"role": "assistant", "content": "Paris: 18C and sunny."},
 ]
@@ -351,7 +394,7 @@ CONVERSATION = [
 def test_text_history_flattens_tools_and_parts():
     before = copy.deepcopy(CONVERSATION)
     out = text_history(CONVERSATION)
-    assert CONVERSATION == before  # the client's messages are not touched
+    assert before == CONVERSATION  # the client's messages are not touched
     assert out == [
         {"role": "system", "content": "You are helpful."},
         {"role": "system", "content": "Prefer metric units."},

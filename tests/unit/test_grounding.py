@@ -59,10 +59,10 @@ def test_evidence_is_tool_results_and_documents_in_system_or_user_messages():
     msgs = [
         {"role": "system", "content": "You are helpful."},
         {"role": "user", "content": "Question?\n<document>The sky is blue.</document>"},
-        {"role": "tool", "tool_call_id": "c1", "content": "{\"temp\": 4}"},
+        {"role": "tool", "tool_call_id": "c1", "content": '{"temp": 4}'},
         {"role": "user", "content": "Context:\nWater boils at 100 C."},
     ]
-    assert evidence_texts(msgs) == ["The sky is blue.", "{\"temp\": 4}", "Water boils at 100 C."]
+    assert evidence_texts(msgs) == ["The sky is blue.", '{"temp": 4}', "Water boils at 100 C."]
     assert evidence_texts([{"role": "user", "content": "no documents here"}]) == []
 
 
@@ -133,7 +133,10 @@ async def test_context_reference_scores_each_answer_and_filter_drops_the_contrad
     assert t.status == "applied" and t.reference == "context" and t.pairs == 2
     by = {a.model: a for a in t.answers}
     assert by["good"].action == "kept" and by["bad"].action == "dropped" and "min_score" in by["bad"].reason
-    assert by["bad"].contradicted_claims[0].claim == "It is 25 C and sunny." and by["bad"].contradicted_claims[0].against == "context"
+    assert (
+        by["bad"].contradicted_claims[0].claim == "It is 25 C and sunny."
+        and by["bad"].contradicted_claims[0].against == "context"
+    )
     assert not out.keep("bad") and out.keep("good")
 
 
@@ -141,7 +144,9 @@ async def test_hybrid_without_context_uses_the_panel_and_weight_notes_the_judge(
     enc = FakeEncoders({"Sydney is the capital.": C, "Canberra is the capital.": E})
     g = GroundingSettings(enabled=True)  # hybrid, weight
     msgs = [{"role": "user", "content": "capital of Australia?"}]
-    out = await ground(enc, g, [("a", "Canberra is the capital."), ("b", "Canberra is the capital."), ("c", "Sydney is the capital.")], msgs)
+    out = await ground(
+        enc, g, [("a", "Canberra is the capital."), ("b", "Canberra is the capital."), ("c", "Sydney is the capital.")], msgs
+    )
     assert out.trace.reference == "panel" and out.trace.pairs == 6
     assert "contradicted claims: Sydney is the capital." in out.note("c") and "groundedness" in out.note("a")
     assert {a.model: a.action for a in out.trace.answers} == {"a": "weighted", "b": "weighted", "c": "weighted"}
@@ -162,8 +167,12 @@ async def test_a_slow_entailment_model_is_a_per_request_skip_or_failure():
 
 
 async def test_a_missing_model_is_a_skip_with_its_reason():
-    out = await ground(FakeEncoders(fail=ModelUnavailable("model 'nli': gone")), GroundingSettings(enabled=True),
-                       [("a", "A b c."), ("b", "D e f.")], [{"role": "user", "content": "q"}])
+    out = await ground(
+        FakeEncoders(fail=ModelUnavailable("model 'nli': gone")),
+        GroundingSettings(enabled=True),
+        [("a", "A b c."), ("b", "D e f.")],
+        [{"role": "user", "content": "q"}],
+    )
     assert out.trace.status == "skipped" and out.trace.reason.startswith("model_unavailable") and "nli" in out.trace.reason
 
 
@@ -176,18 +185,30 @@ def fusion_config(ports: dict[str, int], grounding: dict[str, Any], models_dir: 
         "backends": [{"name": f"b-{n}", "endpoint": f"http://127.0.0.1:{p}"} for n, p in ports.items()],
         "models": [{"name": n, "backend": f"b-{n}"} for n in ports],
         "default_model": "judge",
-        "routing": {"decisions": [{"name": "grounded", "priority": 10, "modelRefs": [{"model": "right"}, {"model": "wrong"}],
-                                   "algorithm": {"type": "fusion", "fusion": {
-                                       "model": "judge", "analysis_models": ["right", "right2", "wrong"], "grounding": grounding}}}]},
+        "routing": {
+            "decisions": [
+                {
+                    "name": "grounded",
+                    "priority": 10,
+                    "modelRefs": [{"model": "right"}, {"model": "wrong"}],
+                    "algorithm": {
+                        "type": "fusion",
+                        "fusion": {"model": "judge", "analysis_models": ["right", "right2", "wrong"], "grounding": grounding},
+                    },
+                }
+            ]
+        },
     }
 
 
 @pytest.fixture
 async def panel() -> AsyncIterator[dict[str, Any]]:
-    specs = [SimBackendSpec(name="b-right", models=["right"], fixed_answer="Oslo has 4 degrees Celsius and light rain."),
-             SimBackendSpec(name="b-right2", models=["right2"], fixed_answer="It is 4 degrees Celsius in Oslo, with light rain."),
-             SimBackendSpec(name="b-wrong", models=["wrong"], fixed_answer="It is 25 degrees Celsius and sunny in Oslo."),
-             SimBackendSpec(name="b-judge", models=["judge"], mode="judge_json")]
+    specs = [
+        SimBackendSpec(name="b-right", models=["right"], fixed_answer="Oslo has 4 degrees Celsius and light rain."),
+        SimBackendSpec(name="b-right2", models=["right2"], fixed_answer="It is 4 degrees Celsius in Oslo, with light rain."),
+        SimBackendSpec(name="b-wrong", models=["wrong"], fixed_answer="It is 25 degrees Celsius and sunny in Oslo."),
+        SimBackendSpec(name="b-judge", models=["judge"], mode="judge_json"),
+    ]
     async with running_backends(specs) as backends:
         yield {b.name.removeprefix("b-"): b for b in backends}
 
@@ -198,10 +219,17 @@ def needs_models() -> None:
 
 
 async def run_fusion(app: App) -> tuple[dict[str, Any], list[Any]]:
-    raw = {"model": "auto", "messages": [
-        {"role": "user", "content": "What is the weather in Oslo?"},
-        {"role": "assistant", "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "weather", "arguments": "{}"}}]},
-        {"role": "tool", "tool_call_id": "c1", "content": "Oslo: 4 degrees Celsius, light rain."}]}
+    raw = {
+        "model": "auto",
+        "messages": [
+            {"role": "user", "content": "What is the weather in Oslo?"},
+            {
+                "role": "assistant",
+                "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "weather", "arguments": "{}"}}],
+            },
+            {"role": "tool", "tool_call_id": "c1", "content": "Oslo: 4 degrees Celsius, light rain."},
+        ],
+    }
     state = RequestState(policy=app.policy, body=bytearray(orjson.dumps(raw)))
     action = await handle(app, state)
     return orjson.loads(action.body), []  # type: ignore[union-attr]
@@ -211,7 +239,9 @@ async def test_fusion_filter_drops_the_member_that_contradicts_the_tool_result(p
     needs_models()
     from router.signals.runtime import build_runtime
 
-    cfg = parse_config(fusion_config({n: b.port for n, b in panel.items()}, {"enabled": True, "policy": "filter", "on_error": "fail"}))
+    cfg = parse_config(
+        fusion_config({n: b.port for n, b in panel.items()}, {"enabled": True, "policy": "filter", "on_error": "fail"})
+    )
     runtime = build_runtime(cfg)
     assert runtime is not None  # grounding makes the runtime exist even with no ML signal
     app = App.from_config(cfg, runtime=runtime)
@@ -223,9 +253,16 @@ async def test_fusion_filter_drops_the_member_that_contradicts_the_tool_result(p
         await app.loopers.close()
     g = body["fusion"]["grounding"]
     assert g["status"] == "applied" and g["reference"] == "context"
-    assert REGISTRY.get_sample_value("fusion_router_grounding_total", {"decision": "grounded", "status": "applied", "reason": ""}) >= 1
-    assert REGISTRY.get_sample_value("fusion_router_grounding_answers_total",
-                                     {"decision": "grounded", "result": "dropped", "kind": "contradicted"}) >= 1
+    assert (
+        REGISTRY.get_sample_value("fusion_router_grounding_total", {"decision": "grounded", "status": "applied", "reason": ""})
+        >= 1
+    )
+    assert (
+        REGISTRY.get_sample_value(
+            "fusion_router_grounding_answers_total", {"decision": "grounded", "result": "dropped", "kind": "contradicted"}
+        )
+        >= 1
+    )
     by = {a["model"]: a for a in g["answers"]}
     assert by["wrong"]["action"] == "dropped" and by["wrong"]["contradicted_claims"]
     assert by["right"]["action"] == "kept" and by["right"]["score"] > by["wrong"]["score"]
@@ -263,7 +300,11 @@ async def test_annotate_passes_the_same_notes_without_the_weighting_instruction(
     from router.looper.grounding import ANNOTATE_NOTE, WEIGHT_NOTE
 
     enc = FakeEncoders({"Sydney is the capital.": C})
-    out = await ground(enc, GroundingSettings(enabled=True, policy="annotate"),
-                       [("a", "Canberra is the capital."), ("c", "Sydney is the capital.")], [{"role": "user", "content": "q"}])
+    out = await ground(
+        enc,
+        GroundingSettings(enabled=True, policy="annotate"),
+        [("a", "Canberra is the capital."), ("c", "Sydney is the capital.")],
+        [{"role": "user", "content": "q"}],
+    )
     assert "contradicted claims: Sydney is the capital." in out.note("c")
     assert WEIGHT_NOTE.startswith(ANNOTATE_NOTE) and "Trust" not in ANNOTATE_NOTE

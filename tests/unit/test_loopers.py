@@ -40,11 +40,15 @@ def config(ports: dict[str, int], decisions: list[dict[str, Any]], **looper: Any
     return {
         "global": {"integrations": {"looper": {"timeout_seconds": 10, **looper}}},
         "backends": [{"name": f"b-{n}", "endpoint": f"http://127.0.0.1:{p}"} for n, p in ports.items()],
-        "models": [{"name": n, "backend": f"b-{n}", "param_size": size}
-                   for n, size in zip(ports, ("0.1b", "1b", "8b", "70b", "3b", "2b", "1b", "30b"))],
+        "models": [
+            {"name": n, "backend": f"b-{n}", "param_size": size}
+            for n, size in zip(ports, ("0.1b", "1b", "8b", "70b", "3b", "2b", "1b", "30b"))
+        ],
         "default_model": "small",
-        "routing": {"signals": {"keywords": [{"name": kw, "keywords": [kw]} for kw in ("escalate", "rounds", "gated", "fused")]},
-                    "decisions": decisions},
+        "routing": {
+            "signals": {"keywords": [{"name": kw, "keywords": [kw]} for kw in ("escalate", "rounds", "gated", "fused")]},
+            "decisions": decisions,
+        },
     }
 
 
@@ -76,9 +80,13 @@ def events(chunks: list[bytes]) -> list[Any]:
 
 
 def confidence_decision(**settings: Any) -> dict[str, Any]:
-    return {"name": "cascade", "priority": 10, "rules": {"type": "keyword", "name": "escalate"},
-            "modelRefs": [{"model": "large"}, {"model": "small"}, {"model": "medium"}],
-            "algorithm": {"type": "confidence", "confidence": {"threshold": 0.9, **settings}}}
+    return {
+        "name": "cascade",
+        "priority": 10,
+        "rules": {"type": "keyword", "name": "escalate"},
+        "modelRefs": [{"model": "large"}, {"model": "small"}, {"model": "medium"}],
+        "algorithm": {"type": "confidence", "confidence": {"threshold": 0.9, **settings}},
+    }
 
 
 # --------------------------------------------------------------------------- confidence math
@@ -109,12 +117,15 @@ def test_no_logprobs_is_no_evidence_not_zero():
     assert from_logprobs(None, "hybrid").value is None and from_logprobs([], "avg_logprob").reason == "no_logprobs"
 
 
-@pytest.mark.parametrize(("text", "value"), [
-    ('{"confidence": 0.83, "reason": "ok"}', 0.83),
-    ('Sure! {"confidence": 1.7}', 1.0),
-    ("I'd say 0.4", 0.4),
-    ("no idea", None),
-])
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [
+        ('{"confidence": 0.83, "reason": "ok"}', 0.83),
+        ('Sure! {"confidence": 1.7}', 1.0),
+        ("I'd say 0.4", 0.4),
+        ("no idea", None),
+    ],
+)
 def test_self_verification_verdicts(text, value):
     got = parse_verdict(text).value
     assert got == (pytest.approx(value) if value is not None else None)
@@ -167,20 +178,26 @@ def test_every_algorithm_is_reachable_from_schema_slugs_and_plugins():
 
 async def test_confidence_escalates_until_an_answer_clears_the_threshold(sims):
     app = App.from_config(parse_config(config(ports(sims), [confidence_decision()])))
-    state, action = await ask(app, "escalate please")
+    _, action = await ask(app, "escalate please")
     body = orjson.loads(action.body)
     trace = body["confidence"]
     assert trace["escalation_order"] == ["small", "medium", "large"]  # by declared size, not file order
     assert [(a["model"], a["accepted"], a["reason"]) for a in trace["attempts"]] == [
-        ("small", False, "below_threshold"), ("medium", False, "below_threshold"), ("large", True, "above_threshold")]
+        ("small", False, "below_threshold"),
+        ("medium", False, "below_threshold"),
+        ("large", True, "above_threshold"),
+    ]
     assert trace["attempts"][0]["confidence"] == pytest.approx(0.3, abs=1e-3)
     assert trace["accepted_model"] == "large" and trace["outcome"] == "accepted"
     assert body["choices"][0]["message"]["content"].startswith("[large@b-large]")
     assert body["usage"]["total_tokens"] == sum(a["usage"]["total_tokens"] for a in trace["attempts"])
     assert action.headers["x-vsr-selected-model"] == "large" and action.headers["x-vsr-looper-outcome"] == "accepted"
     # every tier was asked for logprobs
-    assert all(r["body"]["logprobs"] is True and r["body"]["top_logprobs"] == 2 for n in ("small", "medium", "large")
-               for r in sims[n].requests)
+    assert all(
+        r["body"]["logprobs"] is True and r["body"]["top_logprobs"] == 2
+        for n in ("small", "medium", "large")
+        for r in sims[n].requests
+    )
     await app.close()
 
 
@@ -201,8 +218,12 @@ async def test_a_tier_that_is_down_is_skipped_or_fails_the_run(sims):
     _, action = await ask(app, "escalate")
     trace = orjson.loads(action.body)["confidence"]
     assert [a["reason"] for a in trace["attempts"]] == ["failed:http_503", "above_threshold"]
-    assert trace["failed_models"][0] == {"model": "down", "stage": "tier1", "reason": "http_503",
-                                         "error": trace["failed_models"][0]["error"]}
+    assert trace["failed_models"][0] == {
+        "model": "down",
+        "stage": "tier1",
+        "reason": "http_503",
+        "error": trace["failed_models"][0]["error"],
+    }
     decision["algorithm"]["confidence"]["on_error"] = "fail"
     app2 = App.from_config(parse_config(config(ports(sims), [decision])))
     _, action = await ask(app2, "escalate")
@@ -260,9 +281,13 @@ async def test_confidence_streams_progress_then_the_accepted_answer(sims):
 
 
 def remom_decision(**settings: Any) -> dict[str, Any]:
-    return {"name": "rounds", "priority": 10, "rules": {"type": "keyword", "name": "rounds"},
-            "modelRefs": [{"model": "small"}, {"model": "medium"}],
-            "algorithm": {"type": "remom", "remom": {"breadth_schedule": [3, 2], "include_intermediate_responses": True, **settings}}}
+    return {
+        "name": "rounds",
+        "priority": 10,
+        "rules": {"type": "keyword", "name": "rounds"},
+        "modelRefs": [{"model": "small"}, {"model": "medium"}],
+        "algorithm": {"type": "remom", "remom": {"breadth_schedule": [3, 2], "include_intermediate_responses": True, **settings}},
+    }
 
 
 async def test_remom_rounds_see_the_previous_round_then_synthesize(sims):
@@ -321,9 +346,19 @@ async def test_remom_with_every_round_call_down_is_a_502(sims):
 
 
 def gated_decision(gate_model: str, **gate: Any) -> dict[str, Any]:
-    return {"name": "adaptive", "priority": 10, "rules": {"type": "keyword", "name": "gated"},
-            "algorithm": {"type": "fusion", "fusion": {"model": "judge", "analysis_models": [gate_model, "large"],
-                                                        "gate": {"model": gate_model, "threshold": 0.9, **gate}}}}
+    return {
+        "name": "adaptive",
+        "priority": 10,
+        "rules": {"type": "keyword", "name": "gated"},
+        "algorithm": {
+            "type": "fusion",
+            "fusion": {
+                "model": "judge",
+                "analysis_models": [gate_model, "large"],
+                "gate": {"model": gate_model, "threshold": 0.9, **gate},
+            },
+        },
+    }
 
 
 async def test_a_confident_gate_answers_alone(sims):
@@ -332,7 +367,11 @@ async def test_a_confident_gate_answers_alone(sims):
     body = orjson.loads(action.body)
     trace = body["fusion"]
     assert trace["outcome"] == "gated" and trace["iterations"] == 1
-    assert trace["gate"]["passed"] and trace["gate"]["calls_saved"] == 3 and trace["gate"]["confidence"] == pytest.approx(0.97, abs=1e-3)
+    assert (
+        trace["gate"]["passed"]
+        and trace["gate"]["calls_saved"] == 3
+        and trace["gate"]["confidence"] == pytest.approx(0.97, abs=1e-3)
+    )
     assert body["choices"][0]["message"]["content"].startswith("[sure@b-sure]")
     assert not sims["large"].requests and not sims["judge"].requests
     assert action.headers["x-vsr-looper-outcome"] == "gated"
@@ -354,11 +393,14 @@ async def test_an_unsure_gate_runs_the_panel_and_its_answer_is_reused(sims):
 # --------------------------------------------------------------------------- entry paths, bad input
 
 
-@pytest.mark.parametrize(("model", "plugin"), [
-    ("vllm-sr/confidence", None),
-    ("auto", None),
-    ("small", {"id": "confidence", "models": ["small", "large"], "threshold": 0.9}),
-])
+@pytest.mark.parametrize(
+    ("model", "plugin"),
+    [
+        ("vllm-sr/confidence", None),
+        ("auto", None),
+        ("small", {"id": "confidence", "models": ["small", "large"], "threshold": 0.9}),
+    ],
+)
 async def test_confidence_on_every_entry_path(sims, model, plugin):
     app = App.from_config(parse_config(config(ports(sims), [confidence_decision()])))
     extra = {"plugins": [plugin]} if plugin else {}
@@ -386,14 +428,20 @@ async def test_a_looper_decision_without_model_refs_never_crashes(sims):
     assert "modelRefs: a ReMoM decision needs candidate models" in str(info.value)
 
 
-@pytest.mark.parametrize(("algorithm", "problem"), [
-    ({"type": "bogus"}, "algorithm"),
-    ({"type": "remom", "remom": {"breadth_schedule": []}}, "breadth_schedule"),
-    ({"type": "confidence", "confidence": {"threshold": 1.5}}, "threshold"),
-    ({"type": "confidence", "confidence": {"threshold": 0}}, "threshold"),
-    ({"type": "confidence", "confidence": {"hybrid_weights": {"logprob_weight": 0.7, "margin_weight": 0.7}}}, "hybrid_weights"),
-    ({"type": "confidence", "confidence": {"confidence_method": "automix_entailment"}}, "not supported"),
-])
+@pytest.mark.parametrize(
+    ("algorithm", "problem"),
+    [
+        ({"type": "bogus"}, "algorithm"),
+        ({"type": "remom", "remom": {"breadth_schedule": []}}, "breadth_schedule"),
+        ({"type": "confidence", "confidence": {"threshold": 1.5}}, "threshold"),
+        ({"type": "confidence", "confidence": {"threshold": 0}}, "threshold"),
+        (
+            {"type": "confidence", "confidence": {"hybrid_weights": {"logprob_weight": 0.7, "margin_weight": 0.7}}},
+            "hybrid_weights",
+        ),
+        ({"type": "confidence", "confidence": {"confidence_method": "automix_entailment"}}, "not supported"),
+    ],
+)
 def test_bad_looper_settings_are_config_errors_naming_the_field(sims, algorithm, problem):
     decision = confidence_decision()
     decision["algorithm"] = algorithm
@@ -407,7 +455,9 @@ def test_a_confidence_decision_needs_two_candidates(sims):
     decision["modelRefs"] = [{"model": "large"}]
     with pytest.raises(Exception) as info:
         parse_config(config(ports(sims), [decision]))
-    assert "routing.decisions[0].algorithm.confidence.modelRefs: a confidence decision needs at least two models" in str(info.value)
+    assert "routing.decisions[0].algorithm.confidence.modelRefs: a confidence decision needs at least two models" in str(
+        info.value
+    )
 
 
 async def test_cancelling_a_stream_cancels_the_in_flight_calls(sims):

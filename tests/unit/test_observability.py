@@ -28,14 +28,13 @@ from router.config.schema import TracingSettings
 from router.decisions.policy import compile_policy
 from router.extproc.server import SERVICE_NAME
 from router.extproc.stream import Phases
-from router.observability import metrics as M
 from router.looper.fusion import FusionTrace, GateTrace, Quorum
 from router.looper.trace import FailedModel, TraceError
-from router.observability import record
-from router.observability import tracing
-from router.openai.types import Usage
+from router.observability import metrics as M
+from router.observability import record, tracing
 from router.observability.admin import build_admin
 from router.observability.logging import REDACTED, configure_logging, redact_secrets
+from router.openai.types import Usage
 from router.reload import POLL_ENV, ConfigWatcher, poll_interval
 from router.serve import drain
 from router.signals.base import SignalResult
@@ -61,9 +60,7 @@ def value(name: str, /, **labels: str) -> float:
 
 class Delta:
     def __init__(self) -> None:
-        self.before = {
-            (s.name, tuple(sorted(s.labels.items()))): s.value for fam in REGISTRY.collect() for s in fam.samples
-        }
+        self.before = {(s.name, tuple(sorted(s.labels.items()))): s.value for fam in REGISTRY.collect() for s in fam.samples}
 
     def __call__(self, name: str, /, **labels: str) -> float:
         return value(name, **labels) - self.before.get((name, tuple(sorted(labels.items()))), 0.0)
@@ -149,10 +146,14 @@ def test_request_done_logs_looper_and_error_decision_points(logs):
 
 def test_signals_done_records_latency_matches_and_errors():
     d = Delta()
-    record.signals_done("auto", {
-        "keyword:a": SignalResult("keyword", "obs_a", True, latency_ms=0.4),
-        "pii:b": SignalResult("pii", "obs_b", False, latency_ms=12.0, error="timeout"),
-    }, 12.5)
+    record.signals_done(
+        "auto",
+        {
+            "keyword:a": SignalResult("keyword", "obs_a", True, latency_ms=0.4),
+            "pii:b": SignalResult("pii", "obs_b", False, latency_ms=12.0, error="timeout"),
+        },
+        12.5,
+    )
     assert d("fusion_router_signals_and_decision_ms_count", entry="auto") == 1
     assert d("fusion_router_signal_latency_ms_count", type="keyword", name="obs_a") == 1
     assert d("fusion_router_signal_latency_ms_sum", type="pii", name="obs_b") == pytest.approx(12.0)
@@ -175,13 +176,24 @@ def test_upstream_call_ttft_only_when_streamed_and_tokens_by_direction():
 
 
 def _fusion_trace(**kw: object) -> FusionTrace:
-    base = {"algorithm": "fusion", "decision": "obs_decision", "outcome": "fused", "iterations": 4, "answered_models": [],
-            "failed_models": [FailedModel(model="obs-p1", stage="panel", reason="http_503", error="x"),
-                              FailedModel(model="obs-p2", stage="panel", reason="timeout", error="y")],
-            "latency_ms": {"panel": 1500.0, "judge": 250.0, "synthesis": 750.0, "total": 2500.0},
-            "usage": {"panel": Usage(prompt_tokens=10, completion_tokens=5, total_tokens=15)},
-            "judge_model": "j", "analysis_models": ["obs-p1", "obs-p2", "obs-p3"], "prompt_version": "fusion-v1",
-            "analysis_status": "judge_not_valid_json", "quorum": Quorum(wanted=3, got=1)}
+    base = {
+        "algorithm": "fusion",
+        "decision": "obs_decision",
+        "outcome": "fused",
+        "iterations": 4,
+        "answered_models": [],
+        "failed_models": [
+            FailedModel(model="obs-p1", stage="panel", reason="http_503", error="x"),
+            FailedModel(model="obs-p2", stage="panel", reason="timeout", error="y"),
+        ],
+        "latency_ms": {"panel": 1500.0, "judge": 250.0, "synthesis": 750.0, "total": 2500.0},
+        "usage": {"panel": Usage(prompt_tokens=10, completion_tokens=5, total_tokens=15)},
+        "judge_model": "j",
+        "analysis_models": ["obs-p1", "obs-p2", "obs-p3"],
+        "prompt_version": "fusion-v1",
+        "analysis_status": "judge_not_valid_json",
+        "quorum": Quorum(wanted=3, got=1),
+    }
     return FusionTrace(**{**base, **kw})
 
 
@@ -198,8 +210,12 @@ def test_fusion_done_stages_failures_analysis_quorum():
     # Fewer answers than min_successful_responses: Fusion went on, and the shortfall is counted.
     assert d("fusion_router_fusion_quorum_failures_total", decision="obs_decision") == 1
     # A run that never reached the judge counts no analysis.
-    failed = _fusion_trace(analysis_status="not_run", outcome="all_panels_failed", quorum=Quorum(wanted=3, got=0),
-                           error=TraceError(stage="panel", reason="all_panels_failed", message="m"))
+    failed = _fusion_trace(
+        analysis_status="not_run",
+        outcome="all_panels_failed",
+        quorum=Quorum(wanted=3, got=0),
+        error=TraceError(stage="panel", reason="all_panels_failed", message="m"),
+    )
     record.fusion_done("obs_decision", failed)
     assert d("fusion_router_fusion_analysis_total", status="not_run") == 0
     assert d("fusion_router_fusion_runs_total", decision="obs_decision", outcome="all_panels_failed") == 1
@@ -222,8 +238,9 @@ def test_gate_outcomes_and_savings_are_counted():
     fused = _fusion_trace(gate=gate, usage={"panel": Usage(total_tokens=1000)})
     assert record.fusion_done("obs_gate", fused) is None
     assert d("fusion_router_fusion_gate_total", decision="obs_gate", result="fused") == 1
-    gated = _fusion_trace(gate=gate.model_copy(update={"passed": True, "calls_saved": 4}), outcome="gated",
-                          usage={"gate": Usage(total_tokens=100)})
+    gated = _fusion_trace(
+        gate=gate.model_copy(update={"passed": True, "calls_saved": 4}), outcome="gated", usage={"gate": Usage(total_tokens=100)}
+    )
     assert record.fusion_done("obs_gate", gated) == 900  # against the running mean of fused runs
     assert d("fusion_router_fusion_gate_total", decision="obs_gate", result="gated") == 1
     assert d("fusion_router_fusion_gate_saved_calls_total", decision="obs_gate") == 4
@@ -256,8 +273,27 @@ def test_in_flight_reads_the_gauge():
 
 def test_metric_label_names_are_bounded():
     # store / op: fixed vocabularies; tenant: only tenants named in global.tenants.policies (a budget needs one).
-    allowed = {"entry", "decision", "model", "response_path", "code", "type", "name", "matched", "outcome",
-               "direction", "stage", "reason", "status", "algorithm", "result", "store", "op", "tenant", "kind"}
+    allowed = {
+        "entry",
+        "decision",
+        "model",
+        "response_path",
+        "code",
+        "type",
+        "name",
+        "matched",
+        "outcome",
+        "direction",
+        "stage",
+        "reason",
+        "status",
+        "algorithm",
+        "result",
+        "store",
+        "op",
+        "tenant",
+        "kind",
+    }
     for obj in vars(M).values():
         if hasattr(obj, "_labelnames"):
             assert set(obj._labelnames) <= allowed, obj
@@ -268,8 +304,13 @@ def test_metric_label_names_are_bounded():
 
 
 def test_redact_secrets_blanks_credentials_at_any_level():
-    event = {"event": "x", "Authorization": "Bearer sk-1", "api_key": "k", "headers": {"x-api-key": "k", "accept": "*/*",
-             "nested": {"cookie": "c"}}, "model": "m1"}
+    event = {
+        "event": "x",
+        "Authorization": "Bearer sk-1",
+        "api_key": "k",
+        "headers": {"x-api-key": "k", "accept": "*/*", "nested": {"cookie": "c"}},
+        "model": "m1",
+    }
     out = redact_secrets(None, "info", event)
     assert out["Authorization"] == REDACTED and out["api_key"] == REDACTED
     assert out["headers"]["x-api-key"] == REDACTED and out["headers"]["accept"] == "*/*"
@@ -311,7 +352,7 @@ def test_tracing_continues_incoming_context_and_injects_it(monkeypatch):
     assert tracing.setup_tracing(TracingSettings(enabled=True, exporter="console", service_name="unit"))
     try:
         trace_id, parent = "1" * 32, "2" * 16
-        with tracing.span("router.request", parent_headers={"traceparent": f"00-{trace_id}-{parent}-01"}, **{"a": 1, "b": None}) as outer:
+        with tracing.span("router.request", parent_headers={"traceparent": f"00-{trace_id}-{parent}-01"}, a=1, b=None) as outer:
             with tracing.span("router.signals"):
                 pass
             # Headers without a trace context do not start a new trace: the span nests under the current one.
@@ -344,16 +385,25 @@ async def _get(app, watcher, path: str) -> tuple[int, Any]:
 
 
 async def test_admin_endpoints():
-    app = SimpleNamespace(draining=False, ready=False, policy=SimpleNamespace(version="3"),
-                          config_status=lambda: {"version": "3", "last_error": None})
+    app = SimpleNamespace(
+        draining=False,
+        ready=False,
+        policy=SimpleNamespace(version="3"),
+        config_status=lambda: {"version": "3", "last_error": None},
+    )
     watcher = SimpleNamespace(status=lambda: {"sha256": "abc", "reloads": {"ok": 2, "error": 0}})
     assert (await _get(app, watcher, "/healthz"))[0] == 200
     assert await _get(app, watcher, "/readyz") == (503, {"status": "starting"})
     app.ready = True
     assert await _get(app, watcher, "/readyz") == (200, {"status": "ready", "config_version": "3"})
     status, body = await _get(app, watcher, "/config")
-    assert status == 200 and body == {"version": "3", "last_error": None, "sha256": "abc",
-                                      "reloads": {"ok": 2, "error": 0}, "draining": False}
+    assert status == 200 and body == {
+        "version": "3",
+        "last_error": None,
+        "sha256": "abc",
+        "reloads": {"ok": 2, "error": 0},
+        "draining": False,
+    }
     status, text = await _get(app, watcher, "/metrics")
     assert status == 200 and "fusion_router_in_flight_streams" in text
     app.draining = True
@@ -485,8 +535,12 @@ async def test_drain_waits_for_in_flight_streams_then_stops():
     await asyncio.wait_for(drain(app, server, servicer, watcher, asyncio.Event()), 30)
     assert task.done() and M.IN_FLIGHT._value.get() == 0  # it waited for the stream, and no longer
     await task
-    assert seen == {"draining": True, "health": health_pb2.HealthCheckResponse.NOT_SERVING,
-                    "health_svc": health_pb2.HealthCheckResponse.NOT_SERVING, "stopped_early": False}
+    assert seen == {
+        "draining": True,
+        "health": health_pb2.HealthCheckResponse.NOT_SERVING,
+        "health_svc": health_pb2.HealthCheckResponse.NOT_SERVING,
+        "stopped_early": False,
+    }
     assert server.stopped_with == 0 and watcher.stopped
     assert value("fusion_router_draining") == 1
     record.draining(False)
@@ -523,8 +577,9 @@ def test_workers_share_the_looper_secret(monkeypatch):
             self.argv = argv
 
     monkeypatch.setattr(serve_mod.subprocess, "Popen", FakePopen)
-    monkeypatch.setattr(serve_mod.sys, "argv", ["fusion-router", "serve", "--workers", "3", "--config", "x.yaml",
-                                                "--grpc-port", "6000"])
+    monkeypatch.setattr(
+        serve_mod.sys, "argv", ["fusion-router", "serve", "--workers", "3", "--config", "x.yaml", "--grpc-port", "6000"]
+    )
     monkeypatch.delenv(serve_mod.LOOPER_SECRET_ENV, raising=False)
     secret = serve_mod._looper_secret()
     assert len(secret) >= 32

@@ -112,8 +112,9 @@ def body_msg(data: bytes, eos: bool = True) -> ep.ProcessingRequest:
     return ep.ProcessingRequest(request_body=ep.HttpBody(body=data, end_of_stream=eos))
 
 
-def post(extra: dict[str, str] | None = None, path: str = "/v1/chat/completions", method: str = "POST",
-         length: int | None = None) -> dict[str, str]:
+def post(
+    extra: dict[str, str] | None = None, path: str = "/v1/chat/completions", method: str = "POST", length: int | None = None
+) -> dict[str, str]:
     h = {":method": method, ":path": path, ":authority": "gw", "content-type": "application/json", "x-request-id": "rid-1"}
     if length is not None:
         h["content-length"] = str(length)
@@ -208,8 +209,9 @@ async def test_coding_decision_inserts_its_system_prompt(app, cfg):
     assert data["messages"] == [{"role": "system", "content": prompt}, {"role": "user", "content": CODING_PROMPT}]
 
     # An existing system message gets the decision's prompt in front of it (mode: insert).
-    body = orjson.dumps({"model": "auto", "messages": [{"role": "system", "content": "Be terse."},
-                                                        {"role": "user", "content": CODING_PROMPT}]})
+    body = orjson.dumps(
+        {"model": "auto", "messages": [{"role": "system", "content": "Be terse."}, {"role": "user", "content": CODING_PROMPT}]}
+    )
     out = await drive(app, [headers_msg(post(), mode=BUFFERED), body_msg(body)])
     data = orjson.loads(out[1][1].request_body.response.body_mutation.body)
     assert data["messages"][0] == {"role": "system", "content": f"{prompt}\n\nBe terse."}
@@ -275,8 +277,7 @@ async def test_streamed_large_body_is_split_into_64k_chunks(app, cfg):
 
 async def test_streamed_body_ended_by_trailers(app, cfg):
     body = chat(text="hello there")
-    out = await drive(app, [headers_msg(post()), body_msg(body, False),
-                            ep.ProcessingRequest(request_trailers=ep.HttpTrailers())])
+    out = await drive(app, [headers_msg(post()), body_msg(body, False), ep.ProcessingRequest(request_trailers=ep.HttpTrailers())])
     kinds = [r.WhichOneof("response") for _, r in out]
     assert kinds == ["request_headers", "request_body", "request_trailers"]
     assert all(fed == 3 for fed, _ in out)
@@ -292,8 +293,9 @@ async def test_streamed_error_is_one_immediate_response(app):
 
 
 async def test_response_phase_messages_get_neutral_answers(app):
-    out = await drive(app, [ep.ProcessingRequest(response_headers=ep.HttpHeaders()),
-                            ep.ProcessingRequest(response_body=ep.HttpBody())])
+    out = await drive(
+        app, [ep.ProcessingRequest(response_headers=ep.HttpHeaders()), ep.ProcessingRequest(response_body=ep.HttpBody())]
+    )
     assert [r.WhichOneof("response") for _, r in out] == ["response_headers", "response_body"]
 
 
@@ -384,14 +386,33 @@ async def test_body_over_max_body_bytes(mode, default_data):
         (b'{"model": "auto", "messages": "hi"}', "invalid_request", "messages"),
         (b'{"model": 7, "messages": [{"role": "user", "content": "hi"}]}', "invalid_request", "model"),
         (b'{"model": "auto", "messages": [{"role": "robot", "content": "hi"}]}', "invalid_request", "messages[0].role"),
-        (b'{"model": "auto", "messages": [{"role": "user", "content": "hi"}], "temperature": "hot"}', "invalid_request", "temperature"),
+        (
+            b'{"model": "auto", "messages": [{"role": "user", "content": "hi"}], "temperature": "hot"}',
+            "invalid_request",
+            "temperature",
+        ),
         (b'{"model": "auto", "messages": [{"role": "user", "content": "hi"}], "stream": "yes"}', "invalid_request", "stream"),
         (b'{"model": "auto", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 0}', "invalid_request", "max_tokens"),
         (b"\xff\xfe{}", "invalid_encoding", None),
         (b'{"model": "auto", "messages": [{"role": "user", "content": "caf\xe9"}]}', "invalid_encoding", None),
     ],
-    ids=["malformed", "blank", "array", "string", "no-messages", "no-model", "empty-messages", "messages-type",
-         "model-type", "role", "temperature", "stream", "max_tokens", "not-utf8", "not-utf8-in-string"],
+    ids=[
+        "malformed",
+        "blank",
+        "array",
+        "string",
+        "no-messages",
+        "no-model",
+        "empty-messages",
+        "messages-type",
+        "model-type",
+        "role",
+        "temperature",
+        "stream",
+        "max_tokens",
+        "not-utf8",
+        "not-utf8-in-string",
+    ],
 )
 async def test_bad_bodies_are_400_with_openai_shape(app, raw, code, param):
     status, body, h = await one_immediate(app, [headers_msg(post(), mode=BUFFERED), body_msg(raw)])
@@ -409,7 +430,7 @@ async def test_bad_content_type_names_the_content_field(app):
 
 
 async def test_unknown_model_is_404(app):
-    status, body, h = await one_immediate(app, [headers_msg(post()), body_msg(chat(model="gpt-17"))])
+    status, body, _ = await one_immediate(app, [headers_msg(post()), body_msg(chat(model="gpt-17"))])
     assert status == 404
     assert_openai_error(body, "model_not_found", "model")
     assert "gpt-17" in body["error"]["message"]
@@ -479,8 +500,11 @@ async def test_another_apps_secret_is_forged(app, cfg):
     other = App.from_config(cfg)
     assert other.looper_secret != app.looper_secret
     phases = Phases(app)
-    await drive(app, [headers_msg(post({"x-vsr-looper-token": other.looper_secret}), mode=BUFFERED),
-                      body_msg(chat(model="qwen3-8b"))], phases)
+    await drive(
+        app,
+        [headers_msg(post({"x-vsr-looper-token": other.looper_secret}), mode=BUFFERED), body_msg(chat(model="qwen3-8b"))],
+        phases,
+    )
     assert not phases.state.internal and phases.state.entry is Entry.MODEL
 
 
@@ -529,7 +553,9 @@ async def test_disabled_fusion_plugin_routes_normally(app, cfg):
 
 
 async def test_auto_with_plugin_but_no_panel_and_no_fusion_match_is_400(app):
-    state = RequestState(policy=app.policy, body=bytearray(chat(model="auto", text="hello", plugins=[{"id": "fusion", "temperature": 0.1}])))
+    state = RequestState(
+        policy=app.policy, body=bytearray(chat(model="auto", text="hello", plugins=[{"id": "fusion", "temperature": 0.1}]))
+    )
     action = await handle(app, state)
     assert isinstance(action, Respond) and action.status == 400
     assert orjson.loads(action.body)["error"]["code"] == "no_fusion_decision_matched"
@@ -558,8 +584,12 @@ async def test_handle_error_keeps_state_consistent(app):
 async def test_header_mutation_plugin(default_data):
     data = copy.deepcopy(default_data)
     general = next(d for d in data["routing"]["decisions"] if d["name"] == "general")
-    general["plugins"] = [{"type": "header_mutation",
-                           "configuration": {"add": [{"name": "X-Tenant", "value": "blue"}], "remove": ["Authorization"]}}]
+    general["plugins"] = [
+        {
+            "type": "header_mutation",
+            "configuration": {"add": [{"name": "X-Tenant", "value": "blue"}], "remove": ["Authorization"]},
+        }
+    ]
     app2 = App.from_config(parse_config(data))
     out = await drive(app2, [headers_msg(post(), mode=BUFFERED), body_msg(chat(text="hello"))])
     mut = out[-1][1].request_body.response.header_mutation
@@ -629,8 +659,7 @@ async def test_draining_refuses_new_client_requests_but_not_looper_sub_calls(app
         assert status == 503
         assert body["error"]["code"] == "router_draining" and body["error"]["type"] == "server_error"
         # An in-flight Fusion run's sub-call (authenticated marker) still gets routed.
-        out = await drive(app, [headers_msg(post({"x-vsr-looper-token": app.looper_secret})),
-                                body_msg(chat(model="qwen3-8b"))])
+        out = await drive(app, [headers_msg(post({"x-vsr-looper-token": app.looper_secret})), body_msg(chat(model="qwen3-8b"))])
         assert out[0][1].WhichOneof("response") == "request_headers"
     finally:
         app.draining = False

@@ -39,15 +39,22 @@ DIGEST = hashlib.sha256(KEY.encode()).hexdigest()
 
 def test_session_key_sources_in_order_scoped_by_tenant_and_hashed():
     s = SessionSettings()
-    raw = {"messages": [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hi"}],
-           "user": "u-1", "metadata": {"session_id": "conv-9"}}
+    raw = {
+        "messages": [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hi"}],
+        "user": "u-1",
+        "metadata": {"session_id": "conv-9"},
+    }
     k = session_key(s, {"x-session-id": "abc"}, raw, None)
     assert k is not None and k.source == "header" and "abc" not in k.digest and len(k.digest) == 64
     assert session_key(s, {}, raw, None).source == "metadata"
     assert session_key(s, {}, {**raw, "metadata": {}}, None).source == "user"
     first = session_key(s, {}, {"messages": raw["messages"]}, None)
-    later = session_key(s, {}, {"messages": [*raw["messages"], {"role": "assistant", "content": "hello"},
-                                             {"role": "user", "content": "more"}]}, None)
+    later = session_key(
+        s,
+        {},
+        {"messages": [*raw["messages"], {"role": "assistant", "content": "hello"}, {"role": "user", "content": "more"}]},
+        None,
+    )
     assert first.source == "first_turns" and first.digest == later.digest  # the same conversation on every turn
     assert session_key(s, {"x-session-id": "abc"}, raw, "acme").digest != k.digest  # tenants never share sessions
     assert session_key(SessionSettings(key_from=["header"]), {}, raw, None) is None
@@ -96,22 +103,41 @@ def config(sims: dict[str, Any], decisions: list[dict[str, Any]], **global_: Any
         "backends": [{"name": f"b-{n}", "endpoint": f"http://127.0.0.1:{b.port}"} for n, b in sims.items()],
         "models": [{"name": n, "backend": f"b-{n}"} for n in sims],
         "default_model": "small",
-        "routing": {"signals": {"keywords": [{"name": kw, "keywords": [kw]} for kw in ("urgent", "attack", "fuse")],
-                                "tenants": [{"name": "paid", "tenants": ["acme"]}]},
-                    "decisions": decisions},
+        "routing": {
+            "signals": {
+                "keywords": [{"name": kw, "keywords": [kw]} for kw in ("urgent", "attack", "fuse")],
+                "tenants": [{"name": "paid", "tenants": ["acme"]}],
+            },
+            "decisions": decisions,
+        },
     }
 
 
-CHAT = {"name": "chat", "priority": 10, "modelRefs": [{"model": "small"}, {"model": "medium"}],
-        "algorithm": {"type": "weighted"}, "session_affinity": True}
-URGENT = {"name": "urgent", "priority": 20, "rules": {"type": "keyword", "name": "urgent"}, "modelRefs": [{"model": "large"}],
-          "session_affinity": True}
-BLOCK = {"name": "guard", "priority": 100, "rules": {"type": "keyword", "name": "attack"},
-         "plugins": [{"type": "block", "configuration": {"status": 403}}]}
+CHAT = {
+    "name": "chat",
+    "priority": 10,
+    "modelRefs": [{"model": "small"}, {"model": "medium"}],
+    "algorithm": {"type": "weighted"},
+    "session_affinity": True,
+}
+URGENT = {
+    "name": "urgent",
+    "priority": 20,
+    "rules": {"type": "keyword", "name": "urgent"},
+    "modelRefs": [{"model": "large"}],
+    "session_affinity": True,
+}
+BLOCK = {
+    "name": "guard",
+    "priority": 100,
+    "rules": {"type": "keyword", "name": "attack"},
+    "plugins": [{"type": "block", "configuration": {"status": 403}}],
+}
 
 
-async def ask(app: App, text: str | list[dict[str, Any]], model: str = "auto", headers: dict[str, str] | None = None,
-              **body: Any) -> tuple[RequestState, Any]:
+async def ask(
+    app: App, text: str | list[dict[str, Any]], model: str = "auto", headers: dict[str, str] | None = None, **body: Any
+) -> tuple[RequestState, Any]:
     messages = [{"role": "user", "content": text}] if isinstance(text, str) else text
     raw = {"model": model, "messages": messages, **body}
     state = RequestState(policy=app.policy, body=bytearray(orjson.dumps(raw)), headers=dict(headers or {}), request_id="t")
@@ -160,19 +186,27 @@ async def test_without_affinity_or_key_every_turn_is_drawn_again(sims):
     app2 = App.from_config(parse_config(config(sims, [URGENT, CHAT], sessions={"key_from": ["header"]})))
     seen = {(await ask(app2, "hi"))[0].model.name for _ in range(30)}
     assert seen == {"small", "medium"}  # no session id: nothing to keep
-    state, action = await ask(app2, "hi", headers={"x-session-id": "bad id with spaces"})
+    _, action = await ask(app2, "hi", headers={"x-session-id": "bad id with spaces"})
     assert action.status == 400 and orjson.loads(action.body)["error"]["code"] == "invalid_session_id"
     await app.close()
     await app2.close()
 
 
 def test_session_affinity_on_a_looper_decision_is_a_config_error(sims):
-    fused = {"name": "f", "modelRefs": [{"model": "small"}], "algorithm": {"type": "fusion", "fusion": {"model": "judge"}},
-             "session_affinity": True}
+    fused = {
+        "name": "f",
+        "modelRefs": [{"model": "small"}],
+        "algorithm": {"type": "fusion", "fusion": {"model": "judge"}},
+        "session_affinity": True,
+    }
     with pytest.raises(ConfigError) as err:
         parse_config(config(sims, [fused]))
-    assert err.value.problems == [("routing.decisions[0].session_affinity: a looper decision runs several models; "
-                                   "session affinity pins the model of routing decisions only")]
+    assert err.value.problems == [
+        (
+            "routing.decisions[0].session_affinity: a looper decision runs several models; "
+            "session affinity pins the model of routing decisions only"
+        )
+    ]
     with pytest.raises(ConfigError) as err:
         parse_config(config(sims, [CHAT], sessions={"store": "redis"}))
     assert err.value.problems == ["global.sessions.store: redis needs global.redis (address: host:port)"]
@@ -181,9 +215,13 @@ def test_session_affinity_on_a_looper_decision_is_a_config_error(sims):
 # --------------------------------------------------------------------------- tenants
 
 
-TENANTS = {"api_keys": [{"sha256": DIGEST, "tenant": "acme"}],
-           "policies": [{"name": "acme", "models": ["small", "medium", "judge"], "loopers": ["fusion"]},
-                        {"name": "beta", "models": ["large"], "loopers": []}]}
+TENANTS = {
+    "api_keys": [{"sha256": DIGEST, "tenant": "acme"}],
+    "policies": [
+        {"name": "acme", "models": ["small", "medium", "judge"], "loopers": ["fusion"]},
+        {"name": "beta", "models": ["large"], "loopers": []},
+    ],
+}
 
 
 def test_tenant_identification():
@@ -191,8 +229,10 @@ def test_tenant_identification():
     assert identify(t, {"authorization": f"Bearer {KEY}"}) == "acme"
     assert identify(t, {"authorization": "Bearer other"}) is None
     assert identify(t, {"x-vsr-tenant": "beta", "authorization": f"Bearer {KEY}"}) == "beta"  # Envoy's header wins
-    for headers, status, code in (({"x-vsr-tenant": "nobody"}, 403, "unknown_tenant"),
-                                  ({"x-vsr-tenant": "bad name!"}, 400, "invalid_tenant")):
+    for headers, status, code in (
+        ({"x-vsr-tenant": "nobody"}, 403, "unknown_tenant"),
+        ({"x-vsr-tenant": "bad name!"}, 400, "invalid_tenant"),
+    ):
         with pytest.raises(OpenAIError) as err:
             identify(t, headers)
         assert (err.value.status, err.value.code) == (status, code)
@@ -203,8 +243,10 @@ def test_tenant_identification():
     assert identify(TenantSettings.model_validate({**TENANTS, "default_tenant": "beta"}), {}) == "beta"
 
 
-@pytest.mark.parametrize(("digest", "fragment"), [("abc", "expected a sha256 digest"), ("g" * 64, "expected a sha256 digest"),
-                                                  (DIGEST + "0", "expected a sha256 digest")])
+@pytest.mark.parametrize(
+    ("digest", "fragment"),
+    [("abc", "expected a sha256 digest"), ("g" * 64, "expected a sha256 digest"), (DIGEST + "0", "expected a sha256 digest")],
+)
 def test_a_malformed_digest_is_a_config_error_naming_the_field(sims, digest, fragment):
     with pytest.raises(ConfigError) as err:
         parse_config(config(sims, [CHAT], tenants={"api_keys": [{"sha256": digest, "tenant": "acme"}]}))
@@ -218,18 +260,31 @@ def test_tenant_config_cross_checks(sims):
         parse_config(config(sims, [CHAT], tenants=bad))
     assert err.value.problems == [
         "global.tenants.policies[0].models[0]: unknown model 'nope' (expected one of ['judge', 'large', 'medium', 'small'])",
-        f"global.tenants.policies[0].loopers[0]: unknown looper algorithm 'ratings' (expected one of {sorted(ALGORITHMS)})"]
-    fused = {"name": "f", "modelRefs": [{"model": "small"}],
-             "algorithm": {"type": "fusion", "fusion": {"model": "judge", "max_completion_tokens": 500}}}
+        f"global.tenants.policies[0].loopers[0]: unknown looper algorithm 'ratings' (expected one of {sorted(ALGORITHMS)})",
+    ]
+    fused = {
+        "name": "f",
+        "modelRefs": [{"model": "small"}],
+        "algorithm": {"type": "fusion", "fusion": {"model": "judge", "max_completion_tokens": 500}},
+    }
     with pytest.raises(ConfigError) as err:
         parse_config(config(sims, [fused], tenants={"policies": [{"name": "acme", "tokens_per_minute": 100}]}))
-    assert err.value.problems == [("global.tenants.policies[0].tokens_per_minute: 100 is below one call's max_completion_tokens "
-                                   "(500) of routing.decisions[0] ('f'); no request of that decision could ever fit")]
+    assert err.value.problems == [
+        (
+            "global.tenants.policies[0].tokens_per_minute: 100 is below one call's max_completion_tokens "
+            "(500) of routing.decisions[0] ('f'); no request of that decision could ever fit"
+        )
+    ]
 
 
 async def test_a_tenant_is_refused_models_and_loopers_it_may_not_use(sims):
-    fused = {"name": "fused", "priority": 50, "rules": {"type": "keyword", "name": "fuse"},
-             "modelRefs": [{"model": "small"}, {"model": "medium"}], "algorithm": {"type": "fusion", "fusion": {"model": "judge"}}}
+    fused = {
+        "name": "fused",
+        "priority": 50,
+        "rules": {"type": "keyword", "name": "fuse"},
+        "modelRefs": [{"model": "small"}, {"model": "medium"}],
+        "algorithm": {"type": "fusion", "fusion": {"model": "judge"}},
+    }
     app = App.from_config(parse_config(config(sims, [fused, URGENT, CHAT], tenants=TENANTS)))
     acme = {"authorization": f"Bearer {KEY}"}
     _, action = await ask(app, "hi", model="large", headers=acme)
@@ -249,8 +304,9 @@ async def test_a_tenant_is_refused_models_and_loopers_it_may_not_use(sims):
     err = orjson.loads(action.body)["error"]
     assert action.status == 403 and err["code"] == "model_not_allowed" and "default model `small`" in err["message"]
     # acme's fusion plugin naming a model it may not use: 403 before any call
-    _, action = await ask(app, "hi", model="small", headers=acme,
-                          plugins=[{"id": "fusion", "analysis_models": ["small", "large"]}])
+    _, action = await ask(
+        app, "hi", model="small", headers=acme, plugins=[{"id": "fusion", "analysis_models": ["small", "large"]}]
+    )
     assert action.status == 403 and "`large`" in orjson.loads(action.body)["error"]["message"]
     assert not sims["large"].requests
     await app.close()
@@ -312,9 +368,13 @@ async def test_tenant_tokens_per_minute_answers_429_with_retry_after(sims):
 
 
 def fusion_decision(**settings: Any) -> dict[str, Any]:
-    return {"name": "fused", "priority": 50, "rules": {"type": "keyword", "name": "fuse"},
-            "modelRefs": [{"model": "small"}, {"model": "medium"}, {"model": "large"}],
-            "algorithm": {"type": "fusion", "fusion": {"model": "judge", "max_completion_tokens": 24, **settings}}}
+    return {
+        "name": "fused",
+        "priority": 50,
+        "rules": {"type": "keyword", "name": "fuse"},
+        "modelRefs": [{"model": "small"}, {"model": "medium"}, {"model": "large"}],
+        "algorithm": {"type": "fusion", "fusion": {"model": "judge", "max_completion_tokens": 24, **settings}},
+    }
 
 
 def calls(sims: dict[str, Any]) -> dict[str, int]:
@@ -346,8 +406,12 @@ async def test_a_budget_cuts_a_fusion_panel_short_and_says_so(sims):
     app2 = App.from_config(parse_config(config(sims, [fusion_decision(max_total_tokens=3 * full)])))
     _, action = await ask(app2, "fuse these thoughts")
     trace = orjson.loads(action.body)["fusion"]
-    assert trace["budget"] == {"max_total_tokens": 3 * full, "spent_tokens": trace["budget"]["spent_tokens"],
-                               "budget_exhausted": False, "cuts": []}
+    assert trace["budget"] == {
+        "max_total_tokens": 3 * full,
+        "spent_tokens": trace["budget"]["spent_tokens"],
+        "budget_exhausted": False,
+        "cuts": [],
+    }
     assert calls(sims) == {"small": 1, "medium": 1, "large": 1, "judge": 2}
     await app.close()
     await app2.close()
@@ -382,24 +446,43 @@ async def test_request_plugin_may_lower_the_budget_never_raise_it(sims):
     assert action.status == 400 and err["code"] == "invalid_plugin" and "only lower" in err["message"]
     _, action = await ask(app, "fuse", plugins=[{"id": "fusion", "max_total_tokens": 60}])
     assert orjson.loads(action.body)["fusion"]["budget"]["max_total_tokens"] == 60
-    _, action = await ask(app, "fuse", model="small", plugins=[{"id": "fusion", "analysis_models": ["small"], "max_total_tokens": 500}])
+    _, action = await ask(
+        app, "fuse", model="small", plugins=[{"id": "fusion", "analysis_models": ["small"], "max_total_tokens": 500}]
+    )
     err = orjson.loads(action.body)["error"]
     assert action.status == 400 and "needs max_completion_tokens" in err["message"]
     await app.close()
 
 
-@pytest.mark.parametrize(("algorithm", "settings", "expected"), [
-    ("fusion", {"model": "judge", "max_total_tokens": 500}, "max_total_tokens: a token budget needs max_completion_tokens"),
-    ("fusion", {"model": "judge", "max_total_tokens": 100, "max_completion_tokens": 200},
-     "max_total_tokens: 100 is below one call's max_completion_tokens (200)"),
-    ("fusion", {"model": "judge", "max_total_tokens": 300, "max_completion_tokens": 200,
-                "analysis_overrides": [{"model": "small", "max_completion_tokens": 400}]},
-     "max_total_tokens: 300 is below one call's analysis_overrides[0].max_completion_tokens (400)"),
-    ("confidence", {"max_total_tokens": 10, "max_completion_tokens": 20}, "max_total_tokens: 10 is below one call's"),
-    ("remom", {"max_total_tokens": 10, "max_completion_tokens": 20}, "max_total_tokens: 10 is below one call's"),
-])
+@pytest.mark.parametrize(
+    ("algorithm", "settings", "expected"),
+    [
+        ("fusion", {"model": "judge", "max_total_tokens": 500}, "max_total_tokens: a token budget needs max_completion_tokens"),
+        (
+            "fusion",
+            {"model": "judge", "max_total_tokens": 100, "max_completion_tokens": 200},
+            "max_total_tokens: 100 is below one call's max_completion_tokens (200)",
+        ),
+        (
+            "fusion",
+            {
+                "model": "judge",
+                "max_total_tokens": 300,
+                "max_completion_tokens": 200,
+                "analysis_overrides": [{"model": "small", "max_completion_tokens": 400}],
+            },
+            "max_total_tokens: 300 is below one call's analysis_overrides[0].max_completion_tokens (400)",
+        ),
+        ("confidence", {"max_total_tokens": 10, "max_completion_tokens": 20}, "max_total_tokens: 10 is below one call's"),
+        ("remom", {"max_total_tokens": 10, "max_completion_tokens": 20}, "max_total_tokens: 10 is below one call's"),
+    ],
+)
 def test_budget_config_errors_name_the_field(sims, algorithm, settings, expected):
-    d = {"name": "x", "modelRefs": [{"model": "small"}, {"model": "medium"}], "algorithm": {"type": algorithm, algorithm: settings}}
+    d = {
+        "name": "x",
+        "modelRefs": [{"model": "small"}, {"model": "medium"}],
+        "algorithm": {"type": algorithm, algorithm: settings},
+    }
     with pytest.raises(ConfigError) as err:
         parse_config(config(sims, [d]))
     [problem] = err.value.problems
@@ -410,10 +493,21 @@ async def test_confidence_stops_escalating_at_the_budget(sims):
     raw = {"model": "auto", "messages": [{"role": "user", "content": "urgent question"}]}
     tier = TokenBudget.cost(final_body(raw, None, max_completion_tokens=20))  # one tier's worst case
     limit = 2 * tier + 5  # two tiers fit; after them (each spends less than its worst case) a third does not
-    d = {"name": "cascade", "priority": 10, "rules": {"type": "keyword", "name": "urgent"},
-         "modelRefs": [{"model": "small"}, {"model": "medium"}, {"model": "large"}],
-         "algorithm": {"type": "confidence", "confidence": {"threshold": 0.99, "escalation_order": "declared",
-                                                            "max_completion_tokens": 20, "max_total_tokens": limit}}}
+    d = {
+        "name": "cascade",
+        "priority": 10,
+        "rules": {"type": "keyword", "name": "urgent"},
+        "modelRefs": [{"model": "small"}, {"model": "medium"}, {"model": "large"}],
+        "algorithm": {
+            "type": "confidence",
+            "confidence": {
+                "threshold": 0.99,
+                "escalation_order": "declared",
+                "max_completion_tokens": 20,
+                "max_total_tokens": limit,
+            },
+        },
+    }
     app = App.from_config(parse_config(config(sims, [d])))
     _, action = await ask(app, "urgent question")
     body = orjson.loads(action.body)
@@ -427,10 +521,21 @@ async def test_confidence_stops_escalating_at_the_budget(sims):
 
 
 async def test_remom_runs_fewer_rounds_within_the_budget(sims):
-    d = {"name": "rounds", "priority": 10, "rules": {"type": "keyword", "name": "urgent"},
-         "modelRefs": [{"model": "small"}, {"model": "medium"}],
-         "algorithm": {"type": "remom", "remom": {"breadth_schedule": [2, 2], "max_completion_tokens": 20, "synthesis_model": "large",
-                                                  "max_total_tokens": 260}}}
+    d = {
+        "name": "rounds",
+        "priority": 10,
+        "rules": {"type": "keyword", "name": "urgent"},
+        "modelRefs": [{"model": "small"}, {"model": "medium"}],
+        "algorithm": {
+            "type": "remom",
+            "remom": {
+                "breadth_schedule": [2, 2],
+                "max_completion_tokens": 20,
+                "synthesis_model": "large",
+                "max_total_tokens": 260,
+            },
+        },
+    }
     app = App.from_config(parse_config(config(sims, [d])))
     _, action = await ask(app, "urgent question")
     body = orjson.loads(action.body)

@@ -22,18 +22,33 @@ from router._pb.envoy.type.v3 import http_status_pb2 as hs
 
 EXPECTED_FIELDS = {
     ep.ProcessingRequest: {
-        "request_headers": 2, "response_headers": 3, "request_body": 4, "response_body": 5,
-        "request_trailers": 6, "response_trailers": 7, "metadata_context": 8, "attributes": 9,
-        "observability_mode": 10, "protocol_config": 11,
+        "request_headers": 2,
+        "response_headers": 3,
+        "request_body": 4,
+        "response_body": 5,
+        "request_trailers": 6,
+        "response_trailers": 7,
+        "metadata_context": 8,
+        "attributes": 9,
+        "observability_mode": 10,
+        "protocol_config": 11,
     },
     ep.ProcessingResponse: {
-        "request_headers": 1, "response_headers": 2, "request_body": 3, "response_body": 4,
-        "request_trailers": 5, "response_trailers": 6, "immediate_response": 7,
-        "dynamic_metadata": 8, "mode_override": 9, "override_message_timeout": 10,
+        "request_headers": 1,
+        "response_headers": 2,
+        "request_body": 3,
+        "response_body": 4,
+        "request_trailers": 5,
+        "response_trailers": 6,
+        "immediate_response": 7,
+        "dynamic_metadata": 8,
+        "mode_override": 9,
+        "override_message_timeout": 10,
         "streamed_immediate_response": 11,
     },
     ep.ProtocolConfiguration: {
-        "request_body_mode": 1, "response_body_mode": 2,
+        "request_body_mode": 1,
+        "response_body_mode": 2,
         "send_body_without_waiting_for_header_response": 3,
     },
     ep.HttpHeaders: {"headers": 1, "end_of_stream": 3},
@@ -43,7 +58,11 @@ EXPECTED_FIELDS = {
     ep.BodyResponse: {"response": 1},
     ep.TrailersResponse: {"header_mutation": 1},
     ep.CommonResponse: {
-        "status": 1, "header_mutation": 2, "body_mutation": 3, "trailers": 4, "clear_route_cache": 5,
+        "status": 1,
+        "header_mutation": 2,
+        "body_mutation": 3,
+        "trailers": 4,
+        "clear_route_cache": 5,
     },
     ep.ImmediateResponse: {"status": 1, "headers": 2, "body": 3, "grpc_status": 4, "details": 5},
     ep.StreamedImmediateResponse: {"headers_response": 1, "body_response": 2, "trailers_response": 3},
@@ -57,8 +76,12 @@ EXPECTED_FIELDS = {
     core.Metadata: {"filter_metadata": 1, "typed_filter_metadata": 2},
     hs.HttpStatus: {"code": 1},
     pm.ProcessingMode: {
-        "request_header_mode": 1, "response_header_mode": 2, "request_body_mode": 3,
-        "response_body_mode": 4, "request_trailer_mode": 5, "response_trailer_mode": 6,
+        "request_header_mode": 1,
+        "response_header_mode": 2,
+        "request_body_mode": 3,
+        "response_body_mode": 4,
+        "request_trailer_mode": 5,
+        "response_trailer_mode": 6,
     },
 }
 
@@ -78,12 +101,20 @@ def test_names_types_and_oneofs():
     resp_oneof = ep.ProcessingResponse.DESCRIPTOR.oneofs_by_name["response"]
     assert "streamed_immediate_response" in [f.name for f in resp_oneof.fields]
     assert [f.name for f in ep.BodyMutation.DESCRIPTOR.oneofs_by_name["mutation"].fields] == [
-        "body", "clear_body", "streamed_response"]
+        "body",
+        "clear_body",
+        "streamed_response",
+    ]
     assert core.HeaderValue.DESCRIPTOR.fields_by_name["raw_value"].type == FieldDescriptor.TYPE_BYTES
     assert ep.ImmediateResponse.DESCRIPTOR.fields_by_name["body"].type == FieldDescriptor.TYPE_BYTES
     assert core.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD == 2
-    assert (pm.ProcessingMode.NONE, pm.ProcessingMode.STREAMED, pm.ProcessingMode.BUFFERED,
-            pm.ProcessingMode.BUFFERED_PARTIAL, pm.ProcessingMode.FULL_DUPLEX_STREAMED) == (0, 1, 2, 3, 4)
+    assert (
+        pm.ProcessingMode.NONE,
+        pm.ProcessingMode.STREAMED,
+        pm.ProcessingMode.BUFFERED,
+        pm.ProcessingMode.BUFFERED_PARTIAL,
+        pm.ProcessingMode.FULL_DUPLEX_STREAMED,
+    ) == (0, 1, 2, 3, 4)
     assert (pm.ProcessingMode.DEFAULT, pm.ProcessingMode.SEND, pm.ProcessingMode.SKIP) == (0, 1, 2)
     for code in (200, 400, 401, 403, 404, 405, 408, 413, 415, 422, 429, 500, 502, 503, 504):
         assert hs.StatusCode.Name(code)
@@ -91,25 +122,35 @@ def test_names_types_and_oneofs():
 
 def test_round_trip_and_wire_bytes():
     hv = core.HeaderValueOption(
-        header=core.HeaderValue(key="x-route", raw_value=b"b"),
-        append_action=core.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD)
-    resp = ep.ProcessingResponse(streamed_immediate_response=ep.StreamedImmediateResponse(
-        body_response=ep.StreamedBodyResponse(body=b"data: x\n\n", end_of_stream=True)))
+        header=core.HeaderValue(key="x-route", raw_value=b"b"), append_action=core.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
+    )
+    resp = ep.ProcessingResponse(
+        streamed_immediate_response=ep.StreamedImmediateResponse(
+            body_response=ep.StreamedBodyResponse(body=b"data: x\n\n", end_of_stream=True)
+        )
+    )
     wire = resp.SerializeToString()
     assert wire[0] == (11 << 3) | 2  # field 11, length-delimited
     assert ep.ProcessingResponse.FromString(wire) == resp
-    body = ep.ProcessingResponse(request_body=ep.BodyResponse(response=ep.CommonResponse(
-        header_mutation=ep.HeaderMutation(set_headers=[hv]), clear_route_cache=True,
-        body_mutation=ep.BodyMutation(streamed_response=ep.StreamedBodyResponse(body=b"{}",
-                                                                                end_of_stream=True)))))
+    body = ep.ProcessingResponse(
+        request_body=ep.BodyResponse(
+            response=ep.CommonResponse(
+                header_mutation=ep.HeaderMutation(set_headers=[hv]),
+                clear_route_cache=True,
+                body_mutation=ep.BodyMutation(streamed_response=ep.StreamedBodyResponse(body=b"{}", end_of_stream=True)),
+            )
+        )
+    )
     again = ep.ProcessingResponse.FromString(body.SerializeToString())
     assert again.WhichOneof("response") == "request_body"
     assert again.request_body.response.body_mutation.WhichOneof("mutation") == "streamed_response"
     assert again.request_body.response.header_mutation.set_headers[0].header.raw_value == b"b"
     req = ep.ProcessingRequest(
-        request_headers=ep.HttpHeaders(headers=core.HeaderMap(headers=[
-            core.HeaderValue(key=":path", raw_value=b"/v1/chat/completions")])),
-        protocol_config=ep.ProtocolConfiguration(request_body_mode=pm.ProcessingMode.FULL_DUPLEX_STREAMED))
+        request_headers=ep.HttpHeaders(
+            headers=core.HeaderMap(headers=[core.HeaderValue(key=":path", raw_value=b"/v1/chat/completions")])
+        ),
+        protocol_config=ep.ProtocolConfiguration(request_body_mode=pm.ProcessingMode.FULL_DUPLEX_STREAMED),
+    )
     wire = req.SerializeToString()
     assert bytes([(11 << 3) | 2]) in wire and wire[0] == (2 << 3) | 2
     assert ep.ProcessingRequest.FromString(wire) == req
@@ -185,8 +226,7 @@ def test_matches_envoy_1_40_binary(module):
         for f in desc.field:
             r = ref_fields.get(f.name)
             assert r is not None, f"{full_name}.{f.name} not in Envoy 1.40"
-            assert (f.number, f.label, f.type, f.type_name) == (r.number, r.label, r.type, r.type_name), \
-                f"{full_name}.{f.name}"
+            assert (f.number, f.label, f.type, f.type_name) == (r.number, r.label, r.type, r.type_name), f"{full_name}.{f.name}"
             oneof = desc.oneof_decl[f.oneof_index].name if f.HasField("oneof_index") else None
             ref_oneof = ref.oneof_decl[r.oneof_index].name if r.HasField("oneof_index") else None
             assert oneof == ref_oneof, f"{full_name}.{f.name}"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 
 import orjson
 import pytest
@@ -183,13 +182,31 @@ POLICY_CFG = {
         },
         "decisions": [
             {"name": "general", "modelRefs": [{"model": "m1"}]},
-            {"name": "static", "priority": 10, "rules": {"operator": "AND", "conditions": [
-                {"type": "keyword", "name": "kw_static"}, {"operator": "NOT", "conditions": [{"type": "context", "name": "long"}]}]},
-             "modelRefs": [{"model": "m2"}]},
-            {"name": "fused", "priority": 20, "rules": {"type": "keyword", "name": "kw_fusion"},
-             "modelRefs": [{"model": "m1"}, {"model": "m2"}], "algorithm": {"type": "fusion"}},
-            {"name": "guard", "priority": 5, "rules": {"type": "keyword", "name": "kw_guard"},
-             "plugins": [{"type": "block", "configuration": {"status": 403, "code": "forbidden_topic"}}]},
+            {
+                "name": "static",
+                "priority": 10,
+                "rules": {
+                    "operator": "AND",
+                    "conditions": [
+                        {"type": "keyword", "name": "kw_static"},
+                        {"operator": "NOT", "conditions": [{"type": "context", "name": "long"}]},
+                    ],
+                },
+                "modelRefs": [{"model": "m2"}],
+            },
+            {
+                "name": "fused",
+                "priority": 20,
+                "rules": {"type": "keyword", "name": "kw_fusion"},
+                "modelRefs": [{"model": "m1"}, {"model": "m2"}],
+                "algorithm": {"type": "fusion"},
+            },
+            {
+                "name": "guard",
+                "priority": 5,
+                "rules": {"type": "keyword", "name": "kw_guard"},
+                "plugins": [{"type": "block", "configuration": {"status": 403, "code": "forbidden_topic"}}],
+            },
         ],
     },
 }
@@ -206,7 +223,12 @@ def keys(ds: DecisionSet) -> set[str]:
 
 def test_all_decisions_need_only_referenced_signals(policy):
     assert set(policy.signals) == {
-        "keyword:kw_static", "keyword:kw_fusion", "keyword:kw_guard", "keyword:kw_unused", "context:long"}
+        "keyword:kw_static",
+        "keyword:kw_fusion",
+        "keyword:kw_guard",
+        "keyword:kw_unused",
+        "context:long",
+    }
     assert keys(policy.all_decisions) == {"keyword:kw_static", "keyword:kw_fusion", "keyword:kw_guard", "context:long"}
     assert [d.name for d in policy.all_decisions.decisions] == ["fused", "static", "guard", "general"]
 
@@ -244,7 +266,8 @@ async def test_guard_blocks_on_every_entry_path(model, entry):
     assert action.headers["x-vsr-selected-decision"] == "guard"
     # Only the signals the path's eligible decisions reference ran.
     expected = {"vllm-sr/fusion": {"keyword:kw_fusion", "keyword:kw_guard"}, "m1": {"keyword:kw_guard"}}.get(
-        model, {"keyword:kw_static", "keyword:kw_fusion", "keyword:kw_guard", "context:long"})
+        model, {"keyword:kw_static", "keyword:kw_fusion", "keyword:kw_guard", "context:long"}
+    )
     assert set(state.signals) == expected
 
 
@@ -263,10 +286,20 @@ MASK_CFG = {
     "routing": {
         "signals": {"keywords": [{"name": "secret", "keywords": ["secret"]}, {"name": "research", "keywords": ["compare"]}]},
         "decisions": [
-            {"name": "mask", "priority": 300, "rules": {"type": "keyword", "name": "secret"},
-             "modelRefs": [{"model": "m1"}], "plugins": [{"type": "pii_mask"}]},
-            {"name": "fused", "priority": 200, "rules": {"type": "keyword", "name": "research"},
-             "modelRefs": [{"model": "m1"}, {"model": "m2"}], "algorithm": {"type": "fusion"}},
+            {
+                "name": "mask",
+                "priority": 300,
+                "rules": {"type": "keyword", "name": "secret"},
+                "modelRefs": [{"model": "m1"}],
+                "plugins": [{"type": "pii_mask"}],
+            },
+            {
+                "name": "fused",
+                "priority": 200,
+                "rules": {"type": "keyword", "name": "research"},
+                "modelRefs": [{"model": "m1"}, {"model": "m2"}],
+                "algorithm": {"type": "fusion"},
+            },
         ],
     },
 }
@@ -285,8 +318,9 @@ async def test_fusion_slug_with_a_mask_guard_match_still_fuses():
     from router.actions import Stream
 
     app = App.from_config(parse_config(MASK_CFG))
-    body = orjson.dumps({"model": "vllm-sr/fusion", "stream": True,
-                         "messages": [{"role": "user", "content": "compare the secret plans"}]})
+    body = orjson.dumps(
+        {"model": "vllm-sr/fusion", "stream": True, "messages": [{"role": "user", "content": "compare the secret plans"}]}
+    )
     state = RequestState(policy=app.policy, body=bytearray(body))
     action = await handle(app, state)
     try:
@@ -363,8 +397,15 @@ def test_keyword_case_sensitivity():
 
 @pytest.mark.parametrize(
     ("text", "expected"),
-    [("I write c++ daily", True), ("c++", True), ("C++ templates", True), ("c# and c++.", True),
-     ("abc++ is not it", False), ("plain c code", False), ("cpp files", False)],
+    [
+        ("I write c++ daily", True),
+        ("c++", True),
+        ("C++ templates", True),
+        ("c# and c++.", True),
+        ("abc++ is not it", False),
+        ("plain c code", False),
+        ("cpp files", False),
+    ],
 )
 def test_keyword_with_non_word_characters(text, expected):
     assert hit(kw(["c++", "c#"]), text) is expected

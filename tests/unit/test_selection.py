@@ -25,8 +25,14 @@ def facts(name: str) -> ModelFacts:
     return ModelFacts(name, None, inp, out)
 
 
-def ctx(models: list[tuple[str, float]] | list[str], *, observed: Observations | None = None, prompt: int = 1000,
-        completion: int | None = None, seed: int = 7) -> SelectContext:
+def ctx(
+    models: list[tuple[str, float]] | list[str],
+    *,
+    observed: Observations | None = None,
+    prompt: int = 1000,
+    completion: int | None = None,
+    seed: int = 7,
+) -> SelectContext:
     cands = tuple(Candidate(m, 1.0) if isinstance(m, str) else Candidate(*m) for m in models)
     return SelectContext("d", cands, facts, observed or Observations(), lambda: (prompt, completion), random.Random(seed))
 
@@ -93,8 +99,9 @@ def test_cost_aware_uses_the_requests_completion_cap_and_keeps_declared_order_on
         del PRICES["promptheavy"], PRICES["outputheavy"]
 
 
-def observe(obs: Observations, model: str, *, latency: float, ttft: float | None = None, tokens: int = 10, n: int = 5,
-            outcome: str = "ok") -> None:
+def observe(
+    obs: Observations, model: str, *, latency: float, ttft: float | None = None, tokens: int = 10, n: int = 5, outcome: str = "ok"
+) -> None:
     for _ in range(n):
         obs.observe(model, outcome, latency, ttft, tokens)
 
@@ -164,13 +171,18 @@ def test_latency_aware_percentiles_use_the_window():
 
 BASE: dict[str, Any] = {
     "backends": [{"name": "b", "endpoint": "http://127.0.0.1:1"}],
-    "models": [{"name": "a", "backend": "b", "pricing": {"prompt_per_1m": 1, "completion_per_1m": 2}},
-               {"name": "c", "backend": "b"}],
+    "models": [
+        {"name": "a", "backend": "b", "pricing": {"prompt_per_1m": 1, "completion_per_1m": 2}},
+        {"name": "c", "backend": "b"},
+    ],
 }
 
 
 def with_decision(**decision: Any) -> dict[str, Any]:
-    return {**copy.deepcopy(BASE), "routing": {"decisions": [{"name": "d", "modelRefs": [{"model": "a"}, {"model": "c"}], **decision}]}}
+    return {
+        **copy.deepcopy(BASE),
+        "routing": {"decisions": [{"name": "d", "modelRefs": [{"model": "a"}, {"model": "c"}], **decision}]},
+    }
 
 
 def problems(data: dict[str, Any]) -> list[str]:
@@ -192,15 +204,21 @@ def test_every_algorithm_loads_with_its_block():
 def test_weights_of_zero_everywhere_are_refused_for_weighted():
     data = with_decision(algorithm={"type": "weighted"})
     data["routing"]["decisions"][0]["modelRefs"] = [{"model": "a", "weight": 0}, {"model": "c", "weight": 0}]
-    assert problems(data) == ["routing.decisions[0].modelRefs: weighted selection needs at least one modelRef with weight > 0 (every weight is 0)"]
+    assert problems(data) == [
+        "routing.decisions[0].modelRefs: weighted selection needs at least one modelRef with weight > 0 (every weight is 0)"
+    ]
     data["routing"]["decisions"][0]["modelRefs"][1]["weight"] = -1
     assert any("modelRefs.1.weight" in p or "modelRefs[1].weight" in p for p in problems(data))
 
 
 def test_cost_aware_needs_a_price_for_every_candidate():
     msg = problems(with_decision(algorithm={"type": "cost_aware"}))
-    assert msg == [("routing.decisions[0].modelRefs[1].model: cost_aware selection needs a price for 'c': set models[1].pricing "
-                    "(prompt_per_1m, completion_per_1m)")]
+    assert msg == [
+        (
+            "routing.decisions[0].modelRefs[1].model: cost_aware selection needs a price for 'c': set models[1].pricing "
+            "(prompt_per_1m, completion_per_1m)"
+        )
+    ]
     data = with_decision(algorithm={"type": "cost_aware"})
     data["models"][1]["pricing"] = {"prompt_per_1m": -1}
     assert any("models[1].pricing.prompt_per_1m" in p for p in problems(data))
@@ -214,6 +232,8 @@ def test_latency_aware_percentiles_are_bounded():
 
 
 def test_reference_latency_aware_fragment_loads():
-    cfg = parse_config(with_decision(algorithm={"type": "latency_aware", "latency_aware": {"tpot_percentile": 90, "ttft_percentile": 95}}))
+    cfg = parse_config(
+        with_decision(algorithm={"type": "latency_aware", "latency_aware": {"tpot_percentile": 90, "ttft_percentile": 95}})
+    )
     settings = cfg.routing.decisions[0].selection_settings
     assert (settings.tpot_percentile, settings.ttft_percentile) == (90, 95)

@@ -13,7 +13,7 @@ from router.looper.self_consistency import cluster, text_similarity, winner
 
 
 def test_similar_answers_share_a_cluster_and_the_largest_wins():
-    sim = np.array([[1, .9, .2, .88], [.9, 1, .1, .95], [.2, .1, 1, .3], [.88, .95, .3, 1]], dtype=np.float32)
+    sim = np.array([[1, 0.9, 0.2, 0.88], [0.9, 1, 0.1, 0.95], [0.2, 0.1, 1, 0.3], [0.88, 0.95, 0.3, 1]], dtype=np.float32)
     clusters = cluster(sim, 0.85)
     assert clusters == [[0, 1, 3], [2]]
     c, i = winner(clusters, sim)
@@ -45,18 +45,41 @@ async def test_a_gate_scored_by_self_consistency_answers_alone_when_its_samples_
     from router.sim import SimBackendSpec, running_backends
     from tests.unit.test_loopers import ask
 
-    specs = [SimBackendSpec(name="b-steady", models=["steady"], fixed_answer="Canberra."),
-             SimBackendSpec(name="b-other", models=["other"]), SimBackendSpec(name="b-judge", models=["judge"], mode="judge_json")]
+    specs = [
+        SimBackendSpec(name="b-steady", models=["steady"], fixed_answer="Canberra."),
+        SimBackendSpec(name="b-other", models=["other"]),
+        SimBackendSpec(name="b-judge", models=["judge"], mode="judge_json"),
+    ]
     async with running_backends(specs) as backends:
         ports = {b.name.removeprefix("b-"): b.port for b in backends}
-        cfg = {"global": {"integrations": {"looper": {"timeout_seconds": 10}}},
-               "backends": [{"name": f"b-{n}", "endpoint": f"http://127.0.0.1:{p}"} for n, p in ports.items()],
-               "models": [{"name": n, "backend": f"b-{n}"} for n in ports], "default_model": "judge",
-               "routing": {"decisions": [{"name": "gated", "priority": 1, "modelRefs": [{"model": "steady"}],
-                                          "algorithm": {"type": "fusion", "fusion": {
-                                              "model": "judge", "analysis_models": ["steady", "other"],
-                                              "gate": {"model": "steady", "confidence_method": "self_consistency",
-                                                       "samples": 3, "threshold": 0.6}}}}]}}
+        cfg = {
+            "global": {"integrations": {"looper": {"timeout_seconds": 10}}},
+            "backends": [{"name": f"b-{n}", "endpoint": f"http://127.0.0.1:{p}"} for n, p in ports.items()],
+            "models": [{"name": n, "backend": f"b-{n}"} for n in ports],
+            "default_model": "judge",
+            "routing": {
+                "decisions": [
+                    {
+                        "name": "gated",
+                        "priority": 1,
+                        "modelRefs": [{"model": "steady"}],
+                        "algorithm": {
+                            "type": "fusion",
+                            "fusion": {
+                                "model": "judge",
+                                "analysis_models": ["steady", "other"],
+                                "gate": {
+                                    "model": "steady",
+                                    "confidence_method": "self_consistency",
+                                    "samples": 3,
+                                    "threshold": 0.6,
+                                },
+                            },
+                        },
+                    }
+                ]
+            },
+        }
         app = App.from_config(parse_config(cfg))  # no classifier runtime: samples cluster by their text
         _, action = await ask(app, "capital of Australia?")
         doc = orjson.loads(action.body)  # type: ignore[union-attr]
@@ -95,17 +118,32 @@ async def test_debate_stops_when_every_pair_entails_and_not_when_they_contradict
     from router.sim import SimBackendSpec, running_backends
     from tests.unit.test_loopers import ask
 
-    specs = [SimBackendSpec(name="b-a", models=["a"], fixed_answer="Canberra is the capital."),
-             SimBackendSpec(name="b-b", models=["b"], fixed_answer="The capital is Canberra."),
-             SimBackendSpec(name="b-judge", models=["judge"])]
+    specs = [
+        SimBackendSpec(name="b-a", models=["a"], fixed_answer="Canberra is the capital."),
+        SimBackendSpec(name="b-b", models=["b"], fixed_answer="The capital is Canberra."),
+        SimBackendSpec(name="b-judge", models=["judge"]),
+    ]
     async with running_backends(specs) as backends:
         ports = {b.name.removeprefix("b-"): b.port for b in backends}
-        cfg = {"global": {"integrations": {"looper": {"timeout_seconds": 10}}},
-               "backends": [{"name": f"b-{n}", "endpoint": f"http://127.0.0.1:{p}"} for n, p in ports.items()],
-               "models": [{"name": n, "backend": f"b-{n}"} for n in ports], "default_model": "judge",
-               "routing": {"decisions": [{"name": "argue", "priority": 1, "modelRefs": [{"model": "a"}, {"model": "b"}],
-                                          "algorithm": {"type": "debate", "debate": {
-                                              "synthesis_model": "judge", "max_rounds": 2, "convergence": "entailment"}}}]}}
+        cfg = {
+            "global": {"integrations": {"looper": {"timeout_seconds": 10}}},
+            "backends": [{"name": f"b-{n}", "endpoint": f"http://127.0.0.1:{p}"} for n, p in ports.items()],
+            "models": [{"name": n, "backend": f"b-{n}"} for n in ports],
+            "default_model": "judge",
+            "routing": {
+                "decisions": [
+                    {
+                        "name": "argue",
+                        "priority": 1,
+                        "modelRefs": [{"model": "a"}, {"model": "b"}],
+                        "algorithm": {
+                            "type": "debate",
+                            "debate": {"synthesis_model": "judge", "max_rounds": 2, "convergence": "entailment"},
+                        },
+                    }
+                ]
+            },
+        }
         fake = FakeRuntime(verdict)
         app = App.from_config(parse_config(cfg), runtime=fake)
         _, action = await ask(app, "capital of Australia?")

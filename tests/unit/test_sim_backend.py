@@ -38,12 +38,15 @@ WEATHER_TOOL = {
 CLOCK_TOOL = {"type": "function", "function": {"name": "get_time", "parameters": {"type": "object", "properties": {}}}}
 JUDGE_PROMPT = [
     {"role": "system", "content": "You are a judge."},
-    {"role": "user", "content": "Panel: [qwen3-8b@vllm-a] yes it is. [llama-3b@vllm-b] no it is not. "
-     "Return JSON with consensus, contradictions and blind_spots."},
+    {
+        "role": "user",
+        "content": "Panel: [qwen3-8b@vllm-a] yes it is. [llama-3b@vllm-b] no it is not. "
+        "Return JSON with consensus, contradictions and blind_spots.",
+    },
 ]
 # A synthesis call carries the analysis (and so the word) in its system message only.
 SYNTHESIS_PROMPT = [
-    {"role": "system", "content": "Judge analysis: {\"consensus\": [\"yes\"]}. Write the final answer."},
+    {"role": "system", "content": 'Judge analysis: {"consensus": ["yes"]}. Write the final answer.'},
     {"role": "user", "content": "Is it?"},
 ]
 FENCE = re.compile(r"```json\s*(.*?)\s*```", re.DOTALL)
@@ -109,9 +112,7 @@ async def test_answers_are_deterministic_and_capped(sims: dict[str, RunningBacke
     first = await api.chat.completions.create(model="qwen3-8b", messages=user("same question"))
     second = await api.chat.completions.create(model="qwen3-8b", messages=user("same question"))
     assert first.choices[0].message.content == second.choices[0].message.content
-    capped = await api.chat.completions.create(
-        model="qwen3-8b", messages=user("same question"), max_completion_tokens=4
-    )
+    capped = await api.chat.completions.create(model="qwen3-8b", messages=user("same question"), max_completion_tokens=4)
     assert capped.choices[0].message.content == "[qwen3-8b@a] echo: same question"
     assert capped.choices[0].finish_reason == "length" and capped.usage and capped.usage.completion_tokens == 4
 
@@ -196,15 +197,11 @@ async def test_tool_choice_variants_and_tool_result(sims: dict[str, RunningBacke
         {
             "role": "assistant",
             "content": None,
-            "tool_calls": [
-                {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": "{}"}}
-            ],
+            "tool_calls": [{"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": "{}"}}],
         },
         {"role": "tool", "tool_call_id": "call_1", "content": "sunny 21C"},
     ]
-    answer = await api.chat.completions.create(
-        model="qwen3-8b", messages=history, tools=[WEATHER_TOOL], tool_choice="required"
-    )
+    answer = await api.chat.completions.create(model="qwen3-8b", messages=history, tools=[WEATHER_TOOL], tool_choice="required")
     assert answer.choices[0].finish_reason == "stop"
     assert (answer.choices[0].message.content or "").startswith("[qwen3-8b@a] tool result: sunny 21C")
 
@@ -231,9 +228,7 @@ async def test_header_overrides_one_request(sims: dict[str, RunningBackend], cli
         )
     assert caught.value.body["code"] == "rate_limit_exceeded"  # type: ignore[index]
     started = time.monotonic()
-    ok = await api.chat.completions.create(
-        model="qwen3-8b", messages=user("hi"), extra_headers={"x-sim-latency-ms": "200"}
-    )
+    ok = await api.chat.completions.create(model="qwen3-8b", messages=user("hi"), extra_headers={"x-sim-latency-ms": "200"})
     assert time.monotonic() - started >= 0.2
     assert ok.choices[0].message.content
     with pytest.raises(openai.BadRequestError):

@@ -44,8 +44,10 @@ def check(_settings: CostAwareSettings, ctx: CheckContext) -> Iterator[str]:
         if facts is None:
             continue  # an unknown model is reported by the modelRefs check
         if facts.input_price is None and facts.output_price is None:
-            yield (f"modelRefs[{j}].model: cost_aware selection needs a price for {model!r}: set "
-                   f"{ctx.model_path(model)}.pricing (prompt_per_1m, completion_per_1m)")
+            yield (
+                f"modelRefs[{j}].model: cost_aware selection needs a price for {model!r}: set "
+                f"{ctx.model_path(model)}.pricing (prompt_per_1m, completion_per_1m)"
+            )
             continue
         currency = ctx.currency(model)
         if currency is not None:

@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, create_model
 
-from router.config.base import AlgorithmBlock, Strict
+from router.config.base import AlgorithmBlock
 from router.decisions.selection.observed import Observations
 from router.looper.base import ModelFacts
 
