@@ -23,7 +23,7 @@ import hashlib
 import io
 import zipfile
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
@@ -96,6 +96,11 @@ class TfidfLinearHead:
     sub_stride: int = 0
     max_tokens: int = 256
     build_id: str = ""
+    # Token ids that end a sentence (". ! ? ; :"). When set, a sub-window also starts right after each
+    # of them: an instruction usually begins a sentence, and the stride grid can split one across two
+    # sub-windows each half filler (a 16-token attack after 400 words of prose scored 0.90-0.93 on the
+    # grid, 0.99 from its sentence start). Off in model.onnx and in the build's identity check.
+    boundary_ids: tuple[int, ...] = ()
 
     kind: ClassVar[str] = HEAD_FORMAT
 
@@ -114,6 +119,14 @@ class TfidfLinearHead:
         self._w_emb = self.w_emb.astype(np.float32)
         if not self.build_id:
             self.build_id = hashlib.sha256(self.to_bytes()).hexdigest()[:16]
+        self._boundaries = np.array(self.boundary_ids, dtype=np.int64)
+
+    def with_sentence_starts(self, boundary_ids: Sequence[int]) -> TfidfLinearHead:
+        """This head also scoring the sub-window after every sentence end (its own build id, so cached
+        results of the grid-only head are never reused)."""
+        ids = tuple(sorted({int(i) for i in boundary_ids}))
+        tag = hashlib.sha256(f"{self.build_id}:sentences:{ids}".encode()).hexdigest()[:16]
+        return replace(self, boundary_ids=ids, build_id=tag)
 
     # -- storage ---------------------------------------------------------------------------------
 
@@ -184,6 +197,13 @@ class TfidfLinearHead:
         n_slots = -(-max(self.max_tokens - k, 0) // s) + 1
         return sorted({min(j * s, last) for j in range(n_slots)})
 
+    def starts_after_sentences(self, ids: np.ndarray) -> list[int]:
+        """Sub-window starts right after each sentence end, at least 4 tokens before the row's end."""
+        k, n = self.sub_tokens, len(ids)
+        if not k or n <= k or not len(self._boundaries):
+            return []
+        return [int(e) + 1 for e in np.nonzero(np.isin(ids, self._boundaries))[0] if int(e) + 1 < n - 3]
+
     def _gram_cols(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Feature column of every unigram (position t) and bigram (t, t+1) of a row; -1 = not a feature."""
         ids = ids.astype(np.int64)
@@ -214,6 +234,8 @@ class TfidfLinearHead:
             h = hidden[r, :n].astype(np.float64)
             uni, bi = self._gram_cols(ids)
             spans = [(0, n)] + [(s, s + k) for s in self.sub_starts(n)]
+            grid = set(spans)
+            spans += [sp for sp in ((s, min(s + k, n)) for s in self.starts_after_sentences(ids)) if sp not in grid]
             if len(spans) > 1:
                 csum = np.vstack([np.zeros((1, h.shape[1])), np.cumsum(h, axis=0)])
             for lo, hi in spans:

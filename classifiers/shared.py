@@ -29,6 +29,8 @@ from .sequence import Classification
 from .session import Device
 from .tokenization import CHARS_PER_TOKEN_CAP, TextTokenizer
 
+# Tokens after which an instruction may begin (sentence-start sub-windows of the jailbreak head).
+SENTENCE_ENDS = (".", "!", "?", ";", ":")
 SHARED_FIELD = "shared_encoder"  # metadata.json of a head model: {encoder, sha256, head, head_format}
 
 
@@ -95,10 +97,19 @@ class HeadSpec:
             return f"max_length {self.metadata.max_length} != the encoder's {meta.max_length}"
         return None
 
-    def load_head(self, name: str) -> Head:
+    def load_head(self, name: str, sentence_starts: bool = True) -> Head:
+        """The head as the router runs it. ``sentence_starts``: also score the sub-window after every
+        sentence end (see ``TfidfLinearHead.boundary_ids``); False gives exactly model.onnx's function."""
         if self.metadata.kind != "sequence" or len(self.metadata.labels) != 2:
             raise ModelLoadError(self.path, "a shared-encoder head must be a 2-label sequence classifier")
-        return TfidfLinearHead.load(self.head_file, name)
+        head = TfidfLinearHead.load(self.head_file, name)
+        if not sentence_starts or not head.sub_tokens:
+            return head
+        from tokenizers import Tokenizer
+
+        vocab = Tokenizer.from_file(str(self.encoder_dir() / TOKENIZER_FILE))
+        ids = [i for i in (vocab.token_to_id(p) for p in SENTENCE_ENDS) if i is not None]
+        return head.with_sentence_starts(ids)
 
 
 class SharedEncoder:

@@ -393,7 +393,7 @@ def build_jailbreak(
     shared = SharedEncoder(encoder, embedding_dir.name)
     if (why := shared.accepts(spec)) is not None:
         raise RuntimeError(f"the exported head does not fit its encoder: {why}")
-    shared.add_head(spec.load_head("jailbreak"))
+    shared.add_head(spec.load_head("jailbreak", sentence_starts=False))  # model.onnx's exact function
 
     def shared_probs(ts: list[str]) -> np.ndarray:
         p1 = np.zeros(len(ts), dtype=np.float64)

@@ -91,6 +91,8 @@ class PIISignal(ModelSignal):
             for span in res.spans:
                 if span.score < self.spec.threshold:
                     continue
+                if span.label in pii_labels.NUMERIC_ID_LABELS and not any(c.isdigit() for c in span.text):
+                    continue  # an identifier without a digit is not one
                 if any(span.start < e["end"] and e["start"] < span.end for e in found):
                     continue  # the pattern's exact match wins over the model's span
                 found.append(

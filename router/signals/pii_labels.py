@@ -57,6 +57,13 @@ REFERENCE_LABELS: dict[str, tuple[str, ...]] = {
     "NO_PII": (),
 }
 
+# Identifier kinds whose every real instance carries digits (SSNs, licence, passport, account and
+# routing numbers). A model span of these kinds with no digit is a false alarm — the token classifier
+# flags long letter runs such as a 200-character "ddd..." placeholder as DRIVERS_LICENSE.
+NUMERIC_ID_LABELS: frozenset[str] = frozenset(
+    {"TAX_ID", "BANK_ACCOUNT", "ROUTING_NUMBER", "GOVERNMENT_ID", "PASSPORT", "DRIVERS_LICENSE", "CREDIT_CARD"}
+)
+
 KNOWN_LABELS: frozenset[str] = ROUTER_LABELS | frozenset(REFERENCE_LABELS)
 
 
