@@ -21,13 +21,13 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from classifiers.build import benign_corpus as bc  # noqa: E402
-from classifiers.build import jailbreak as jb  # noqa: E402
-from classifiers.build.fetch import load_lock  # noqa: E402
-from classifiers.embedding import EmbeddingModel  # noqa: E402
-from classifiers.metadata import ModelMetadata  # noqa: E402
-from classifiers.shared import HeadSpec, SharedEncoder  # noqa: E402
-from classifiers.windows import plain_tokenizer  # noqa: E402
+from classifiers.build import benign_corpus as bc
+from classifiers.build import jailbreak as jb
+from classifiers.build.fetch import load_lock
+from classifiers.embedding import EmbeddingModel
+from classifiers.metadata import ModelMetadata
+from classifiers.shared import HeadSpec, SharedEncoder
+from classifiers.windows import plain_tokenizer
 
 THRESHOLDS = (0.85, 0.9, 0.95, 0.97)
 Scorer = Callable[[Sequence[str]], dict[str, float]]
