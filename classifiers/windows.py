@@ -256,7 +256,11 @@ SHORT_WINDOW_TOKENS = 16
 def pack_short(windows: Sequence[Window], window_tokens: int, short: int = SHORT_WINDOW_TOKENS) -> list[Window]:
     """Join each run of consecutive short windows (under ``short`` tokens) with the window before it
     when the result stays within ``window_tokens`` (one token per joining newline counted), so a short
-    message is read in its conversation's context. The joined window keeps the first one's source."""
+    message is read in its conversation's context. The joined window keeps the first one's source.
+
+    A window that is not short is also kept on its own: context helps a short message, but joining a
+    benign question onto an attack dilutes the attack (a 22-token injection in a developer message
+    scored 0.9996 alone and 0.894 with the user's one-line question appended)."""
     out: list[Window] = []
     for w in windows:
         prev = out[-1] if out else None
@@ -264,4 +268,5 @@ def pack_short(windows: Sequence[Window], window_tokens: int, short: int = SHORT
             out[-1] = Window(f"{prev.text}\n{w.text}", prev.source, prev.start, prev.tokens + w.tokens + 1)
         else:
             out.append(w)
-    return out
+    kept = set(out)
+    return out + [w for w in windows if w.tokens >= short and w not in kept]

@@ -77,10 +77,27 @@ def processors(fmt: str) -> list[Any]:
     ]
 
 
+# Cached loggers are faster, but keep the configuration of their first use; the test suite turns this
+# off because it reconfigures logging per test.
+CACHE_LOGGERS = True
+
+
+class _CurrentStderr:
+    """Writes to whatever ``sys.stderr`` is at write time. Loggers are cached on first use, so pinning
+    the stream object of configure time would keep writing into a replaced (or closed) stderr, such as
+    a test runner's capture or an embedding application's redirect."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+
 def configure_logging(fmt: str = "json", level: str = "info", stream: TextIO | None = None) -> None:
     """Configure structlog and the standard library's root logger to write ``fmt`` lines to ``stream``
     (stderr by default) at ``level``; libraries stay at INFO and above even at ``debug``."""
-    out = stream or sys.stderr
+    out: Any = stream or _CurrentStderr()
     lvl = getattr(logging, level.upper(), logging.INFO)
     chain = processors(fmt)
     # Standard-library records (grpc, aiohttp, asyncio) rendered by the same chain: one format per stream.
@@ -98,5 +115,5 @@ def configure_logging(fmt: str = "json", level: str = "info", stream: TextIO | N
         processors=chain,
         wrapper_class=structlog.make_filtering_bound_logger(lvl),
         logger_factory=structlog.PrintLoggerFactory(file=out),
-        cache_logger_on_first_use=True,
+        cache_logger_on_first_use=CACHE_LOGGERS,
     )
