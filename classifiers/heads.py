@@ -96,10 +96,11 @@ class TfidfLinearHead:
     sub_stride: int = 0
     max_tokens: int = 256
     build_id: str = ""
-    # Token ids that end a sentence (". ! ? ; :"). When set, a sub-window also starts right after each
-    # of them: an instruction usually begins a sentence, and the stride grid can split one across two
-    # sub-windows each half filler (a 16-token attack after 400 words of prose scored 0.90-0.93 on the
-    # grid, 0.99 from its sentence start). Off in model.onnx and in the build's identity check.
+    # Token ids that end a sentence (". ! ? ; :"). When set, a 32- and a 16-token sub-window also start
+    # at the row's start and right after each of them: an instruction usually begins a sentence, and
+    # the stride grid can split one across two sub-windows each half filler (a 16-token attack after
+    # 400 words of prose scored 0.90-0.93 on the grid, 0.99 from its sentence start). Off in model.onnx
+    # and in the build's identity check.
     boundary_ids: tuple[int, ...] = ()
 
     kind: ClassVar[str] = HEAD_FORMAT
@@ -198,7 +199,8 @@ class TfidfLinearHead:
         return sorted({min(j * s, last) for j in range(n_slots)})
 
     def starts_after_sentences(self, ids: np.ndarray) -> list[int]:
-        """Sub-window starts right after each sentence end, at least 4 tokens before the row's end."""
+        """Sub-window starts right after each sentence end, at least 4 tokens before the row's end (none
+        when the row fits in one sub-window)."""
         k, n = self.sub_tokens, len(ids)
         if not k or n <= k or not len(self._boundaries):
             return []
@@ -235,7 +237,14 @@ class TfidfLinearHead:
             uni, bi = self._gram_cols(ids)
             spans = [(0, n)] + [(s, s + k) for s in self.sub_starts(n)]
             grid = set(spans)
-            spans += [sp for sp in ((s, min(s + k, n)) for s in self.starts_after_sentences(ids)) if sp not in grid]
+            starts = self.starts_after_sentences(ids)
+            if starts:
+                starts = [1, *starts]  # the row's first token after [CLS] starts a sentence too
+            for s in starts:
+                for sp in ((s, min(s + k, n)), (s, min(s + k // 2, n))):
+                    if sp not in grid:
+                        grid.add(sp)
+                        spans.append(sp)
             if len(spans) > 1:
                 csum = np.vstack([np.zeros((1, h.shape[1])), np.cumsum(h, axis=0)])
             for lo, hi in spans:

@@ -254,19 +254,26 @@ SHORT_WINDOW_TOKENS = 16
 
 
 def pack_short(windows: Sequence[Window], window_tokens: int, short: int = SHORT_WINDOW_TOKENS) -> list[Window]:
-    """Join each run of consecutive short windows (under ``short`` tokens) with the window before it
-    when the result stays within ``window_tokens`` (one token per joining newline counted), so a short
-    message is read in its conversation's context. The joined window keeps the first one's source.
+    """Each short window (under ``short`` tokens) is read with one neighbour: the window before it, or
+    the one after it when it is the first or the one before does not fit in ``window_tokens`` (one
+    token per joining newline counted). Other windows are read as they are. At most as many windows,
+    each short one at most doubled, so the work stays within twice the signal's token budget.
 
-    A window that is not short is also kept on its own: context helps a short message, but joining a
-    benign question onto an attack dilutes the attack (a 22-token injection in a developer message
-    scored 0.9996 alone and 0.894 with the user's one-line question appended)."""
+    One neighbour, not a whole run of short turns: a 15-token injection as an assistant turn between
+    "Hello" and a one-line question scored 0.9997 alone, 0.9996 after "Hello" and 0.83 with the question
+    appended too; packing a run together let the benign turns outvote the attack."""
     out: list[Window] = []
-    for w in windows:
-        prev = out[-1] if out else None
-        if prev is not None and (w.tokens < short or prev.tokens < short) and prev.tokens + w.tokens + 1 <= window_tokens:
-            out[-1] = Window(f"{prev.text}\n{w.text}", prev.source, prev.start, prev.tokens + w.tokens + 1)
+    for i, w in enumerate(windows):
+        prev = windows[i - 1] if i else None
+        nxt = windows[i + 1] if i + 1 < len(windows) else None
+        if w.tokens >= short:
+            out.append(w)
+        elif prev is not None and prev.tokens + w.tokens + 1 <= window_tokens:
+            out.append(Window(f"{prev.text}\n{w.text}", w.source, w.start, prev.tokens + w.tokens + 1))
+        elif nxt is not None and w.tokens + nxt.tokens + 1 <= window_tokens:
+            out.append(Window(f"{w.text}\n{nxt.text}", w.source, w.start, w.tokens + nxt.tokens + 1))
         else:
             out.append(w)
-    kept = set(out)
-    return out + [w for w in windows if w.tokens >= short and w not in kept]
+        if len(out) > 1 and out[-1].text == out[-2].text:  # two short turns joined to each other, twice
+            out.pop()
+    return out

@@ -133,8 +133,9 @@ async def test_a_conversation_pays_only_for_new_or_changed_text(runtime: ModelRu
         ],
     )
     # Each message is one window here; jailbreak, domain and complexity share the encoder pass, and
-    # both PII signals share the PII model's result.
-    assert counts == [(2, 2), (2, 2), (0, 0), (1, 1), (2, 2)]
+    # both PII signals share the PII model's result. In turn 3 the jailbreak guard reads the short u3
+    # joined to a2 (classifiers.windows.pack_short): one more encoder window, not one more PII one.
+    assert counts == [(2, 2), (2, 2), (0, 0), (1, 1), (3, 2)]
 
 
 async def test_cache_off_classifies_every_time() -> None:
