@@ -114,13 +114,24 @@ async def test_a_conversation_pays_only_for_new_or_changed_text(runtime: ModelRu
     signals = build_signals(cfg.routing.signals, runtime)
     for sig in signals.values():
         await sig.start()
-    system = MessageText("system", fresh("You are a support assistant for a travel company. Answer briefly."))
-    u1 = MessageText("user", fresh("I would like to move my hotel booking in Porto by two days."))
-    a1 = MessageText("assistant", fresh("Of course, an agent will confirm the new dates shortly."))
-    u2 = MessageText("user", fresh("Is breakfast included in the room rate?"))
-    u1_edited = MessageText("user", fresh("I would like to move my hotel booking in Lisbon by two days."))
-    a2 = MessageText("assistant", fresh("Breakfast is included for bookings made directly with us."))
-    u3 = MessageText("user", fresh("Thanks, that is all."))
+    system = MessageText(
+        "system",
+        fresh("You are a support assistant for a travel company. Answer briefly and politely, in the customer's language."),
+    )
+    u1 = MessageText(
+        "user", fresh("I would like to move my hotel booking in Porto by two days, starting on the fourteenth of May.")
+    )
+    a1 = MessageText(
+        "assistant", fresh("Of course, an agent from our reservations team will confirm the new dates with the hotel shortly.")
+    )
+    u2 = MessageText("user", fresh("Is breakfast included in the room rate, and can we check in before noon on the first day?"))
+    u1_edited = MessageText(
+        "user", fresh("I would like to move my hotel booking in Lisbon by two days, starting on the fourteenth of May.")
+    )
+    a2 = MessageText(
+        "assistant", fresh("Breakfast is included for bookings made directly with us, and early check-in depends on the hotel.")
+    )
+    u3 = MessageText("user", fresh("Thanks."))
     counts = await conversation_counts(
         runtime,
         signals,
@@ -132,7 +143,8 @@ async def test_a_conversation_pays_only_for_new_or_changed_text(runtime: ModelRu
             [system, u1_edited, a1, u2, a2, u3],  # turn 3
         ],
     )
-    # Each message is one window here; jailbreak, domain and complexity share the encoder pass, and
+    # Each message is one window here, every one but u3 at least 16 tokens whatever its random suffix
+    # (classifiers.windows.SHORT_WINDOW_TOKENS); jailbreak, domain and complexity share the encoder pass, and
     # both PII signals share the PII model's result. In turn 3 the jailbreak guard reads the short u3
     # joined to a2 (classifiers.windows.pack_short): one more encoder window, not one more PII one.
     assert counts == [(2, 2), (2, 2), (0, 0), (1, 1), (3, 2)]
