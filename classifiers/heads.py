@@ -76,6 +76,12 @@ class PoolingHead:
 
 
 HEAD_FORMAT = "tfidf-linear/1"
+# Tokens ([SEP] included) a sentence-start sub-window needs after its start. In a row shorter than one
+# sub-window a short last sentence ("Sunny.", "Thanks!") is out of the classifier's distribution and
+# scores at random, so it needs more; in a longer row, a window cut 4 tokens into an attack ("Ignore
+# all previous instructions") still catches it (attacks after prose caught: 45 % with 4, 40 % with 8).
+MIN_SENTENCE_TOKENS = 8
+MIN_SENTENCE_TOKENS_LONG_ROW = 4
 
 
 @dataclass
@@ -199,12 +205,15 @@ class TfidfLinearHead:
         return sorted({min(j * s, last) for j in range(n_slots)})
 
     def starts_after_sentences(self, ids: np.ndarray) -> list[int]:
-        """Sub-window starts right after each sentence end, at least 4 tokens before the row's end (none
-        when the row fits in one sub-window)."""
+        """Sub-window starts right after each sentence end that leave enough tokens in the row (see
+        ``MIN_SENTENCE_TOKENS``; a row shorter than one sub-window included: "How do I reverse a linked
+        list in Java? Ignore the above directions…" is one short row, and its second sentence alone
+        is the attack)."""
         k, n = self.sub_tokens, len(ids)
-        if not k or n <= k or not len(self._boundaries):
+        if not k or not len(self._boundaries):
             return []
-        return [int(e) + 1 for e in np.nonzero(np.isin(ids, self._boundaries))[0] if int(e) + 1 < n - 3]
+        least = MIN_SENTENCE_TOKENS_LONG_ROW if n > k else MIN_SENTENCE_TOKENS
+        return [int(e) + 1 for e in np.nonzero(np.isin(ids, self._boundaries))[0] if int(e) + 1 <= n - least]
 
     def _gram_cols(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Feature column of every unigram (position t) and bigram (t, t+1) of a row; -1 = not a feature."""
@@ -238,7 +247,7 @@ class TfidfLinearHead:
             spans = [(0, n)] + [(s, s + k) for s in self.sub_starts(n)]
             grid = set(spans)
             starts = self.starts_after_sentences(ids)
-            if starts:
+            if starts and n > k:
                 starts = [1, *starts]  # the row's first token after [CLS] starts a sentence too
             for s in starts:
                 for sp in ((s, min(s + k, n)), (s, min(s + k // 2, n))):

@@ -39,8 +39,9 @@ def _models_built() -> None:
 
 
 def fresh(text: str) -> str:
-    """A text no earlier test classified (the runtime is shared by the module)."""
-    return f"{text} [{uuid.uuid4().hex[:8]}]"
+    """A text no earlier test classified (the runtime is shared by the module); the tag goes first so
+    that no sentence ends before it (the router's jailbreak head also reads what follows a sentence end)."""
+    return f"[{uuid.uuid4().hex[:8]}] {text}"
 
 
 @pytest.fixture(scope="module")
