@@ -36,6 +36,11 @@ class RouterSettings(Strict):
     cluster_header: str = "x-vsr-cluster"
     debug_header: str = "x-vsr-debug"
     max_body_bytes: int = Field(default=16 * 1024 * 1024, gt=0)
+    # Request headers larger than a backend's HTTP server takes are refused here with an OpenAI-shaped
+    # 431, not forwarded to meet the backend's own plain-text error (aiohttp: 8,190 bytes per header
+    # line; uvicorn/h11, vLLM's server: 16 KiB for the whole header block; Envoy alone allows 60 KiB).
+    max_header_bytes: int = Field(default=8 * 1024, ge=1024)
+    max_headers_total_bytes: int = Field(default=16 * 1024, ge=4096)
     # Deeper JSON is refused at parse with 400: nothing a chat request needs nests this deep, and
     # re-serialising a body nested hundreds deep fails (orjson stops at 255).
     max_json_depth: int = Field(default=64, ge=8, le=200)

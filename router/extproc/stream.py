@@ -110,6 +110,9 @@ class Phases:
         if self.app.draining and not state.internal:
             # Shutting down: new client requests go elsewhere; sub-calls of in-flight Fusion runs still pass.
             return error_response(state, OpenAIError(503, "The router is shutting down; retry the request.", "router_draining"))
+        too_large = _oversized_header(hdrs, router_cfg.max_header_bytes, router_cfg.max_headers_total_bytes)
+        if too_large:
+            return error_response(state, OpenAIError(431, too_large, "request_header_too_large"))
         if state.path == MODELS_PATH or state.path.startswith(MODELS_PATH + "/"):
             return self._models(state)
         if state.path != CHAT_PATH:
@@ -231,3 +234,19 @@ def _neutral(kind: str) -> wire.ProcessingResponse:
     if kind == "response_body":
         return ep.ProcessingResponse(response_body=ep.BodyResponse())
     return ep.ProcessingResponse(response_trailers=ep.TrailersResponse())
+
+
+def _oversized_header(hdrs: dict[str, str], one: int, total: int) -> str | None:
+    """Why the request's headers are too large for a backend, or None. Pseudo-headers (``:path``…)
+    are Envoy's, not sent upstream as such, and not counted."""
+    size = 0
+    for name, value in hdrs.items():
+        if name.startswith(":"):
+            continue
+        n = len(name) + len(value) + 4  # "name: value\r\n"
+        if n > one:
+            return f"The request header `{name[:64]}` is {n} bytes; this gateway forwards headers of up to {one} bytes."
+        size += n
+    if size > total:
+        return f"The request headers total {size} bytes; this gateway forwards up to {total} bytes of headers."
+    return None

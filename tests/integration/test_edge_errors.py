@@ -26,7 +26,7 @@ import yaml
 from router.config import load_config
 from router.envoyconf import EnvoyPorts, build_envoy_config
 from router.local import Stack, envoy_binary, free_port, stop_process
-from tests.integration.harness import client, raw, with_sim_ports
+from tests.integration.harness import clear_sim_requests, client, raw, sim_requests, with_sim_ports
 
 pytestmark = pytest.mark.envoy
 
@@ -63,6 +63,7 @@ def start(tmp: Path, config: dict[str, Any], body_mode: str = "FULL_DUPLEX_STREA
         log_format="json",
         body_mode=body_mode,
     )
+    stack.sim_urls = {s["name"]: f"http://127.0.0.1:{s['port']}" for s in specs}  # type: ignore[attr-defined]
     return stack.start()
 
 
@@ -126,6 +127,26 @@ def test_oversized_headers_are_a_json_431(stack):
     status, headers, body = send_raw(stack, request)
     err = envoy_error(status, headers, body, 431, "request_header_fields_too_large", "invalid_request_error")
     assert "headers_too_large" in err["message"]
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [{"x-custom-note": "A" * 12_000}, {f"x-part-{i}": "B" * 6_000 for i in range(3)}],
+    ids=["one_header_over_8k", "headers_over_16k_in_all"],
+)
+def test_headers_a_backend_would_refuse_get_the_routers_431_and_reach_no_backend(stack, headers):
+    """Envoy takes 60 KiB of headers; a backend's HTTP server far less (aiohttp 8,190 bytes a line, vLLM's
+    h11 16 KiB in all) and would answer in plain text. The router refuses them first, in JSON."""
+    clear_sim_requests(stack)
+    body = json.dumps({"model": "m-fast", "messages": [{"role": "user", "content": "hi"}]}).encode()
+    status, hdrs, out = raw(stack.url, "POST", CHAT, body, headers)
+    assert status == 431, out
+    assert hdrs["content-type"] == "application/json"
+    assert json.loads(out)["error"]["code"] == "request_header_too_large"
+    assert sim_requests(stack, "b-fast") == []
+    # just under the limits it is served
+    ok = {k: v[: 8_000 if len(headers) == 1 else 4_000] for k, v in headers.items()}
+    assert raw(stack.url, "POST", CHAT, body, ok)[0] == 200
 
 
 def test_unsupported_transfer_encoding_is_a_json_501(stack):
