@@ -13,7 +13,7 @@ import socket
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,6 +35,30 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def free_port_block(n: int, avoid: Iterable[int] = ()) -> int:
+    """The first of ``n`` consecutive free loopback ports, none of them in ``avoid`` (ports handed out
+    but not bound yet). ``serve --workers N`` binds grpc_port + i, which a lone free_port() does not
+    reserve: the kernel's next free port is often exactly the one after it."""
+    taken = set(avoid)
+    for _ in range(200):
+        base = free_port()
+        if base + n > 65535 or taken & set(range(base, base + n)):
+            continue
+        held: list[socket.socket] = []
+        try:
+            for p in range(base, base + n):
+                sock = socket.socket()
+                held.append(sock)
+                sock.bind(("127.0.0.1", p))
+        except OSError:
+            continue
+        finally:
+            for sock in held:
+                sock.close()
+        return base
+    raise RuntimeError(f"no block of {n} free loopback ports")
 
 
 def envoy_binary() -> str:
@@ -103,6 +127,12 @@ class Stack:
         from router.config import load_config
 
         config = load_config(self.config_path)
+        if self.workers > 1:
+            ports = [self.listen_port, self.admin_port, self.envoy_admin_port, self.internal_port]
+            ports += [int(s["port"]) for s in self.sim_specs if "port" in s]
+            block = set(range(self.grpc_port, self.grpc_port + self.workers))
+            if block & set(ports):  # free_port() choices can run into each other: grpc_port + 1 == admin_port
+                self.grpc_port = free_port_block(self.workers, ports)
         endpoint = config.global_.integrations.looper.endpoint
         # A looper endpoint on this machine means "back through our Envoy": point it at this stack's port.
         looper_port = urlsplit(endpoint).port if endpoint else None

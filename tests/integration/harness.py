@@ -11,7 +11,7 @@ from typing import Any
 import openai
 import yaml
 
-from router.local import Stack, free_port
+from router.local import Stack, free_port, free_port_block
 
 
 def with_sim_ports(config: dict[str, Any], sims: dict[str, dict[str, Any]]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
@@ -33,7 +33,7 @@ def start_stack(tmp: Path, config: dict[str, Any], sims: dict[str, dict[str, Any
     stack = Stack(
         path,
         listen_port=free_port(),
-        grpc_port=free_port(),
+        grpc_port=free_port_block(int(kw.get("workers", 1))),  # serve --workers N binds grpc_port + i
         admin_port=free_port(),
         envoy_admin_port=free_port(),
         internal_port=free_port(),
