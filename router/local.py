@@ -31,24 +31,40 @@ __all__ = ["Stack", "envoy_binary", "free_port", "http_ok", "sim_specs_for", "sp
 PROCESS_NAMES = {"router": "the router", "envoy": "Envoy", "sim": "the simulated backends"}
 
 
-def free_port() -> int:
+# Ports this process handed out: a port is only reserved once its server binds it, and the kernel may
+# give the same free port to the next caller before that (a stack's internal listener got one of its
+# own simulated backends' ports).
+_HANDED_OUT: set[int] = set()
+
+
+def _bind_any() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
 
 
+def free_port() -> int:
+    """A free loopback port that this process has not handed out before."""
+    for _ in range(1000):
+        port = _bind_any()
+        if port not in _HANDED_OUT:
+            _HANDED_OUT.add(port)
+            return port
+    raise RuntimeError("no free loopback port left that was not handed out already")
+
+
 def free_port_block(n: int, avoid: Iterable[int] = ()) -> int:
-    """The first of ``n`` consecutive free loopback ports, none of them in ``avoid`` (ports handed out
-    but not bound yet). ``serve --workers N`` binds grpc_port + i, which a lone free_port() does not
-    reserve: the kernel's next free port is often exactly the one after it."""
+    """The first of ``n`` consecutive free loopback ports, none handed out before or in ``avoid``.
+    ``serve --workers N`` binds grpc_port + i, which a lone free_port() does not reserve."""
     taken = set(avoid)
     for _ in range(200):
-        base = free_port()
-        if base + n > 65535 or taken & set(range(base, base + n)):
+        base = _bind_any()
+        block = set(range(base, base + n))
+        if base + n > 65535 or block & (taken | _HANDED_OUT):
             continue
         held: list[socket.socket] = []
         try:
-            for p in range(base, base + n):
+            for p in sorted(block):
                 sock = socket.socket()
                 held.append(sock)
                 sock.bind(("127.0.0.1", p))
@@ -57,6 +73,7 @@ def free_port_block(n: int, avoid: Iterable[int] = ()) -> int:
         finally:
             for sock in held:
                 sock.close()
+        _HANDED_OUT.update(block)
         return base
     raise RuntimeError(f"no block of {n} free loopback ports")
 

@@ -11,7 +11,6 @@ import json
 import os
 import random
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -26,6 +25,7 @@ from router._pb.envoy.config.core.v3 import base_pb2 as core
 from router._pb.envoy.extensions.filters.http.ext_proc.v3 import processing_mode_pb2 as pm
 from router._pb.envoy.service.ext_proc.v3 import external_processor_pb2 as ep
 from router._pb.envoy.service.ext_proc.v3 import external_processor_pb2_grpc as ep_grpc
+from router.local import free_port
 
 pytestmark = pytest.mark.envoy
 ENVOY = shutil.which("envoy", path=os.path.dirname(sys.executable))
@@ -35,9 +35,7 @@ SSE_CHUNKS = (b"data: one\n\n", b"data: two\n\n")
 
 
 def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return free_port()
 
 
 def _header(msg: ep.HttpHeaders, key: str) -> core.HeaderValue | None:

@@ -25,3 +25,11 @@ def test_a_block_skips_a_port_something_listens_on():
         for _ in range(20):
             base = free_port_block(2)
             assert taken not in (base, base + 1)
+
+
+def test_a_port_is_never_handed_out_twice_before_it_is_bound():
+    """Nothing binds these ports here, as between a stack choosing its ports and starting its servers."""
+    single = [free_port() for _ in range(200)]
+    blocks = [free_port_block(2) for _ in range(50)]
+    handed = single + [p for b in blocks for p in (b, b + 1)]
+    assert len(handed) == len(set(handed))
