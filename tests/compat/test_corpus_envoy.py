@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from router.local import Stack, free_port
+from router.local import free_port
 from tests.compat.harness import REFERENCE
-from tests.integration.harness import clear_sim_requests, client, sim_requests
+from tests.integration.harness import clear_sim_requests, client, sim_requests, stack_on_free_ports
 
 pytestmark = pytest.mark.envoy
 
@@ -44,19 +44,7 @@ def stack(tmp_path_factory):
     doc["routing"]["decisions"][0]["modelRefs"][0] |= {"use_reasoning": True, "lora_name": "code-expert"}
     path = tmp / "vsr.yaml"
     path.write_text(yaml.safe_dump(doc, sort_keys=False))
-    s = Stack(
-        path,
-        listen_port=free_port(),
-        grpc_port=free_port(),
-        admin_port=free_port(),
-        envoy_admin_port=free_port(),
-        internal_port=free_port(),
-        sim_specs=specs,
-        workdir=tmp,
-        quiet=True,
-        log_format="json",
-    )
-    s.sim_urls = {spec["name"]: f"http://127.0.0.1:{spec['port']}" for spec in specs}  # type: ignore[attr-defined]
+    s = stack_on_free_ports(path, specs, tmp)
     s.start()
     yield s
     s.stop()

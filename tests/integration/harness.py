@@ -30,8 +30,14 @@ def start_stack(tmp: Path, config: dict[str, Any], sims: dict[str, dict[str, Any
     config, specs = with_sim_ports(config, sims or {})
     path = tmp / "router.yaml"
     path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return stack_on_free_ports(path, specs, tmp, **kw).start()
+
+
+def stack_on_free_ports(config_path: Path, specs: list[dict[str, Any]], tmp: Path, **kw: Any) -> Stack:
+    """A stack (not started) for ``config_path`` and these simulated backends, every port free, with
+    ``sim_urls`` for ``sim_requests``."""
     stack = Stack(
-        path,
+        config_path,
         listen_port=free_port(),
         grpc_port=free_port_block(int(kw.get("workers", 1))),  # serve --workers N binds grpc_port + i
         admin_port=free_port(),
@@ -44,7 +50,7 @@ def start_stack(tmp: Path, config: dict[str, Any], sims: dict[str, dict[str, Any
         **kw,
     )
     stack.sim_urls = {s["name"]: f"http://127.0.0.1:{s['port']}" for s in specs}  # type: ignore[attr-defined]
-    return stack.start()
+    return stack
 
 
 def client(stack: Stack, **kw: Any) -> openai.OpenAI:

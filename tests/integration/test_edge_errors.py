@@ -26,7 +26,7 @@ import yaml
 from router.config import load_config
 from router.envoyconf import EnvoyPorts, build_envoy_config
 from router.local import Stack, envoy_binary, free_port, stop_process
-from tests.integration.harness import clear_sim_requests, client, raw, sim_requests, with_sim_ports
+from tests.integration.harness import clear_sim_requests, client, raw, sim_requests, stack_on_free_ports, with_sim_ports
 
 pytestmark = pytest.mark.envoy
 
@@ -50,21 +50,7 @@ def start(tmp: Path, config: dict[str, Any], body_mode: str = "FULL_DUPLEX_STREA
     dead["endpoint"] = f"http://127.0.0.1:{free_port()}"
     path = tmp / "router.yaml"
     path.write_text(yaml.safe_dump(config, sort_keys=False))
-    stack = Stack(
-        path,
-        listen_port=free_port(),
-        grpc_port=free_port(),
-        admin_port=free_port(),
-        envoy_admin_port=free_port(),
-        internal_port=free_port(),
-        sim_specs=specs,
-        workdir=tmp,
-        quiet=True,
-        log_format="json",
-        body_mode=body_mode,
-    )
-    stack.sim_urls = {s["name"]: f"http://127.0.0.1:{s['port']}" for s in specs}  # type: ignore[attr-defined]
-    return stack.start()
+    return stack_on_free_ports(path, specs, tmp, body_mode=body_mode).start()
 
 
 @pytest.fixture(scope="module")
