@@ -21,7 +21,7 @@ from router.looper.base import Answer, CallResult, Looper
 from router.looper.errors import StageFailure, UpstreamError
 from router.looper.messages import final_body, original_text, subcall_body
 from router.looper.panel import Member, fan_out
-from router.looper.spec import AlgorithmSpec
+from router.looper.spec import AlgorithmSpec, CheckContext
 from router.looper.templates import render
 from router.looper.trace import LooperTrace, TraceModel, TraceSettings
 from router.openai.errors import OpenAIError
@@ -155,12 +155,10 @@ def resolve(merged: DebateSettings, ctx: Any) -> DebateParams:
     )
 
 
-def check(settings: DebateSettings, ctx: Any) -> Iterator[str]:
+def check(settings: DebateSettings, ctx: CheckContext) -> Iterator[str]:
     for j, m in enumerate(settings.models or []):
-        if m not in ctx.models:
-            yield f"models[{j}]: unknown model {m!r}"
-    if settings.synthesis_model is not None and settings.synthesis_model not in ctx.models:
-        yield f"synthesis_model: unknown model {settings.synthesis_model!r}"
+        yield from ctx.unknown_model(f"models[{j}]", m)
+    yield from ctx.unknown_model("synthesis_model", settings.synthesis_model)
     panel = len(settings.models or ctx.model_refs)
     if not panel:
         yield "models: a debate decision needs models (models or modelRefs)"

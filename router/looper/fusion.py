@@ -24,7 +24,7 @@ from router.looper.grounding import ANNOTATE_NOTE, WEIGHT_NOTE, GroundingSetting
 from router.looper.messages import final_body, original_text, subcall_body, user_prompt
 from router.looper.panel import Member, fan_out
 from router.looper.scoring import METHOD_THRESHOLDS, Score, from_logprobs
-from router.looper.spec import AlgorithmSpec
+from router.looper.spec import AlgorithmSpec, CheckContext
 from router.looper.templates import ANALYSIS_TEMPLATE, PROMPT_VERSION, SYNTHESIS_TEMPLATE, render
 from router.looper.trace import LooperTrace, TraceModel, TraceSettings
 from router.looper.verify import verify
@@ -235,23 +235,16 @@ def _caps(settings: FusionSettings) -> list[tuple[str, int]]:
     return caps
 
 
-def check(settings: FusionSettings, ctx: Any) -> Iterator[str]:
+def check(settings: FusionSettings, ctx: CheckContext) -> Iterator[str]:
     """Config cross-checks (paths relative to ``algorithm.fusion``)."""
 
-    def known(where: str, name: str | None, what: str) -> Iterator[str]:
-        if name is not None and name not in ctx.models:
-            hint = (
-                f" ({name!r} is a routing alias or looper slug and can never be a {what} model)" if name in ctx.reserved else ""
-            )
-            yield f"{where}: unknown {what} model {name!r}{hint}"
-
-    yield from known("model", settings.model, "judge")
+    yield from ctx.unknown_model("model", settings.model, "judge")
     for j, m in enumerate(settings.analysis_models or []):
-        yield from known(f"analysis_models[{j}]", m, "panel")
+        yield from ctx.unknown_model(f"analysis_models[{j}]", m, "panel")
     for j, o in enumerate(settings.analysis_overrides or []):
-        yield from known(f"analysis_overrides[{j}].model", o.model, "panel")
+        yield from ctx.unknown_model(f"analysis_overrides[{j}].model", o.model, "panel")
     if settings.gate is not None:
-        yield from known("gate.model", settings.gate.model, "gate")
+        yield from ctx.unknown_model("gate.model", settings.gate.model, "gate")
     if not (settings.analysis_models or ctx.model_refs):
         yield "analysis_models: a Fusion decision needs a panel (analysis_models or modelRefs)"
     yield from check_settings(settings, _caps(settings))

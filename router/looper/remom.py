@@ -17,7 +17,7 @@ from router.looper.budget import answers_tokens, check_settings, resolve_limit
 from router.looper.errors import StageFailure, UpstreamError
 from router.looper.messages import final_body, original_text, subcall_body
 from router.looper.panel import Member, fan_out
-from router.looper.spec import AlgorithmSpec
+from router.looper.spec import AlgorithmSpec, CheckContext
 from router.looper.templates import render
 from router.looper.trace import LooperTrace, TraceModel, TraceSettings
 from router.openai.errors import OpenAIError
@@ -185,12 +185,11 @@ def _caps(settings: RemomSettings) -> list[tuple[str, int]]:
     return [("max_completion_tokens", settings.max_completion_tokens)] if settings.max_completion_tokens else []
 
 
-def check(settings: RemomSettings, ctx: Any) -> Iterator[str]:
+def check(settings: RemomSettings, ctx: CheckContext) -> Iterator[str]:
     for j, b in enumerate(settings.breadth_schedule or []):
         if b < 1:
             yield f"breadth_schedule[{j}]: every round needs at least one call (got {b})"
-    if settings.synthesis_model is not None and settings.synthesis_model not in ctx.models:
-        yield f"synthesis_model: unknown model {settings.synthesis_model!r}"
+    yield from ctx.unknown_model("synthesis_model", settings.synthesis_model)
     if settings.compaction_strategy == "last_n_tokens" and not settings.compaction_tokens:
         yield "compaction_tokens: last_n_tokens compaction needs compaction_tokens > 0"
     if not ctx.model_refs:

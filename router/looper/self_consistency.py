@@ -23,7 +23,7 @@ from router.looper.encoders import Encoders
 from router.looper.errors import StageFailure
 from router.looper.messages import subcall_body
 from router.looper.panel import Member, fan_out
-from router.looper.spec import AlgorithmSpec
+from router.looper.spec import AlgorithmSpec, CheckContext
 from router.looper.trace import LooperTrace, TraceModel, TraceSettings
 from router.openai.errors import OpenAIError
 
@@ -127,10 +127,9 @@ def resolve(merged: SelfConsistencySettings, ctx: Any) -> SelfConsistencyParams:
     )
 
 
-def check(settings: SelfConsistencySettings, ctx: Any) -> Iterator[str]:
+def check(settings: SelfConsistencySettings, ctx: CheckContext) -> Iterator[str]:
     for j, m in enumerate(settings.models or []):
-        if m not in ctx.models:
-            yield f"models[{j}]: unknown model {m!r}"
+        yield from ctx.unknown_model(f"models[{j}]", m)
     if not (settings.models or ctx.model_refs):
         yield "models: a self_consistency decision needs models (models or modelRefs)"
     if settings.min_successful_responses and settings.samples and settings.min_successful_responses > settings.samples:

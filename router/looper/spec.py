@@ -41,6 +41,15 @@ class CheckContext:
     reserved: frozenset[str]
     model_refs: tuple[str, ...]
 
+    def unknown_model(self, where: str, name: str | None, role: str = "") -> Iterator[str]:
+        """The problem with naming ``name`` at ``where`` when it is not a configured model (a routing
+        alias or looper slug is called out: it can never be a sub-call's model)."""
+        if name is None or name in self.models:
+            return
+        kind = f"{role} model" if role else "model"
+        hint = f" ({name!r} is a routing alias or looper slug and can never be a {kind})" if name in self.reserved else ""
+        yield f"{where}: unknown {kind} {name!r}{hint}"
+
 
 @dataclass(frozen=True)
 class AlgorithmSpec:
